@@ -1,0 +1,5 @@
+"""`python -m facebank` is the `facebank` command."""
+
+from facebank.cli import main
+
+main()

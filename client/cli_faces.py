@@ -1,0 +1,199 @@
+"""`facebank enroll | search | verify | forget | identities`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from facebank.bulk import Tally, identity_folders, stream_items
+from facebank.cli import client_from, collection_option, emit_json, json_option, receipt_dict
+from facebank.errors import InvalidArgument
+from facebank.v1 import facebank_pb2 as pb
+
+
+def box(b: pb.Box) -> list[float]:
+    return [round(b.x0, 1), round(b.y0, 1), round(b.x1, 1), round(b.y1, 1)]
+
+
+def quality(q: pb.Quality) -> dict:
+    return {
+        "passed": q.passed, "reasons": list(q.reasons), "face_size": round(q.face_size, 1),
+        "detection_score": round(q.detection_score, 4), "sharpness": round(q.sharpness, 1),
+        "yaw": round(q.yaw, 1), "pitch": round(q.pitch, 1), "roll": round(q.roll, 1),
+    }
+
+
+def match(m: pb.IdentityMatch) -> dict:
+    return {"identity": m.identity_id, "display_name": m.display_name, "score": round(m.score, 4), "face_ids": list(m.face_ids), "metadata": dict(m.metadata)}
+
+
+def parse_metadata(pairs: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise InvalidArgument(f"--meta {pair!r} must look like key=value")
+        out[key] = value
+    return out
+
+
+def register(main: click.Group) -> None:
+    main.add_command(enroll)
+    main.add_command(search)
+    main.add_command(verify)
+    main.add_command(forget)
+    main.add_command(identities)
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--identity", "identity_id", help="Identity to enroll the images for (created if new). Omit to enroll a folder of per-identity sub-folders.")
+@collection_option
+@click.option("--name", "display_name", default="", help="Display name (new identity).")
+@click.option("--meta", multiple=True, help="Metadata key=value (repeatable).")
+@click.option("--accept-low-quality", is_flag=True, help="Enroll faces that fail the quality check.")
+@click.option("--workers", type=int, default=1, show_default=True, help="Parallel streams for a folder.")
+@json_option
+@click.pass_context
+def enroll(ctx, paths, identity_id, collection, display_name, meta, accept_low_quality, workers, as_json) -> None:
+    """Enroll IMAGE... for --identity ID, or a DIR with one sub-folder per identity."""
+    metadata = parse_metadata(meta)
+    with client_from(ctx) as fb:
+        if identity_id is not None:
+            if any(p.is_dir() for p in paths):
+                raise InvalidArgument("with --identity, give image files; to enroll a folder of identities, drop --identity")
+            r = fb.enroll(identity_id, list(paths), collection=collection, display_name=display_name, metadata=metadata, accept_low_quality=accept_low_quality)
+            if as_json:
+                emit_json({"identity": r.identity.id, "faces": r.identity.face_count, "images": [
+                    {"image": str(p), "face_id": i.face.face_id, "already_enrolled": i.already_enrolled} for p, i in zip(paths, r.images)]})
+            else:
+                new = sum(not i.already_enrolled for i in r.images)
+                click.echo(f"enrolled {new} new face(s) for {r.identity.id!r} ({r.identity.face_count} in all)")
+            return
+        if len(paths) != 1 or not paths[0].is_dir():
+            raise InvalidArgument("give one folder (with one sub-folder per identity), or image files with --identity ID")
+        _enroll_folder(fb, paths[0], collection, metadata, accept_low_quality, workers, as_json)
+
+
+def _enroll_folder(fb, root: Path, collection: str, metadata: dict, accept_low_quality: bool, workers: int, as_json: bool) -> None:
+    console = Console(stderr=True)
+    pairs, loose = identity_folders(root)
+    tally = Tally()
+    for path in loose:
+        tally.fail(str(path.relative_to(root)), "NOT_IN_IDENTITY_FOLDER", "put it in a sub-folder named after the identity")
+    quality = pb.QUALITY_FILTER_NONE if accept_low_quality else pb.QUALITY_FILTER_DEFAULT
+
+    def items():
+        for identity_id, path in pairs:
+            rel = str(path.relative_to(root))
+            try:
+                data = path.read_bytes()
+            except OSError as err:
+                tally.fail(rel, "UNREADABLE_FILE", err.strerror or str(err))
+                continue
+            yield pb.BulkEnrollItem(item_id=rel, collection=collection, identity_id=identity_id, metadata=metadata,
+                                    image=pb.Image(data=data, source_ref=rel), quality_filter=quality)
+
+    def handle(result: pb.BulkEnrollResult) -> None:
+        tally.done += 1
+        if result.HasField("failure"):
+            tally.fail(result.item_id, result.failure.reason or result.failure.code, result.failure.message)
+            console.print(f"[yellow]skipped[/] {result.item_id}: {result.failure.message}", markup=True, highlight=False)
+        elif result.enrolled.already_enrolled:
+            tally.already += 1
+        else:
+            tally.new += 1
+            tally.faces += 1
+
+    stream_items(items, fb.bulk_enroll, handle, total=len(pairs), label="enrolling", console=console, workers=workers)
+    if as_json:
+        emit_json(tally.as_dict())
+        return
+    rejected = ", ".join(f"{reason} {n}" for reason, n in sorted(tally.rejected.items())) or "none"
+    click.echo(f"enrolled {tally.new}, already enrolled {tally.already}, rejected: {rejected} ({tally.done + len(loose)} files)")
+
+
+@click.command()
+@click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--top-k", type=int, default=5, show_default=True)
+@click.option("--threshold", type=float, help="Override the collection's threshold.")
+@collection_option
+@click.option("--where", multiple=True, help="Only identities whose metadata has key=value (repeatable).")
+@json_option
+@click.pass_context
+def search(ctx, image, top_k, threshold, collection, where, as_json) -> None:
+    """Who is in IMAGE? Every face found, with its best matches."""
+    with client_from(ctx) as fb:
+        r = fb.search(image, collection=collection, top_k=top_k, threshold=threshold, filter=parse_metadata(where))
+    faces = [{"box": box(f.face.box), "quality": quality(f.face.quality), "matches": [match(m) for m in f.matches]} for f in r.faces]
+    if as_json:
+        emit_json({"faces": faces, "threshold": round(r.threshold, 4)})
+        return
+    if not faces:
+        click.echo("no face found")
+    for i, f in enumerate(faces):
+        best = f["matches"][0] if f["matches"] else None
+        who = f"{best['identity']} ({best['score']:.3f})" if best else "unknown"
+        click.echo(f"face {i} at {f['box']}: {who}")
+
+
+@click.command()
+@click.argument("image_a", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("image_b", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--identity", "identity_id", help="Verify IMAGE_A against an enrolled identity instead of IMAGE_B.")
+@click.option("--threshold", type=float)
+@collection_option
+@json_option
+@click.pass_context
+def verify(ctx, image_a, image_b, identity_id, threshold, collection, as_json) -> None:
+    """Are the people in IMAGE_A and IMAGE_B (or --identity) the same person?"""
+    if (image_b is None) == (identity_id is None):
+        raise InvalidArgument("give IMAGE_B or --identity ID (one of them)")
+    with client_from(ctx) as fb:
+        r = fb.verify(image_a, other_image=image_b, identity_id=identity_id, collection=collection, threshold=threshold)
+    if as_json:
+        emit_json({"match": r.match, "score": round(r.score, 4), "threshold": round(r.threshold, 4)})
+    else:
+        click.echo(f"{'same person' if r.match else 'different people'} (score {r.score:.3f}, threshold {r.threshold:.2f})")
+
+
+@click.command()
+@click.argument("identity_id")
+@collection_option
+@click.option("--strict", is_flag=True, help="Also wait until retrained indexes no longer reflect it.")
+@json_option
+@click.pass_context
+def forget(ctx, identity_id, collection, strict, as_json) -> None:
+    """Forget ID: crypto-shred and erase every trace; prints the receipt."""
+    with client_from(ctx) as fb:
+        r = fb.forget(identity_id, collection=collection, strict=strict)
+    if as_json:
+        emit_json(receipt_dict(r))
+        return
+    v = r.verification
+    click.echo(
+        f"forgotten: receipt #{r.sequence} subject {r.subject_hash[:16]}; removed {dict(r.removed)}; "
+        f"derived structures {'clean' if r.derived_clean else 'retraining in background'}; "
+        f"verification {'passed' if v.passed else 'FAILED'} (max score {v.max_score:.3f} < {v.threshold:.2f})"
+    )
+
+
+@click.command()
+@collection_option
+@json_option
+@click.pass_context
+def identities(ctx, collection, as_json) -> None:
+    """List the identities of a collection."""
+    with client_from(ctx) as fb:
+        rows = [
+            {"id": i.id, "display_name": i.display_name, "faces": i.face_count, "metadata": dict(i.metadata)}
+            for i in fb.list_identities(collection=collection)
+        ]
+    if as_json:
+        emit_json({"identities": rows})
+        return
+    for row in rows:
+        click.echo(f"{row['id']}\t{row['faces']} face(s)\t{row['display_name']}")
+    click.echo(f"{len(rows)} identities", err=True)

@@ -1,0 +1,375 @@
+"""Typed access to the catalog's tables inside one LMDB transaction.
+
+Keys are big-endian integers and UTF-8 strings, so that LMDB's byte order is
+the natural order (ids ascending, names alphabetical). Values are JSON records
+(see records.py), sealed embedding blobs, or empty (for index tables).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Iterator
+
+import lmdb
+
+from facebank.index.records import (
+    ApiKeyRecord,
+    ClusterRecord,
+    CollectionRecord,
+    FaceRecord,
+    ForgetIntent,
+    IdentityRecord,
+    dumps,
+    loads,
+)
+
+TABLES = (
+    "meta",             # name -> JSON value; counters
+    "collections",      # name -> CollectionRecord
+    "collection_ids",   # cid -> name
+    "identities",       # cid + external id -> IdentityRecord
+    "identity_iids",    # iid -> cid + external id
+    "identity_faces",   # iid + face id -> ''
+    "faces",            # face id -> FaceRecord
+    "face_owner",       # face id -> iid (8 bytes): the hot lookup of search
+    "segment_faces",    # cid + segment + face id -> ''
+    "embeddings",       # face id -> sealed float32 vector
+    "images",           # cid + sha256 + iid -> JSON [face ids]
+    "metadata_index",   # cid + key \0 value \0 + iid -> ''
+    "changes",          # seq -> JSON {c, s, add, remove}
+    "clusters",         # cid + cluster id -> ClusterRecord
+    "cluster_faces",    # cluster id + face id -> ''
+    "unclustered",      # cid + face id -> ''  (ingested, waiting for a clustering pass)
+    "forget_intents",   # iid -> ForgetIntent
+    "api_keys",         # key id -> ApiKeyRecord
+    "key_slots",        # keyring slot -> owner tag: which record a data key belongs to
+)
+
+_SEGMENT_CODE = {"enrolled": b"e", "ingested": b"i"}
+
+
+def u32(n: int) -> bytes:
+    return struct.pack(">I", n)
+
+
+def u64(n: int) -> bytes:
+    return struct.pack(">Q", n)
+
+
+def read_u64(b: bytes, offset: int = 0) -> int:
+    return struct.unpack_from(">Q", b, offset)[0]
+
+
+class CatalogTxn:
+    def __init__(self, txn: lmdb.Transaction, dbs: dict, *, write: bool) -> None:
+        self.txn = txn
+        self.db = dbs
+        self.write = write
+
+    # -- generic helpers --------------------------------------------------------------
+
+    def _get(self, table: str, key: bytes) -> bytes | None:
+        return self.txn.get(key, db=self.db[table])
+
+    def _put(self, table: str, key: bytes, value: bytes) -> None:
+        self.txn.put(key, value, db=self.db[table])
+
+    def _delete(self, table: str, key: bytes) -> bool:
+        return self.txn.delete(key, db=self.db[table])
+
+    def _prefix(self, table: str, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        cursor = self.txn.cursor(db=self.db[table])
+        if not cursor.set_range(start if start is not None else prefix):
+            return
+        for key, value in cursor:
+            if not key.startswith(prefix):
+                return
+            yield key, value
+
+    def count(self, table: str) -> int:
+        return self.txn.stat(self.db[table])["entries"]
+
+    # -- meta and counters ----------------------------------------------------------------
+
+    def get_meta(self, name: str, default=None):
+        raw = self._get("meta", name.encode())
+        return default if raw is None else json.loads(raw)
+
+    def put_meta(self, name: str, value) -> None:
+        self._put("meta", name.encode(), json.dumps(value).encode())
+
+    def delete_meta(self, name: str) -> None:
+        self._delete("meta", name.encode())
+
+    def meta_with_prefix(self, prefix: str) -> dict[str, object]:
+        return {k.decode(): json.loads(v) for k, v in self._prefix("meta", prefix.encode())}
+
+    def delete_prefix(self, table: str, prefix: bytes, limit: int) -> int:
+        """Delete up to `limit` keys starting with prefix; returns how many went."""
+        keys = []
+        for key, _ in self._prefix(table, prefix):
+            keys.append(key)
+            if len(keys) == limit:
+                break
+        for key in keys:
+            self._delete(table, key)
+        return len(keys)
+
+    def next_id(self, counter: str, n: int = 1) -> int:
+        """Reserve n consecutive ids; returns the first. Ids are never reused."""
+        first = self.get_meta(f"next:{counter}", 1)
+        self.put_meta(f"next:{counter}", first + n)
+        return first
+
+    # -- collections ----------------------------------------------------------------------
+
+    def get_collection(self, name: str) -> CollectionRecord | None:
+        raw = self._get("collections", name.encode())
+        return None if raw is None else loads(CollectionRecord, raw)
+
+    def get_collection_by_id(self, cid: int) -> CollectionRecord | None:
+        name = self._get("collection_ids", u32(cid))
+        return None if name is None else self.get_collection(name.decode())
+
+    def list_collections(self) -> list[CollectionRecord]:
+        return [loads(CollectionRecord, v) for _, v in self._prefix("collections", b"")]
+
+    def put_collection(self, rec: CollectionRecord) -> None:
+        self._put("collections", rec.name.encode(), dumps(rec))
+        self._put("collection_ids", u32(rec.id), rec.name.encode())
+
+    def delete_collection(self, rec: CollectionRecord) -> None:
+        self._delete("collections", rec.name.encode())
+        self._delete("collection_ids", u32(rec.id))
+
+    # -- identities ---------------------------------------------------------------------
+
+    @staticmethod
+    def _identity_key(cid: int, external_id: str) -> bytes:
+        return u32(cid) + external_id.encode()
+
+    def get_identity(self, cid: int, external_id: str) -> IdentityRecord | None:
+        raw = self._get("identities", self._identity_key(cid, external_id))
+        return None if raw is None else loads(IdentityRecord, raw)
+
+    def get_identity_by_iid(self, iid: int) -> IdentityRecord | None:
+        key = self._get("identity_iids", u64(iid))
+        if key is None:
+            return None
+        raw = self._get("identities", key)
+        return None if raw is None else loads(IdentityRecord, raw)
+
+    def put_identity(self, rec: IdentityRecord, previous: IdentityRecord | None = None) -> None:
+        key = self._identity_key(rec.collection_id, rec.external_id)
+        self._put("identities", key, dumps(rec))
+        self._put("identity_iids", u64(rec.iid), key)
+        old = previous.metadata if previous else {}
+        for k, v in old.items():
+            if rec.metadata.get(k) != v:
+                self._delete("metadata_index", self._metadata_key(rec.collection_id, k, v, rec.iid))
+        for k, v in rec.metadata.items():
+            if old.get(k) != v:
+                self._put("metadata_index", self._metadata_key(rec.collection_id, k, v, rec.iid), b"")
+
+    def delete_identity(self, rec: IdentityRecord) -> None:
+        self._delete("identities", self._identity_key(rec.collection_id, rec.external_id))
+        self._delete("identity_iids", u64(rec.iid))
+        for k, v in rec.metadata.items():
+            self._delete("metadata_index", self._metadata_key(rec.collection_id, k, v, rec.iid))
+
+    def iter_identities(self, cid: int, after: str = "") -> Iterator[IdentityRecord]:
+        prefix = u32(cid)
+        start = prefix + after.encode() + b"\0" if after else prefix
+        for _, value in self._prefix("identities", prefix, start):
+            yield loads(IdentityRecord, value)
+
+    def count_identities(self, cid: int) -> int:
+        return sum(1 for _ in self._prefix("identities", u32(cid)))
+
+    @staticmethod
+    def _metadata_key(cid: int, key: str, value: str, iid: int) -> bytes:
+        return u32(cid) + key.encode() + b"\0" + value.encode() + b"\0" + u64(iid)
+
+    def iids_with_metadata(self, cid: int, key: str, value: str) -> set[int]:
+        prefix = u32(cid) + key.encode() + b"\0" + value.encode() + b"\0"
+        return {read_u64(k, len(prefix)) for k, _ in self._prefix("metadata_index", prefix)}
+
+    def identity_face_ids(self, iid: int) -> list[int]:
+        prefix = u64(iid)
+        return [read_u64(k, 8) for k, _ in self._prefix("identity_faces", prefix)]
+
+    # -- faces and embeddings ---------------------------------------------------------------
+
+    def get_face(self, face_id: int) -> FaceRecord | None:
+        raw = self._get("faces", u64(face_id))
+        return None if raw is None else loads(FaceRecord, raw)
+
+    def put_face(self, rec: FaceRecord, previous: FaceRecord | None = None) -> None:
+        """Store a face and keep its index tables (identity, segment, cluster) in step."""
+        fid = u64(rec.face_id)
+        self._put("faces", fid, dumps(rec))
+        self._put("face_owner", fid, u64(rec.iid))
+        if previous is not None:
+            self._unlink_face(previous)
+        if rec.iid:
+            self._put("identity_faces", u64(rec.iid) + fid, b"")
+        self._put("segment_faces", u32(rec.collection_id) + _SEGMENT_CODE[rec.segment] + fid, b"")
+        if rec.cluster_id:
+            self._put("cluster_faces", u64(rec.cluster_id) + fid, b"")
+
+    def delete_face(self, rec: FaceRecord) -> None:
+        self._delete("faces", u64(rec.face_id))
+        self._delete("face_owner", u64(rec.face_id))
+        self._delete("embeddings", u64(rec.face_id))
+        self._delete("unclustered", u32(rec.collection_id) + u64(rec.face_id))
+        self._unlink_face(rec)
+
+    def _unlink_face(self, rec: FaceRecord) -> None:
+        fid = u64(rec.face_id)
+        if rec.iid:
+            self._delete("identity_faces", u64(rec.iid) + fid)
+        self._delete("segment_faces", u32(rec.collection_id) + _SEGMENT_CODE[rec.segment] + fid)
+        if rec.cluster_id:
+            self._delete("cluster_faces", u64(rec.cluster_id) + fid)
+
+    def face_owners(self, face_ids) -> list[int]:
+        """The iid of each face (0 if not enrolled, -1 if gone), without decoding records."""
+        db = self.db["face_owner"]
+        out = []
+        for fid in face_ids:
+            if fid < 0:
+                out.append(-1)
+                continue
+            raw = self.txn.get(u64(fid), db=db)
+            out.append(-1 if raw is None else read_u64(raw))
+        return out
+
+    def segment_face_ids(self, cid: int, segment: str, limit: int = 0) -> list[int]:
+        prefix = u32(cid) + _SEGMENT_CODE[segment]
+        out = []
+        for key, _ in self._prefix("segment_faces", prefix):
+            out.append(read_u64(key, 5))
+            if len(out) == limit:
+                break
+        return out
+
+    def count_segment(self, cid: int, segment: str) -> int:
+        return sum(1 for _ in self._prefix("segment_faces", u32(cid) + _SEGMENT_CODE[segment]))
+
+    def put_embedding(self, face_id: int, sealed: bytes) -> None:
+        self._put("embeddings", u64(face_id), sealed)
+
+    def get_embedding(self, face_id: int) -> bytes | None:
+        return self._get("embeddings", u64(face_id))
+
+    # -- image index: makes enrollment and ingestion idempotent ----------------------------
+
+    @staticmethod
+    def _image_key(cid: int, sha256_hex: str, iid: int) -> bytes:
+        return u32(cid) + bytes.fromhex(sha256_hex) + u64(iid)
+
+    def get_image_faces(self, cid: int, sha256_hex: str, iid: int) -> list[int] | None:
+        raw = self._get("images", self._image_key(cid, sha256_hex, iid))
+        return None if raw is None else json.loads(raw)
+
+    def put_image_faces(self, cid: int, sha256_hex: str, iid: int, face_ids: list[int]) -> None:
+        key = self._image_key(cid, sha256_hex, iid)
+        if face_ids:
+            self._put("images", key, json.dumps(face_ids).encode())
+        else:
+            self._delete("images", key)
+
+    def faces_of_image(self, cid: int, sha256_hex: str) -> list[int]:
+        """Every face stored from this image in the collection, enrolled or ingested."""
+        prefix = u32(cid) + bytes.fromhex(sha256_hex)
+        return [fid for _, v in self._prefix("images", prefix) for fid in json.loads(v)]
+
+    # -- change log ------------------------------------------------------------------
+
+    def append_change(self, cid: int, segment: str, add: list[int] = (), remove: list[int] = ()) -> int:
+        seq = self.get_meta("seq", 0) + 1
+        self.put_meta("seq", seq)
+        change = {"c": cid, "s": segment, "add": list(add), "remove": list(remove)}
+        self._put("changes", u64(seq), json.dumps(change, separators=(",", ":")).encode())
+        return seq
+
+    def last_seq(self) -> int:
+        return self.get_meta("seq", 0)
+
+    def iter_changes(self, after: int) -> Iterator[tuple[int, dict]]:
+        for key, value in self._prefix("changes", b"", u64(after + 1)):
+            yield read_u64(key), json.loads(value)
+
+    def trim_changes(self, upto: int) -> int:
+        keys = [k for k, _ in self._prefix("changes", b"") if read_u64(k) <= upto]
+        for key in keys:
+            self._delete("changes", key)
+        return len(keys)
+
+    # -- clusters ------------------------------------------------------------------------
+
+    def get_cluster(self, cid: int, cluster_id: int) -> ClusterRecord | None:
+        raw = self._get("clusters", u32(cid) + u64(cluster_id))
+        return None if raw is None else loads(ClusterRecord, raw)
+
+    def put_cluster(self, rec: ClusterRecord) -> None:
+        self._put("clusters", u32(rec.collection_id) + u64(rec.cluster_id), dumps(rec))
+
+    def delete_cluster(self, cid: int, cluster_id: int) -> None:
+        self._delete("clusters", u32(cid) + u64(cluster_id))
+
+    def iter_clusters(self, cid: int) -> Iterator[ClusterRecord]:
+        for _, value in self._prefix("clusters", u32(cid)):
+            yield loads(ClusterRecord, value)
+
+    def cluster_face_ids(self, cluster_id: int) -> list[int]:
+        prefix = u64(cluster_id)
+        return [read_u64(k, 8) for k, _ in self._prefix("cluster_faces", prefix)]
+
+    def mark_unclustered(self, cid: int, face_id: int, waiting: bool) -> None:
+        key = u32(cid) + u64(face_id)
+        if waiting:
+            self._put("unclustered", key, b"")
+        else:
+            self._delete("unclustered", key)
+
+    def unclustered_face_ids(self, cid: int) -> list[int]:
+        return [read_u64(k, 4) for k, _ in self._prefix("unclustered", u32(cid))]
+
+    # -- forget intents ----------------------------------------------------------------
+
+    def put_intent(self, intent: ForgetIntent) -> None:
+        self._put("forget_intents", u64(intent.iid), dumps(intent))
+
+    def delete_intent(self, iid: int) -> None:
+        self._delete("forget_intents", u64(iid))
+
+    def iter_intents(self) -> list[ForgetIntent]:
+        return [loads(ForgetIntent, v) for _, v in self._prefix("forget_intents", b"")]
+
+    # -- key slot owners -------------------------------------------------------------
+
+    def put_slot_owner(self, slot: int, owner: bytes) -> None:
+        self._put("key_slots", u64(slot), owner)
+
+    def delete_slot_owner(self, slot: int) -> None:
+        self._delete("key_slots", u64(slot))
+
+    def owned_slots(self) -> set[int]:
+        return {read_u64(k) for k, _ in self._prefix("key_slots", b"")}
+
+    # -- API keys ------------------------------------------------------------------------
+
+    def put_api_key(self, rec: ApiKeyRecord) -> None:
+        self._put("api_keys", rec.key_id.encode(), dumps(rec))
+
+    def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        raw = self._get("api_keys", key_id.encode())
+        return None if raw is None else loads(ApiKeyRecord, raw)
+
+    def delete_api_key(self, key_id: str) -> bool:
+        return self._delete("api_keys", key_id.encode())
+
+    def list_api_keys(self) -> list[ApiKeyRecord]:
+        return [loads(ApiKeyRecord, v) for _, v in self._prefix("api_keys", b"")]

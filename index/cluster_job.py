@@ -1,0 +1,183 @@
+"""A clustering pass over a collection.
+
+Incremental (the default): only faces waiting since the last pass are
+processed. Each first tries to join an existing cluster or identity (its
+neighbours in the live indexes, which already hold every settled face), and
+the rest are clustered among themselves. Settled faces are never re-processed.
+
+Full: every face of unnamed, unedited clusters is clustered again; new
+clusters take the id of the old cluster they mostly agree with, so ids stay
+stable, and named or edited clusters (and therefore names) are kept as they are.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+
+from facebank.index.cluster_store import ClusterState, ClusterWriter, new_cluster, read_state, refresh_cluster
+from facebank.index.clustering import ClusteringParams, assign, cluster, knn, match_clusters, quality_weight
+from facebank.index.records import ENROLLED, INGESTED
+from facebank.index.store import FaceStore
+
+_job_locks: dict[int, threading.Lock] = {}
+_job_locks_guard = threading.Lock()
+
+
+@dataclass
+class Summary:
+    clusters: int = 0
+    new_clusters: int = 0
+    assigned: int = 0
+    unclustered: int = 0
+    cannot_link_splits: int = 0
+
+
+Progress = tuple[str, int, int]  # stage, done, total
+
+
+def run_pass(store: FaceStore, cid: int, params: ClusteringParams, *, full: bool = False, index_factory: Callable | None = None) -> Iterator[Progress | Summary]:
+    """Yields progress tuples, then the Summary."""
+    with _job_locks_guard:
+        lock = _job_locks.setdefault(cid, threading.Lock())
+    with lock:  # one pass per collection at a time
+        state = read_state(store, cid)
+        summary = Summary()
+        old: dict[int, set[int]] = {}
+        todo = list(state.waiting)
+        if full:
+            for c in state.clusters.values():
+                if not c.iid and not c.locked:
+                    members = {f for f, face in state.faces.items() if face.cluster_id == c.cluster_id}
+                    old[c.cluster_id] = members
+                    todo.extend(members)
+        todo = sorted(set(todo))
+        yield ("assign", 0, len(todo))
+        joined = _assign(store, cid, state, todo, params, exclude=set(todo)) if todo else {}
+        summary.assigned = len(joined)
+        yield ("assign", len(todo), len(todo))
+
+        rest = [f for f in todo if f not in joined]
+        yield ("graph", 0, len(rest))
+        ids, vectors = store.vectors_of(rest)
+        sims, nbrs = knn(vectors, params.k, index_factory=index_factory) if len(ids) else (np.zeros((0, 0)), np.zeros((0, 0), np.int64))
+        yield ("graph", len(rest), len(rest))
+
+        yield ("cluster", 0, len(ids))
+        weights = np.asarray([quality_weight(state.faces[f].quality) for f in ids.tolist()])
+        labels, summary.cannot_link_splits = cluster(sims, nbrs, state.photos_of(ids.tolist()), weights, params) if len(ids) else (np.zeros(0, np.int64), 0)
+        groups = {int(lab): {int(f) for f in ids[labels == lab]} for lab in np.unique(labels[labels >= 0])}
+        reuse = match_clusters(old, groups) if full else {}
+        yield ("cluster", len(ids), len(ids))
+
+        yield ("save", 0, len(todo))
+        _save(store, cid, todo, joined, groups, reuse, old)
+        summary.new_clusters = len(groups) - len(reuse)
+        summary.unclustered = len(ids) - int((labels >= 0).sum())
+        with store.catalog.read() as t:
+            summary.clusters = sum(1 for _ in t.iter_clusters(cid))
+        yield ("save", len(todo), len(todo))
+        yield summary
+
+
+def _assign(store: FaceStore, cid: int, state: ClusterState, todo: list[int], params: ClusteringParams, exclude: set[int]) -> dict[int, int]:
+    """face -> cluster id for the faces that confidently join an existing cluster
+    (an identity that has no cluster yet is the target -iid)."""
+    target_of: dict[int, int] = {}
+    for fid, face in state.faces.items():
+        if fid in exclude:
+            continue
+        if face.cluster_id:
+            target_of[fid] = face.cluster_id
+        elif face.iid:
+            target_of[fid] = state.identity_clusters.get(face.iid, -face.iid)
+    if not target_of:
+        return {}
+    ids, vectors = store.vectors_of(todo)
+    results = [store.segments.get(cid, seg).search(vectors, params.k) for seg in (ENROLLED, INGESTED)]
+    sims = np.concatenate([r[0] for r in results], axis=1)
+    nbrs = np.concatenate([r[1] for r in results], axis=1)
+    dense: dict[int, int] = {}
+    targets = np.full(nbrs.shape, -1, np.int64)
+    for (i, j), fid in np.ndenumerate(nbrs):
+        if fid in target_of:
+            targets[i, j] = dense.setdefault(target_of[fid], len(dense))
+    sizes: dict[int, int] = {}
+    for target in target_of.values():
+        if target in dense:
+            sizes[dense[target]] = sizes.get(dense[target], 0) + 1
+    back = {v: k for k, v in dense.items()}
+    photos: dict[int, set[str]] = {}
+    for fid, target in target_of.items():
+        photos.setdefault(target, set()).add(state.faces[fid].image_sha256)
+    joined: dict[int, int] = {}
+    for fid, chosen in zip(ids.tolist(), assign(sims, targets, params, sizes).tolist()):
+        if chosen < 0:
+            continue
+        target = back[chosen]
+        photo = state.faces[fid].image_sha256
+        if photo in photos[target]:  # cannot-link: this person is already in that photo
+            continue
+        photos[target].add(photo)
+        joined[fid] = target
+    return joined
+
+
+def _save(store: FaceStore, cid: int, todo: list[int], joined: dict[int, int], groups: dict[int, set[int]], reuse: dict[int, int], old: dict[int, set[int]]) -> None:
+    """Put every processed face where the pass decided: a cluster, or back to waiting."""
+
+    def edit(t, w: ClusterWriter):
+        destination: dict[int, int] = {}
+        for label, faces in groups.items():
+            target = reuse.get(label) or new_cluster(t, cid).cluster_id
+            destination.update({f: target for f in faces})
+        identity_clusters: dict[int, int] = {}
+        for fid, target in joined.items():
+            if target < 0:
+                iid = -target
+                if iid not in identity_clusters:
+                    identity_clusters[iid] = _cluster_for_identity(t, w, cid, iid)
+                target = identity_clusters[iid]
+            destination[fid] = target
+        touched: set[int] = set()
+        for fid in todo:
+            face = t.get_face(fid)
+            if face is None:  # deleted or forgotten during the pass
+                continue
+            target = destination.get(fid, 0)
+            cluster = t.get_cluster(cid, target) if target else None
+            if target and cluster is None:
+                target = 0
+            iid = cluster.iid if cluster else 0
+            touched.update((face.cluster_id, target))
+            if face.cluster_id != target or face.iid != iid:
+                w.move(t, face, iid, target)
+        for old_id in old:
+            if old_id not in reuse.values():
+                for fid in t.cluster_face_ids(old_id):
+                    w.move(t, t.get_face(fid), 0, 0)
+                t.delete_cluster(cid, old_id)
+        for cluster_id in touched - {0}:
+            refresh_cluster(t, cid, cluster_id)
+
+    ClusterWriter(store, cid).run(edit)
+
+
+def _cluster_for_identity(t, w: ClusterWriter, cid: int, iid: int) -> int:
+    """An enrolled identity gets a cluster (named, holding all its faces) when a face first joins it."""
+    identity = t.get_identity_by_iid(iid)
+    if identity is None:  # forgotten during the pass
+        return 0
+    if identity.cluster_id and t.get_cluster(cid, identity.cluster_id):
+        return identity.cluster_id
+    rec = new_cluster(t, cid, iid=iid, locked=True)
+    previous = type(identity)(**vars(identity))
+    identity.cluster_id = rec.cluster_id
+    t.put_identity(identity, previous)
+    for fid in t.identity_face_ids(iid):
+        w.move(t, t.get_face(fid), iid, rec.cluster_id)
+    refresh_cluster(t, cid, rec.cluster_id)
+    return rec.cluster_id

@@ -1,0 +1,218 @@
+"""Data keys for crypto-shredding, kept where deleting one really deletes it.
+
+Every subject whose biometric data is stored (an identity, an ingested face not
+yet enrolled, an index snapshot) gets its own 256-bit data key. Data keys are
+wrapped with AES-GCM under the master key and written to fixed 64-byte slots of
+`keyslots.bin`. Shredding a key overwrites its slot in place and fsyncs, so the
+key does not linger in free pages the way a deleted LMDB record would; every
+ciphertext made with it, wherever a copy of it lives (LMDB free pages, an old
+snapshot, a backup of the data directory), becomes unreadable at once.
+
+Slot layout: state (1 byte, 1 = in use) | 3 reserved | nonce (12) | wrapped key (48).
+The wrap binds the slot number and the owner tag, so a slot cannot be replayed
+for another subject.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import heapq
+import hmac
+import os
+import stat
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from facebank.errors import DataCorruption, FailedPrecondition, NotFound
+
+SLOT_SIZE = 64
+_IN_USE = 1
+_NONCE = 12
+MASTER_KEY_ENV = "FACEBANK_MASTER_KEY"
+MASTER_KEY_FILE = "master.key"
+SLOTS_FILE = "keyslots.bin"
+
+
+class DataKey:
+    """An unwrapped data key: seals and opens blobs (nonce | ciphertext | tag)."""
+
+    __slots__ = ("_aead", "slot")
+
+    def __init__(self, key: bytes, slot: int) -> None:
+        self._aead = AESGCM(key)
+        self.slot = slot
+
+    def seal(self, plaintext: bytes, aad: bytes) -> bytes:
+        nonce = os.urandom(_NONCE)
+        return nonce + self._aead.encrypt(nonce, plaintext, aad)
+
+    def open(self, blob: bytes, aad: bytes) -> bytes:
+        try:
+            return self._aead.decrypt(blob[:_NONCE], blob[_NONCE:], aad)
+        except InvalidTag:
+            raise DataCorruption("stored data failed its authentication check (wrong key or tampered)") from None
+
+
+def load_master_key(keys_dir: Path) -> bytes:
+    """The master key: from $FACEBANK_MASTER_KEY (base64 or hex of 32 bytes), else
+    from keys_dir/master.key, created with mode 0600 on first start."""
+    raw = os.environ.get(MASTER_KEY_ENV)
+    if raw:
+        return _parse_key(raw.strip(), f"${MASTER_KEY_ENV}")
+    path = keys_dir / MASTER_KEY_FILE
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        key = AESGCM.generate_key(bit_length=256)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return load_master_key(keys_dir)
+        with os.fdopen(fd, "wb") as out:
+            out.write(base64.b64encode(key) + b"\n")
+            out.flush()
+            os.fsync(out.fileno())
+        _fsync_dir(keys_dir)
+        return key
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise FailedPrecondition(
+            f"{path} is readable by other users (mode {mode:04o}); run: chmod 600 {path}"
+        )
+    return _parse_key(path.read_text().strip(), str(path))
+
+
+def _parse_key(text: str, where: str) -> bytes:
+    for decode in (base64.b64decode, binascii.unhexlify):
+        try:
+            key = decode(text)
+        except (binascii.Error, ValueError):
+            continue
+        if len(key) == 32:
+            return key
+    raise FailedPrecondition(f"{where} must hold a 32-byte key in base64 or hex")
+
+
+class Keyring:
+    """Allocates, opens and shreds per-subject data keys in `keyslots.bin`."""
+
+    def __init__(self, keys_dir: Path, master_key: bytes, *, cache_size: int = 65536) -> None:
+        self.path = keys_dir / SLOTS_FILE
+        keys_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        self._file = os.fdopen(fd, "r+b", buffering=0)
+        self._wrap = AESGCM(hashlib.sha256(b"facebank keyring wrap\0" + master_key).digest())
+        self._mac_key = hashlib.sha256(b"facebank subject hash\0" + master_key).digest()
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[int, DataKey] = OrderedDict()
+        self._cache_size = cache_size
+        size = os.fstat(fd).st_size
+        self._count = size // SLOT_SIZE
+        data = self._read_all()
+        self._free = [i for i in range(self._count) if data[i * SLOT_SIZE] != _IN_USE]  # a heap
+        self._free_set = set(self._free)
+
+    # -- allocation -----------------------------------------------------------------
+
+    def allocate(self, owners: list[bytes]) -> list[DataKey]:
+        """New data keys for the given owner tags, durable before this returns."""
+        with self._lock:
+            keys = []
+            for owner in owners:
+                slot = self._take_free() if self._free else self._grow()
+                key = AESGCM.generate_key(bit_length=256)
+                nonce = os.urandom(_NONCE)
+                record = bytes([_IN_USE, 0, 0, 0]) + nonce + self._wrap.encrypt(nonce, key, _aad(slot, owner))
+                os.pwrite(self._file.fileno(), record, slot * SLOT_SIZE)
+                data_key = DataKey(key, slot)
+                self._remember(slot, data_key)
+                keys.append(data_key)
+            os.fsync(self._file.fileno())
+            return keys
+
+    def open(self, slot: int, owner: bytes) -> DataKey:
+        with self._lock:
+            cached = self._cache.get(slot)
+            if cached is not None:
+                self._cache.move_to_end(slot)
+                return cached
+            record = os.pread(self._file.fileno(), SLOT_SIZE, slot * SLOT_SIZE) if slot < self._count else b""
+            if len(record) != SLOT_SIZE or record[0] != _IN_USE:
+                raise NotFound("the data key for this record has been shredded")
+            try:
+                key = self._wrap.decrypt(record[4:16], record[16:], _aad(slot, owner))
+            except InvalidTag:
+                raise DataCorruption(f"key slot {slot} failed its check (wrong master key or tampered keyslots.bin)") from None
+            data_key = DataKey(key, slot)
+            self._remember(slot, data_key)
+            return data_key
+
+    def shred(self, slots: list[int]) -> int:
+        """Overwrite the slots with zeros in place and fsync. Idempotent."""
+        if not slots:
+            return 0
+        with self._lock:
+            done = 0
+            for slot in set(slots):
+                if slot >= self._count:
+                    continue
+                os.pwrite(self._file.fileno(), bytes(SLOT_SIZE), slot * SLOT_SIZE)
+                self._cache.pop(slot, None)
+                if slot not in self._free_set:
+                    heapq.heappush(self._free, slot)
+                    self._free_set.add(slot)
+                done += 1
+            os.fsync(self._file.fileno())
+            return done
+
+    def used_slots(self) -> set[int]:
+        with self._lock:
+            data = self._read_all()
+        return {i for i in range(self._count) if data[i * SLOT_SIZE] == _IN_USE}
+
+    def subject_hash(self, *parts: str) -> str:
+        """A keyed hash naming a subject in receipts without revealing it."""
+        message = "\0".join(parts).encode()
+        return hmac.new(self._mac_key, message, hashlib.sha256).hexdigest()
+
+    def close(self) -> None:
+        with self._lock:
+            self._cache.clear()
+            self._file.close()
+
+    # -- internals ------------------------------------------------------------------
+
+    def _take_free(self) -> int:
+        slot = heapq.heappop(self._free)
+        self._free_set.discard(slot)
+        return slot
+
+    def _grow(self) -> int:
+        slot = self._count
+        self._count += 1
+        return slot
+
+    def _remember(self, slot: int, key: DataKey) -> None:
+        self._cache[slot] = key
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    def _read_all(self) -> bytes:
+        return os.pread(self._file.fileno(), self._count * SLOT_SIZE, 0)
+
+
+def _aad(slot: int, owner: bytes) -> bytes:
+    return b"facebank-slot\0" + slot.to_bytes(8, "big") + owner
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

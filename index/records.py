@@ -1,0 +1,115 @@
+"""Catalog records and their stored form.
+
+Records are stored as compact JSON (never pickle). Embeddings are not part of
+any record: they live apart, sealed under their subject's data key, so a record
+can be read, listed and compacted without touching biometric data.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+ENROLLED = "enrolled"   # segment searched by 1:N search
+INGESTED = "ingested"   # segment of faces not enrolled to an identity (clustering)
+SEGMENTS = (ENROLLED, INGESTED)
+
+INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
+
+
+def dumps(record: object) -> bytes:
+    return json.dumps(asdict(record), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def loads(cls: type, raw: bytes):
+    data = json.loads(raw)
+    known = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class IndexSettings:
+    kind: str = "auto"     # auto | flat | ivf | hnsw
+    nprobe: int = 0        # 0 = chosen from nlist
+    ef_search: int = 0     # 0 = default
+
+
+@dataclass
+class CollectionRecord:
+    id: int
+    name: str
+    model_id: str
+    dim: int
+    threshold: float
+    created_ms: int
+    index: dict = field(default_factory=lambda: asdict(IndexSettings()))
+
+    @property
+    def index_settings(self) -> IndexSettings:
+        return IndexSettings(**self.index)
+
+
+@dataclass
+class IdentityRecord:
+    iid: int                 # internal id, never reused
+    collection_id: int
+    external_id: str
+    display_name: str
+    metadata: dict[str, str]
+    key_slot: int            # data key sealing this identity's embeddings
+    created_ms: int
+    face_count: int = 0
+    cluster_id: int = 0      # the cluster that names this identity, if any
+
+
+@dataclass
+class FaceRecord:
+    face_id: int
+    collection_id: int
+    iid: int                 # 0 = not enrolled (ingested)
+    box: list[float]
+    landmarks: list[list[float]]
+    detection_score: float
+    quality: dict
+    image_sha256: str
+    source_ref: str
+    model_id: str
+    created_ms: int
+    key_slot: int            # the identity's slot, or the face's own while ingested
+    cluster_id: int = 0
+
+    @property
+    def segment(self) -> str:
+        return ENROLLED if self.iid else INGESTED
+
+
+@dataclass
+class ClusterRecord:
+    cluster_id: int
+    collection_id: int
+    iid: int = 0                 # set once named
+    size: int = 0
+    representatives: list[int] = field(default_factory=list)
+    locked: bool = False         # edited by a person: kept as is by re-clustering
+    created_ms: int = 0
+
+
+@dataclass
+class ForgetIntent:
+    """Written before a forget shreds anything; a restart finishes what it started."""
+
+    iid: int
+    collection_id: int
+    subject_hash: str
+    key_slots: list[int]
+    face_ids: list[int]
+
+
+@dataclass
+class ApiKeyRecord:
+    key_id: str
+    name: str
+    role: str
+    collections: list[str]
+    secret_sha256: str
+    created_ms: int

@@ -1,0 +1,246 @@
+"""Live vector indexes, kept as derived state of the catalog.
+
+Each collection has two segments: `enrolled` (what 1:N search looks at) and
+`ingested` (faces waiting to be clustered or named). A `Segment` is a vector
+index plus the catalog sequence number it reflects. At start a segment is
+loaded from its snapshot and the newer catalog changes are replayed; without a
+usable snapshot it is rebuilt from the catalog's sealed embeddings.
+
+Writers commit to the catalog and apply to the segment in one ordered step
+(see FaceStore), so a segment never reflects change n+1 without change n.
+Rebuilds (IVF growth, retraining after a forget, HNSW tombstones) run in a
+background thread and swap in under the write lock after replaying whatever
+was committed meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from facebank.errors import DataCorruption, NotFound
+from facebank.index.records import SEGMENTS, IndexSettings
+from facebank.index.rwlock import RWLock
+from facebank.index.snapshot import read_snapshot, write_snapshot
+from facebank.index.vectors import (
+    FLAT_MAX,
+    IvfIndex,
+    SearchParams,
+    VectorIndex,
+    build_index,
+    choose_kind,
+    restore_index,
+)
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_EVERY_CHANGES = 1000
+SNAPSHOT_EVERY_SECONDS = 60.0
+EXACT_FILTER_MAX = 20_000  # a metadata filter this small is scored exactly
+
+
+@dataclass
+class Segment:
+    cid: int
+    name: str
+    dim: int
+    settings: IndexSettings
+    index: VectorIndex
+    applied_seq: int = 0
+    generation: int = 0
+    snapshot_seq: int = 0
+    retrain_pending: bool = False
+    changes_since_snapshot: int = 0
+    last_snapshot: float = field(default_factory=time.monotonic)
+    lock: RWLock = field(default_factory=RWLock)
+
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        with self.lock.read():
+            n = len(self.index)
+            if n == 0 or k == 0:
+                return np.zeros((len(queries), k), np.float32), np.full((len(queries), k), -1, np.int64)
+            if allowed is not None and len(allowed) <= EXACT_FILTER_MAX:
+                return self.index.search_subset(queries, k, allowed)
+            params = SearchParams(nprobe=self.settings.nprobe, ef_search=self.settings.ef_search, allowed=allowed)
+            return self.index.search(queries, min(k, n), params)
+
+    def apply(self, seq: int, add_ids: np.ndarray, add_vectors: np.ndarray, remove_ids: np.ndarray) -> int:
+        """Apply one committed change; returns how many vectors were removed."""
+        with self.lock.write():
+            removed = 0
+            if len(remove_ids):
+                trained = self.index.training_ids
+                if len(trained) and np.isin(remove_ids, trained).any():
+                    self.retrain_pending = True
+                removed = self.index.remove(remove_ids)
+                if self.index.needs_rebuild:
+                    self.retrain_pending = True
+            if len(add_ids):
+                self.index.add(add_ids, add_vectors)
+            self.applied_seq = max(self.applied_seq, seq)
+            self.generation += 1
+            self.changes_since_snapshot += 1
+            return removed
+
+    def wants_rebuild(self) -> str | None:
+        """Why this segment should be rebuilt now, if it should."""
+        n, kind = len(self.index), self.index.kind
+        if self.retrain_pending:
+            return "retrain"
+        wanted = self.settings.kind
+        if wanted == "auto":
+            if kind == "flat" and n >= FLAT_MAX:
+                return "flat->ivf"
+            if kind == "ivf" and n < FLAT_MAX // 2:
+                return "ivf->flat"
+            wanted = kind
+        if wanted != kind and not (wanted == "ivf" and n < 256):
+            return f"{kind}->{wanted}"
+        if isinstance(self.index, IvfIndex) and (n > 4 * self.index.trained_n or 8 * n < self.index.trained_n):
+            return "ivf-resize"
+        return None
+
+
+class SegmentManager:
+    """Owns every live segment; loads, snapshots and rebuilds them."""
+
+    def __init__(
+        self,
+        snapshot_dir: Path,
+        *,
+        fetch_vectors: Callable[[int, str], tuple[int, np.ndarray, np.ndarray]],
+        fetch_change_vectors: Callable[[list[int]], tuple[np.ndarray, np.ndarray]],
+        snapshot_keys,
+    ) -> None:
+        """fetch_vectors(cid, segment) -> (seq, ids, vectors): a consistent read of the catalog.
+        fetch_change_vectors(face_ids) -> (ids, vectors) of those still present.
+        snapshot_keys: object with new_key(cid, seg), open_key(cid, seg, slot), commit(cid, seg, key, seq), current(cid, seg)."""
+        self.snapshot_dir = snapshot_dir
+        snapshot_dir.mkdir(parents=True, exist_ok=True)
+        self._fetch_vectors = fetch_vectors
+        self._fetch_change_vectors = fetch_change_vectors
+        self._keys = snapshot_keys
+        self._segments: dict[tuple[int, str], Segment] = {}
+        self._lock = threading.Lock()
+
+    # -- access ----------------------------------------------------------------------
+
+    def get(self, cid: int, name: str) -> Segment:
+        try:
+            return self._segments[(cid, name)]
+        except KeyError:
+            raise NotFound(f"collection {cid} has no loaded {name} index") from None
+
+    def all(self) -> list[Segment]:
+        return list(self._segments.values())
+
+    def for_collection(self, cid: int) -> list[Segment]:
+        return [s for (c, _), s in self._segments.items() if c == cid]
+
+    def drop(self, cid: int) -> None:
+        for name in SEGMENTS:
+            self._segments.pop((cid, name), None)
+            self.snapshot_path(cid, name).unlink(missing_ok=True)
+
+    # -- loading -----------------------------------------------------------------------
+
+    def load(self, cid: int, dim: int, settings: IndexSettings, changes: list[tuple[int, dict]]) -> None:
+        """Load both segments of a collection: snapshot + replay, else rebuild."""
+        for name in SEGMENTS:
+            segment = self._load_snapshot(cid, name, dim, settings)
+            if segment is None:
+                segment = self._build(cid, name, dim, settings)
+            else:
+                self._replay(segment, [c for c in changes if c[0] > segment.applied_seq and c[1]["c"] == cid and c[1]["s"] == name])
+            self._segments[(cid, name)] = segment
+
+    def _load_snapshot(self, cid: int, name: str, dim: int, settings: IndexSettings) -> Segment | None:
+        path = self.snapshot_path(cid, name)
+        current = self._keys.current(cid, name)
+        if current is None or not path.exists():
+            return None
+        try:
+            key = self._keys.open_key(cid, name, current["slot"])
+            header, arrays = read_snapshot(path, key)
+            if header.get("seq") != current["seq"] or header.get("key_slot") != current["slot"] or header.get("dim") != dim:
+                raise DataCorruption("snapshot does not match the catalog's record of it")
+            index = restore_index(header["kind"], dim, header.get("info", {}), arrays)
+        except (DataCorruption, NotFound, ValueError, KeyError, RuntimeError) as err:
+            log.warning("snapshot of collection %d/%s unusable (%s); rebuilding from the catalog", cid, name, err)
+            return None
+        return Segment(
+            cid, name, dim, settings, index,
+            applied_seq=header["seq"], generation=header.get("generation", 0), snapshot_seq=header["seq"],
+            retrain_pending=bool(header.get("retrain_pending", False)) or index.needs_rebuild,
+        )
+
+    def _replay(self, segment: Segment, changes: list[tuple[int, dict]]) -> None:
+        for seq, change in changes:
+            ids, vectors = self._fetch_change_vectors(change["add"]) if change["add"] else (np.zeros(0, np.int64), np.zeros((0, segment.dim), np.float32))
+            segment.apply(seq, ids, vectors, np.asarray(change["remove"], np.int64))
+
+    def _build(self, cid: int, name: str, dim: int, settings: IndexSettings, generation: int = 0) -> Segment:
+        seq, ids, vectors = self._fetch_vectors(cid, name)
+        kind = choose_kind(settings.kind, len(ids))
+        index = build_index(kind, dim, ids, vectors, nprobe=settings.nprobe, ef_search=settings.ef_search)
+        return Segment(cid, name, dim, settings, index, applied_seq=seq, generation=generation + 1, changes_since_snapshot=1)
+
+    # -- rebuild and snapshot ------------------------------------------------------------
+
+    def rebuild(self, segment: Segment, ordered: threading.Lock, catalog_changes: Callable[[int], list[tuple[int, dict]]]) -> Segment:
+        """Rebuild from the catalog without blocking searches, then swap in.
+
+        `ordered` is the store's commit lock: held while the tail of changes
+        committed during the build is replayed and the new index swapped in."""
+        fresh = self._build(segment.cid, segment.name, segment.dim, segment.settings, segment.generation)
+        with ordered:
+            tail = [c for c in catalog_changes(fresh.applied_seq) if c[1]["c"] == segment.cid and c[1]["s"] == segment.name]
+            self._replay(fresh, tail)
+            with segment.lock.write():
+                fresh.generation = segment.generation + 1
+                fresh.retrain_pending = fresh.index.needs_rebuild
+                fresh.applied_seq = max(fresh.applied_seq, segment.applied_seq)
+                self._segments[(segment.cid, segment.name)] = fresh
+        return fresh
+
+    def snapshot(self, segment: Segment) -> bool:
+        """Write a new snapshot under a fresh key, then shred the previous key."""
+        key = self._keys.new_key(segment.cid, segment.name)
+        try:
+            with segment.lock.read():
+                info, arrays = segment.index.state()
+                header = {
+                    "kind": segment.index.kind,
+                    "dim": segment.dim,
+                    "seq": segment.applied_seq,
+                    "generation": segment.generation,
+                    "retrain_pending": segment.retrain_pending,
+                    "info": info,
+                }
+                seq = segment.applied_seq
+            write_snapshot(self.snapshot_path(segment.cid, segment.name), key, header, arrays)
+        except BaseException:
+            self._keys.discard(key)
+            raise
+        if not self._keys.commit(segment.cid, segment.name, key, seq):
+            # A forget (or a drop) came after `seq`: this file may hold what it removed.
+            self.snapshot_path(segment.cid, segment.name).unlink(missing_ok=True)
+            return False
+        segment.snapshot_seq = seq
+        segment.changes_since_snapshot = 0
+        segment.last_snapshot = time.monotonic()
+        return True
+
+    def due_for_snapshot(self, segment: Segment) -> bool:
+        if segment.changes_since_snapshot == 0:
+            return False
+        return segment.changes_since_snapshot >= SNAPSHOT_EVERY_CHANGES or time.monotonic() - segment.last_snapshot >= SNAPSHOT_EVERY_SECONDS
+
+    def snapshot_path(self, cid: int, name: str) -> Path:
+        return self.snapshot_dir / f"{cid}.{name}.snap"

@@ -1,0 +1,369 @@
+"""Vector indexes over unit-norm embeddings (inner product = cosine similarity).
+
+`VectorIndex` is the interface every backend implements; ids are face ids
+(int64). Exact (flat), IVF and HNSW come from FAISS on the CPU; GPU backends
+live in `gpu.py`. HNSW cannot remove vectors, so removal there zeroes the
+stored vector, hides the id from every search (tombstone) and asks for a
+rebuild in the background.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+FLAT_MAX = 50_000         # auto: exact search below this many faces
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 200
+HNSW_EF_SEARCH = 128
+REBUILD_STALE_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    nprobe: int = 0
+    ef_search: int = 0
+    allowed: np.ndarray | None = None   # restrict to these ids
+
+
+class VectorIndex(ABC):
+    kind: str = ""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+
+    @abstractmethod
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def remove(self, ids: np.ndarray) -> int:
+        """Remove ids (missing ones are ignored); returns how many were present."""
+
+    @abstractmethod
+    def search(self, queries: np.ndarray, k: int, params: SearchParams = SearchParams()) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids), each nq x k, best first; missing results have id -1."""
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """Live (searchable) vectors."""
+
+    def search_subset(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact search among `allowed` ids only (for small metadata filters)."""
+        present, vectors = self.reconstruct(allowed)
+        return exact_top_k(_f32(queries), vectors, present, k)
+
+    def reconstruct(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ids present, their vectors); ids not in the index are skipped."""
+        keep, rows = [], []
+        for face_id in _i64(ids).tolist():
+            try:
+                rows.append(self.index.reconstruct(face_id))
+            except RuntimeError:  # not (yet, or any more) in the index
+                continue
+            keep.append(face_id)
+        vectors = np.asarray(rows, np.float32).reshape(-1, self.dim)
+        return np.asarray(keep, np.int64), vectors
+
+    @abstractmethod
+    def ids(self) -> np.ndarray:
+        """Every live id."""
+
+    @property
+    def training_ids(self) -> np.ndarray:
+        """Ids of the vectors a trained structure (IVF centroids) was learned from."""
+        return np.zeros(0, np.int64)
+
+    @property
+    def needs_rebuild(self) -> bool:
+        """True while the structure still reflects removed vectors (HNSW graph)."""
+        return False
+
+    @abstractmethod
+    def state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """Everything needed to restore the index: (json-able info, named arrays)."""
+
+
+class FlatIndex(VectorIndex):
+    """Exact search: every query scores every vector."""
+
+    kind = "flat"
+
+    def __init__(self, dim: int, faiss_index: faiss.Index | None = None) -> None:
+        super().__init__(dim)
+        self.index = faiss_index or faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        self.index.add_with_ids(_f32(vectors), _i64(ids))
+
+    def remove(self, ids: np.ndarray) -> int:
+        return int(self.index.remove_ids(faiss.IDSelectorBatch(_i64(ids))))
+
+    def search(self, queries, k, params=SearchParams()):
+        sel = _selector(params.allowed)
+        sp = faiss.SearchParameters(sel=sel) if sel is not None else None
+        return self.index.search(_f32(queries), k, params=sp)
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    def ids(self) -> np.ndarray:
+        return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+
+    def state(self):
+        return {}, {"faiss": faiss.serialize_index(self.index)}
+
+
+class IvfIndex(VectorIndex):
+    """Inverted lists over k-means centroids learned from a sample of the collection."""
+
+    kind = "ivf"
+
+    def __init__(self, dim: int, faiss_index: faiss.Index, training_ids: np.ndarray, *, trained_n: int, nprobe: int = 0) -> None:
+        super().__init__(dim)
+        self.index = faiss_index
+        self._training_ids = _i64(training_ids)
+        self.trained_n = trained_n  # vectors in the collection when trained: nlist was sized for it
+        self.default_nprobe = nprobe or default_nprobe(self.index.nlist)
+
+    @classmethod
+    def train(cls, dim: int, ids: np.ndarray, vectors: np.ndarray, *, nlist: int = 0, nprobe: int = 0, seed: int = 0) -> "IvfIndex":
+        nlist = nlist or nlist_for(len(ids))
+        rng = np.random.default_rng(seed)
+        sample = rng.choice(len(ids), size=min(len(ids), 64 * nlist), replace=False) if len(ids) else np.zeros(0, np.int64)
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = seed
+        index.train(_f32(vectors[np.sort(sample)]))
+        index.set_direct_map_type(faiss.DirectMap.Hashtable)
+        out = cls(dim, index, np.asarray(ids)[np.sort(sample)], trained_n=len(ids), nprobe=nprobe)
+        out.add(ids, vectors)
+        return out
+
+    def add(self, ids, vectors):
+        self.index.add_with_ids(_f32(vectors), _i64(ids))
+
+    def remove(self, ids):
+        ids = _i64(ids)  # the hashtable direct map removes by IDSelectorArray only
+        return int(self.index.remove_ids(faiss.IDSelectorArray(len(ids), faiss.swig_ptr(ids))))
+
+    def search_subset(self, queries, k, allowed):
+        # Visiting every list with the selector is exact and never decodes a vector twice.
+        sp = faiss.SearchParametersIVF(nprobe=self.nlist, sel=faiss.IDSelectorBatch(_i64(allowed)))
+        return self.index.search(_f32(queries), k, params=sp)
+
+    def search(self, queries, k, params=SearchParams()):
+        sp = faiss.SearchParametersIVF(nprobe=params.nprobe or self.default_nprobe)
+        sel = _selector(params.allowed)
+        if sel is not None:
+            sp.sel = sel
+        return self.index.search(_f32(queries), k, params=sp)
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    def ids(self) -> np.ndarray:
+        invlists = self.index.invlists
+        parts = [
+            faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
+            for i in range(self.index.nlist)
+            if invlists.list_size(i)
+        ]
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+    @property
+    def training_ids(self) -> np.ndarray:
+        return self._training_ids
+
+    @property
+    def nlist(self) -> int:
+        return int(self.index.nlist)
+
+    def state(self):
+        return {"nprobe": self.default_nprobe, "trained_n": self.trained_n}, {"faiss": faiss.serialize_index(self.index), "training_ids": self._training_ids}
+
+
+class HnswIndex(VectorIndex):
+    """A navigable small-world graph. FAISS cannot remove from it, so removal
+    zeroes the stored vector (the vector itself is gone at once) and hides the
+    id from every search (a tombstone) until a background rebuild. An id that
+    comes back before then (a face moved back to this segment) lives in a small
+    exact side index meanwhile."""
+
+    kind = "hnsw"
+
+    def __init__(self, dim: int, faiss_index: faiss.Index | None = None, tombstones: np.ndarray | None = None,
+                 ef_search: int = 0, side: FlatIndex | None = None) -> None:
+        super().__init__(dim)
+        if faiss_index is None:
+            inner = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+            inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+            faiss_index = faiss.IndexIDMap2(inner)
+        self.index = faiss_index
+        self._tombstones: set[int] = set(_i64(tombstones).tolist()) if tombstones is not None else set()
+        self._side = side or FlatIndex(dim)
+        self.default_ef = ef_search or HNSW_EF_SEARCH
+
+    def add(self, ids, vectors):
+        ids, vectors = _i64(ids), _f32(vectors)
+        back = np.isin(ids, self._dead())
+        if back.any():
+            self._side.add(ids[back], vectors[back])
+        if (~back).any():
+            self.index.add_with_ids(vectors[~back], ids[~back])
+
+    def remove(self, ids):
+        ids = _i64(ids)
+        removed = self._side.remove(ids)
+        all_ids = faiss.vector_to_array(self.index.id_map)
+        positions = np.nonzero(np.isin(all_ids, ids) & ~np.isin(all_ids, self._dead()))[0]
+        if len(positions):
+            inner = faiss.downcast_index(self.index.index)
+            storage = faiss.downcast_index(inner.storage)
+            xb = faiss.rev_swig_ptr(storage.get_xb(), storage.ntotal * self.dim).reshape(-1, self.dim)
+            xb[positions] = 0.0  # the vector itself is gone now; only the graph node is left
+            self._tombstones.update(all_ids[positions].tolist())
+        return removed + len(positions)
+
+    def search(self, queries, k, params=SearchParams()):
+        sp = faiss.SearchParametersHNSW(efSearch=max(params.ef_search or self.default_ef, k))
+        sel = self._selector(params.allowed)
+        if sel is not None:
+            sp.sel = sel
+        scores, labels = self.index.search(_f32(queries), k, params=sp)
+        if len(self._side) == 0:
+            return scores, labels
+        side_scores, side_labels = self._side.search(queries, min(k, len(self._side)), SearchParams(allowed=params.allowed))
+        return _merge_top_k(scores, labels, side_scores, side_labels, k)
+
+    def search_subset(self, queries, k, allowed):
+        present, vectors = self.reconstruct(allowed)
+        return exact_top_k(_f32(queries), vectors, present, k)
+
+    def reconstruct(self, ids):
+        ids = _i64(ids)
+        main_ids, main_vectors = super().reconstruct(ids[~np.isin(ids, self._dead())])
+        side_ids, side_vectors = self._side.reconstruct(ids)
+        return np.concatenate([main_ids, side_ids]), np.concatenate([main_vectors, side_vectors])
+
+    def _dead(self) -> np.ndarray:
+        return np.fromiter(self._tombstones, np.int64, len(self._tombstones))
+
+    def _selector(self, allowed):
+        if not self._tombstones:
+            return _selector(allowed)
+        if allowed is not None:
+            return _selector(np.setdiff1d(_i64(allowed), self._dead()))
+        batch = faiss.IDSelectorBatch(self._dead())
+        sel = faiss.IDSelectorNot(batch)
+        sel.referenced = batch  # keep the inner selector alive as long as the outer one
+        return sel
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal) - len(self._tombstones) + len(self._side)
+
+    def ids(self) -> np.ndarray:
+        all_ids = faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        return np.concatenate([all_ids[~np.isin(all_ids, self._dead())], self._side.ids()])
+
+    @property
+    def needs_rebuild(self) -> bool:
+        return bool(self._tombstones)
+
+    def state(self):
+        return {"ef_search": self.default_ef}, {
+            "faiss": faiss.serialize_index(self.index),
+            "tombstones": self._dead(),
+            "side": faiss.serialize_index(self._side.index),
+        }
+
+
+def _merge_top_k(s1, l1, s2, l2, k):
+    scores = np.concatenate([s1, s2], axis=1)
+    labels = np.concatenate([l1, l2], axis=1)
+    scores = np.where(labels < 0, -np.inf, scores)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, order, axis=1).astype(np.float32), np.take_along_axis(labels, order, axis=1)
+
+
+def exact_top_k(queries: np.ndarray, vectors: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force top-k by inner product; pads with id -1 when fewer than k."""
+    nq = len(queries)
+    scores = np.full((nq, k), -np.inf, np.float32)
+    labels = np.full((nq, k), -1, np.int64)
+    if len(ids) == 0 or k == 0:
+        return scores, labels
+    sims = queries @ vectors.T
+    take = min(k, len(ids))
+    part = np.argpartition(-sims, take - 1, axis=1)[:, :take]
+    order = np.take_along_axis(sims, part, axis=1).argsort(axis=1)[:, ::-1]
+    best = np.take_along_axis(part, order, axis=1)
+    scores[:, :take] = np.take_along_axis(sims, best, axis=1)
+    labels[:, :take] = ids[best]
+    return scores, labels
+
+
+def nlist_for(n: int) -> int:
+    """IVF lists for n vectors: about 4 sqrt(n), a power of two, 16..65536, and
+    at most n / 39 so that k-means has the points per centroid FAISS asks for."""
+    if n < 39 * 16:
+        return 16
+    target = 2 ** round(math.log2(4 * math.sqrt(n)))
+    cap = 2 ** int(math.log2(n // 39))
+    return int(min(65536, max(16, min(target, cap))))
+
+
+def default_nprobe(nlist: int) -> int:
+    return int(max(8, nlist // 32))
+
+
+def choose_kind(requested: str, n: int) -> str:
+    if requested != "auto":
+        return requested
+    return "flat" if n < FLAT_MAX else "ivf"
+
+
+def build_index(kind: str, dim: int, ids: np.ndarray, vectors: np.ndarray, *, nprobe: int = 0, ef_search: int = 0) -> VectorIndex:
+    """A fresh index of `kind` holding the given vectors (IVF is trained on them)."""
+    ids, vectors = _i64(ids), _f32(vectors).reshape(-1, dim)
+    if kind == "ivf" and len(ids) >= 256:
+        return IvfIndex.train(dim, ids, vectors, nprobe=nprobe)
+    if kind == "hnsw":
+        index: VectorIndex = HnswIndex(dim, ef_search=ef_search)
+    else:  # flat, or IVF with too few vectors to train on yet
+        index = FlatIndex(dim)
+    if len(ids):
+        index.add(ids, vectors)
+    return index
+
+
+def restore_index(kind: str, dim: int, info: dict, arrays: dict[str, np.ndarray]) -> VectorIndex:
+    raw = faiss.deserialize_index(arrays["faiss"])
+    if kind == "flat":
+        return FlatIndex(dim, raw)
+    if kind == "ivf":
+        raw.set_direct_map_type(faiss.DirectMap.Hashtable)
+        return IvfIndex(
+            dim, raw, arrays.get("training_ids", np.zeros(0, np.int64)), trained_n=int(info.get("trained_n", raw.ntotal)), nprobe=info.get("nprobe", 0)
+        )
+    if kind == "hnsw":
+        side = FlatIndex(dim, faiss.deserialize_index(arrays["side"])) if "side" in arrays else None
+        return HnswIndex(dim, raw, arrays.get("tombstones"), info.get("ef_search", 0), side)
+    raise ValueError(f"unknown index kind {kind!r}")
+
+
+def _selector(allowed: np.ndarray | None):
+    if allowed is None:
+        return None
+    return faiss.IDSelectorBatch(_i64(allowed))
+
+
+def _f32(x) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _i64(x) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.int64)

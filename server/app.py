@@ -1,0 +1,105 @@
+"""Assembling and running the gRPC server.
+
+Secure by default: on a loopback address the server may run without API
+keys; on any other address it refuses to start until a key exists (create
+one with `facebank keys create --data DIR`). Requests beyond
+`max_concurrent_rpcs` are answered RESOURCE_EXHAUSTED instead of queueing
+without bound, and a shutdown lets in-flight requests finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from facebank.errors import FailedPrecondition
+from facebank.server.auth import ApiKeys
+from facebank.server.config import ServerConfig
+from facebank.server.engine import Engine
+from facebank.server.grpc_api import SERVICES, Gate, generic_handlers
+
+log = logging.getLogger(__name__)
+
+GRACE_S = 30.0
+
+
+@dataclass
+class RunningServer:
+    server: grpc.Server
+    engine: Engine
+    health: health.HealthServicer
+    address: str
+    port: int
+
+    def stop(self, grace: float = GRACE_S) -> None:
+        """Stop accepting calls, let in-flight ones finish (up to `grace` s), close the data."""
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        self.engine.close()
+
+
+def start(config: ServerConfig, *, engine: Engine | None = None) -> RunningServer:
+    host, port = config.host_port()
+    engine = engine or Engine(config)
+    try:
+        keys = ApiKeys(engine.store)
+        if not config.is_loopback() and not keys.any():
+            raise FailedPrecondition(
+                f"refusing to listen on {config.listen} without API keys: anyone on the network could read "
+                f"and change biometric data. Create an admin key first: facebank keys create --data {config.data_dir} "
+                "--role admin, or listen on 127.0.0.1"
+            )
+        max_bytes = config.max_message_mb * 2**20
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="facebank-rpc"),
+            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+            options=[
+                ("grpc.max_receive_message_length", max_bytes),
+                ("grpc.max_send_message_length", max_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        server.add_generic_rpc_handlers(generic_handlers(engine, Gate(keys, open_allowed=config.is_loopback())))
+        health_servicer = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        names = [s.full_name for s in SERVICES]
+        for name in ["", *names]:
+            health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        address = f"{'[' + host + ']' if ':' in host else host}:{port}"
+        bound = server.add_secure_port(address, _credentials(config)) if config.tls_cert else server.add_insecure_port(address)
+        if bound == 0:
+            raise FailedPrecondition(f"cannot listen on {config.listen}: the port is in use or the address is not this machine's")
+        server.start()
+    except BaseException:
+        engine.close()
+        raise
+    return RunningServer(server, engine, health_servicer, f"{host}:{bound}", bound)
+
+
+def _credentials(config: ServerConfig) -> grpc.ServerCredentials:
+    if not config.tls_key:
+        raise FailedPrecondition("--tls-cert needs --tls-key too")
+    key, cert = config.tls_key.read_bytes(), config.tls_cert.read_bytes()
+    ca = config.tls_client_ca.read_bytes() if config.tls_client_ca else None
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
+
+
+def serve_forever(config: ServerConfig, on_ready=None) -> None:
+    """Run until SIGINT or SIGTERM, then shut down gracefully."""
+    running = start(config)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    if on_ready:
+        on_ready(running)
+    stop.wait()
+    log.info("shutting down: finishing in-flight requests")
+    running.stop()

@@ -1,0 +1,102 @@
+"""API keys and roles.
+
+A key is `fbk_<key id>_<secret>`; only the SHA-256 of the whole key is stored
+(keys are 256-bit random, so a plain hash is enough; no password stretching
+needed). Roles are ordered: search < enroll < admin. A key may be scoped to
+some collections. Keys are never logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from facebank.errors import InvalidArgument, NotFound, PermissionDenied, Reason, Unauthenticated
+from facebank.index.records import ApiKeyRecord
+from facebank.index.store import FaceStore, now_ms
+
+ROLES = ("search", "enroll", "admin")
+_RANK = {name: i for i, name in enumerate(ROLES)}
+
+# The least role each RPC needs; anything not listed needs admin.
+RPC_ROLES: dict[str, str] = {
+    "Collections/DescribeCollection": "search",
+    "Collections/ListCollections": "search",
+    "Search/SearchByImage": "search",
+    "Search/SearchByEmbedding": "search",
+    "Search/Verify": "search",
+    "Identities/GetIdentity": "search",
+    "Identities/ListIdentities": "search",
+    "Identities/UpdateIdentity": "enroll",
+    "Identities/DeleteFace": "enroll",
+    "Enrollment/Enroll": "enroll",
+    "Enrollment/BulkEnroll": "enroll",
+    "Clusters/Ingest": "enroll",
+    "Clusters/RunClustering": "enroll",
+    "Clusters/ListClusters": "search",
+    "Clusters/GetCluster": "search",
+    "Clusters/MergeClusters": "enroll",
+    "Clusters/SplitCluster": "enroll",
+    "Clusters/NameCluster": "enroll",
+    "Admin/Stats": "search",
+}
+
+
+def required_role(service: str, method: str) -> str:
+    return RPC_ROLES.get(f"{service}/{method}", "admin")
+
+
+class ApiKeys:
+    def __init__(self, store: FaceStore) -> None:
+        self.store = store
+
+    def any(self) -> bool:
+        with self.store.catalog.read() as t:
+            return t.count("api_keys") > 0
+
+    def create(self, name: str, role: str, collections: list[str]) -> tuple[ApiKeyRecord, str]:
+        if role not in ROLES:
+            raise InvalidArgument(f"role {role!r} is unknown; use one of {', '.join(ROLES)}", reason=Reason.BAD_OPTION)
+        key_id = secrets.token_hex(6)
+        secret = f"fbk_{key_id}_{secrets.token_urlsafe(32)}"
+        rec = ApiKeyRecord(key_id, name, role, sorted(set(collections)), _digest(secret), now_ms())
+        with self.store.catalog.write() as t:
+            t.put_api_key(rec)
+        return rec, secret
+
+    def list(self) -> list[ApiKeyRecord]:
+        with self.store.catalog.read() as t:
+            return t.list_api_keys()
+
+    def revoke(self, key_id: str) -> None:
+        with self.store.catalog.write() as t:
+            if not t.delete_api_key(key_id):
+                raise NotFound(f"no API key has id {key_id!r}; list them with `facebank keys list`")
+
+    def authenticate(self, secret: str | None) -> ApiKeyRecord:
+        if not secret:
+            raise Unauthenticated("this server requires an API key: set FACEBANK_API_KEY (or send 'authorization: Bearer <key>')")
+        parts = secret.split("_")
+        rec = None
+        if len(parts) >= 3 and parts[0] == "fbk":
+            with self.store.catalog.read() as t:
+                rec = t.get_api_key(parts[1])
+        if rec is None or not hmac.compare_digest(rec.secret_sha256, _digest(secret)):
+            raise Unauthenticated("the API key is not valid (revoked or mistyped); ask an admin for a new one")
+        return rec
+
+    @staticmethod
+    def authorize(rec: ApiKeyRecord, role: str, collection: str | None) -> None:
+        if _RANK[rec.role] < _RANK[role]:
+            raise PermissionDenied(f"API key {rec.key_id!r} has role {rec.role!r}; this call needs {role!r}")
+        if not rec.collections:
+            return
+        if collection is None:
+            raise PermissionDenied(f"API key {rec.key_id!r} is scoped to collections {rec.collections}; this call spans every collection")
+        if (collection or "default") not in rec.collections:
+            raise PermissionDenied(f"API key {rec.key_id!r} may not use collection {collection or 'default'!r}")
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()

@@ -1,0 +1,103 @@
+"""Photo-collection clustering: ingest photos, cluster faces, edit and name clusters."""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterator
+
+from facebank.errors import FacebankError, InternalError
+from facebank.index import cluster_store
+from facebank.index.cluster_job import Summary, run_pass
+from facebank.index.clustering import ClusteringParams
+from facebank.server import convert, validate
+from facebank.server.engine import Parts
+from facebank.server.faces import sha256_hex
+from facebank.v1 import facebank_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+
+def clustering_params(threshold: float) -> ClusteringParams:
+    """Edges need a little more than a 1:N match: a wrong merge costs a person
+    more than a split (a split is one click to merge)."""
+    return ClusteringParams(edge_min=threshold + 0.05)
+
+
+class ClustersService:
+    def __init__(self, parts: Parts) -> None:
+        self.p = parts
+
+    def ingest(self, items: Iterator[pb.IngestItem]) -> Iterator[pb.IngestResult]:
+        """Every face of every photo is stored, unassigned, waiting for a pass."""
+        for item in items:
+            try:
+                yield self._ingest_one(item)
+            except FacebankError as err:
+                yield pb.IngestResult(item_id=item.item_id, failure=convert.failure_pb(err))
+            except Exception:  # one bad photo must not end the stream
+                log.exception("ingest item %r failed", item.item_id)
+                yield pb.IngestResult(item_id=item.item_id, failure=convert.failure_pb(InternalError("internal error; see the server log")))
+
+    def _ingest_one(self, item: pb.IngestItem) -> pb.IngestResult:
+        coll = self.p.collection(item.collection)
+        ref = validate.source_ref(item.image.source_ref)
+        sha = sha256_hex(item.image.data)
+        if self.p.store.ingested_faces(coll.name, sha) is None:
+            faces = self.p.faces.analyze([item.image.data], max_faces=validate.MAX_FACES_PER_IMAGE)[0]
+            new = [self.p.faces.new_face(f, sha, ref) for f in faces]
+        else:
+            new = []
+        records, already = self.p.store.ingest(coll.name, sha, new)
+        return pb.IngestResult(item_id=item.item_id, faces=[convert.face_pb(r) for r in records], already_ingested=already)
+
+    def run_clustering(self, req: pb.ClusterRequest) -> Iterator[pb.ClusterProgress]:
+        coll = self.p.collection(req.collection)
+        for event in run_pass(self.p.store, coll.id, clustering_params(coll.threshold), full=req.full):
+            if isinstance(event, Summary):
+                yield pb.ClusterProgress(stage="done", done=1, total=1, summary=pb.ClusteringSummary(**vars(event)))
+            else:
+                stage, done, total = event
+                yield pb.ClusterProgress(stage=stage, done=done, total=total)
+
+    def list_clusters(self, req: pb.ListClustersRequest) -> pb.ListClustersResponse:
+        coll = self.p.collection(req.collection)
+        state = cluster_store.read_state(self.p.store, coll.id)
+        names = self._identity_names(state)
+        clusters = []
+        for rec in sorted(state.clusters.values(), key=lambda c: (-c.size, c.cluster_id)):
+            faces = [convert.face_pb(f, names.get(f.iid, "")) for f in state.faces.values() if f.cluster_id == rec.cluster_id] if req.include_faces else []
+            clusters.append(convert.cluster_pb(rec, names.get(rec.iid, ""), faces))
+        unclustered = [convert.face_pb(state.faces[f]) for f in state.waiting] if req.include_faces else []
+        return pb.ListClustersResponse(clusters=clusters, unclustered=unclustered)
+
+    def get_cluster(self, req: pb.ClusterRef) -> pb.Cluster:
+        coll = self.p.collection(req.collection)
+        with self.p.store.catalog.read() as t:
+            rec = cluster_store.get_cluster(t, coll.id, req.cluster_id)
+            identity = t.get_identity_by_iid(rec.iid) if rec.iid else None
+            name = identity.external_id if identity else ""
+            faces = [convert.face_pb(t.get_face(f), name if t.get_face(f).iid else "") for f in t.cluster_face_ids(rec.cluster_id)]
+        return convert.cluster_pb(rec, name, faces)
+
+    def merge_clusters(self, req: pb.MergeClustersRequest) -> pb.Cluster:
+        coll = self.p.collection(req.collection)
+        rec = cluster_store.merge(self.p.store, coll.id, req.into, list(req.others))
+        return self.get_cluster(pb.ClusterRef(collection=coll.name, cluster_id=rec.cluster_id))
+
+    def split_cluster(self, req: pb.SplitClusterRequest) -> pb.Cluster:
+        coll = self.p.collection(req.collection)
+        rec = cluster_store.split(self.p.store, coll.id, req.cluster_id, list(req.face_ids))
+        return self.get_cluster(pb.ClusterRef(collection=coll.name, cluster_id=rec.cluster_id))
+
+    def name_cluster(self, req: pb.NameClusterRequest) -> pb.Identity:
+        coll = self.p.collection(req.collection)
+        external_id = validate.identity_id(req.identity_id)
+        name = validate.display_name(req.display_name)
+        rec = cluster_store.name(self.p.store, coll.id, req.cluster_id, external_id, name)
+        _, faces = self.p.store.identity(coll.name, rec.external_id)
+        return convert.identity_pb(rec, faces)
+
+    def _identity_names(self, state: cluster_store.ClusterState) -> dict[int, str]:
+        iids = {c.iid for c in state.clusters.values() if c.iid} | {f.iid for f in state.faces.values() if f.iid}
+        with self.p.store.catalog.read() as t:
+            return {iid: rec.external_id for iid in iids if (rec := t.get_identity_by_iid(iid))}

@@ -1,0 +1,60 @@
+"""Server configuration: one place for every setting, with its default."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from facebank.errors import InvalidArgument, Reason
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_DATA = "./facebank-data"
+DEFAULT_THRESHOLD = 0.40
+DEFAULT_COLLECTION = "default"
+
+
+@dataclass
+class ServerConfig:
+    data_dir: Path = Path(DEFAULT_DATA)
+    listen: str = DEFAULT_LISTEN
+    keys_dir: Path | None = None          # default: <data_dir>/keys
+    device: str = "auto"                  # auto | cpu | cuda
+    model_spec: Path | None = None        # JSON spec of another ArcFace-style pair
+    threads: int = 0                      # inference threads; 0 = every core
+    workers: int = 16                     # RPC handler threads
+    max_concurrent_rpcs: int = 64         # beyond this, RESOURCE_EXHAUSTED
+    max_message_mb: int = 64
+    micro_batch_wait_ms: float = 0.0      # > 0: share model calls across requests (GPU)
+    default_threshold: float = DEFAULT_THRESHOLD
+    compact_after_forget_s: float = 300.0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None     # set: clients must present a certificate it signed
+    background: bool = True
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def resolved_keys_dir(self) -> Path:
+        return Path(self.keys_dir) if self.keys_dir else Path(self.data_dir) / "keys"
+
+    def host_port(self) -> tuple[str, int]:
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise InvalidArgument(f"--listen {self.listen!r} must be HOST:PORT, e.g. {DEFAULT_LISTEN}", reason=Reason.BAD_OPTION)
+        return host.strip("[]") or "0.0.0.0", int(port)
+
+    def is_loopback(self) -> bool:
+        host, _ = self.host_port()
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+
+def env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None

@@ -1,0 +1,142 @@
+"""The facebank engine: the whole API, in process.
+
+`Engine` wires the parts together in one place (store, embedder, services).
+Each proto service has one class here; each RPC is a method named after it in
+snake_case that takes and returns `facebank.v1` messages. The gRPC edge
+(grpc_api.py) and the in-process client both call these methods, so the two
+behave the same by construction; typed errors become gRPC statuses only at
+the edge.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from facebank.embedder import FaceEmbedder, OnnxFaceEmbedder, default_model_spec
+from facebank.embedder.models import ModelSpec
+from facebank.errors import FailedPrecondition, InvalidArgument, Reason
+from facebank.index.records import IndexSettings
+from facebank.index.store import FaceStore
+from facebank.server import convert, validate
+from facebank.server.config import DEFAULT_COLLECTION, ServerConfig
+from facebank.server.faces import FacePipeline
+from facebank.v1 import facebank_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Parts:
+    """What every service shares."""
+
+    config: ServerConfig
+    store: FaceStore
+    faces: FacePipeline
+
+    def collection(self, name: str):
+        rec = self.store.collection(validate.collection_name(name))
+        if rec.model_id != self.faces.model_id:
+            raise FailedPrecondition(
+                f"collection {rec.name!r} holds embeddings of model {rec.model_id!r}, but this server runs "
+                f"{self.faces.model_id!r}; start the server with that model (--model-spec) to use it",
+                reason=Reason.MODEL_MISMATCH,
+            )
+        return rec
+
+
+def load_embedder(config: ServerConfig) -> FaceEmbedder:
+    spec = ModelSpec.from_json(config.model_spec) if config.model_spec else default_model_spec()
+    return OnnxFaceEmbedder(spec, device=config.device, threads=config.threads, micro_batch_wait_ms=config.micro_batch_wait_ms)
+
+
+class Engine:
+    def __init__(self, config: ServerConfig, *, embedder: FaceEmbedder | None = None) -> None:
+        from facebank.server.admin import AdminService
+        from facebank.server.clusters import ClustersService
+        from facebank.server.enrollment import EnrollmentService
+        from facebank.server.identities import IdentitiesService
+        from facebank.server.search import SearchService
+
+        self.config = config
+        self._owns_embedder = embedder is None
+        self.embedder = embedder or load_embedder(config)
+        try:
+            store = FaceStore(config.data_dir, keys_dir=config.resolved_keys_dir, background=config.background)
+        except BaseException:
+            if self._owns_embedder:
+                self.embedder.close()
+            raise
+        store.maintenance.compact_after_forget_s = config.compact_after_forget_s
+        self.store = store
+        self.parts = Parts(config, store, FacePipeline(self.embedder))
+        self._ensure_default_collection()
+        self.collections = CollectionsService(self.parts)
+        self.enrollment = EnrollmentService(self.parts)
+        self.search = SearchService(self.parts)
+        self.identities = IdentitiesService(self.parts)
+        self.clusters = ClustersService(self.parts)
+        self.admin = AdminService(self.parts)
+        self._services = {
+            "Collections": self.collections, "Enrollment": self.enrollment, "Search": self.search,
+            "Identities": self.identities, "Clusters": self.clusters, "Admin": self.admin,
+        }
+
+    def service(self, name: str):
+        """The implementation of the proto service `name`."""
+        return self._services[name]
+
+    def _ensure_default_collection(self) -> None:
+        if not any(c.name == DEFAULT_COLLECTION for c in self.store.list_collections()):
+            self.store.create_collection(
+                DEFAULT_COLLECTION, self.parts.faces.model_id, self.parts.faces.dim, self.config.default_threshold, IndexSettings()
+            )
+
+    def close(self) -> None:
+        self.store.close()
+        if self._owns_embedder:
+            self.embedder.close()
+
+
+def index_settings(options: pb.IndexOptions) -> IndexSettings:
+    if options.kind not in convert.INDEX_KIND_FROM_PB:
+        raise InvalidArgument(f"index kind {options.kind} is unknown; use AUTO, FLAT, IVF or HNSW", reason=Reason.BAD_OPTION)
+    return IndexSettings(
+        kind=convert.INDEX_KIND_FROM_PB[options.kind],
+        nprobe=validate.positive(options.nprobe, "nprobe", 65536),
+        ef_search=validate.positive(options.ef_search, "ef_search", 4096),
+    )
+
+
+class CollectionsService:
+    def __init__(self, parts: Parts) -> None:
+        self.p = parts
+
+    def create_collection(self, req: pb.CreateCollectionRequest) -> pb.Collection:
+        name = validate.collection_name(req.name, "name")
+        threshold = validate.threshold(req.threshold) if req.HasField("threshold") else self.p.config.default_threshold
+        rec = self.p.store.create_collection(name, self.p.faces.model_id, self.p.faces.dim, threshold, index_settings(req.index))
+        return convert.collection_pb(rec, self.p.store.stats(rec))
+
+    def update_collection(self, req: pb.UpdateCollectionRequest) -> pb.Collection:
+        name = validate.collection_name(req.name, "name")
+        threshold = validate.threshold(req.threshold) if req.HasField("threshold") else None
+        settings = index_settings(req.index) if req.HasField("index") else None
+        rec = self.p.store.update_collection(name, threshold, settings)
+        return convert.collection_pb(rec, self.p.store.stats(rec))
+
+    def describe_collection(self, req: pb.CollectionRef) -> pb.Collection:
+        rec = self.p.store.collection(validate.collection_name(req.name, "name"))
+        return convert.collection_pb(rec, self.p.store.stats(rec))
+
+    def list_collections(self, req: pb.ListCollectionsRequest) -> pb.ListCollectionsResponse:
+        return pb.ListCollectionsResponse(collections=[convert.collection_pb(r, self.p.store.stats(r)) for r in self.p.store.list_collections()])
+
+    def drop_collection(self, req: pb.CollectionRef) -> pb.DropCollectionResponse:
+        from facebank.index.drop import drop_collection
+
+        name = validate.collection_name(req.name, "name")
+        counts = drop_collection(self.p.store, name)
+        if name == DEFAULT_COLLECTION:  # the default collection always exists, empty if need be
+            self.p.store.create_collection(name, self.p.faces.model_id, self.p.faces.dim, self.p.config.default_threshold, IndexSettings())
+        return pb.DropCollectionResponse(identities_forgotten=counts["identities"], faces_removed=counts["faces"])

@@ -1,0 +1,142 @@
+"""The gRPC edge: one generic handler per proto service, built from the
+descriptors, calling the engine. This is the only place that knows statuses:
+a FacebankError becomes its status with its message; anything else is logged
+with its traceback and answered INTERNAL without details.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Callable, Iterator
+
+import grpc
+
+from facebank.errors import FacebankError, Unauthenticated
+from facebank.server.auth import ApiKeys, required_role
+from facebank.server.engine import Engine
+from facebank.transport import method_name
+from facebank.v1 import facebank_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+REASON_KEY = "facebank-reason"
+SERVICES = [pb.DESCRIPTOR.services_by_name[name] for name in pb.DESCRIPTOR.services_by_name]
+
+
+def status_of(err: FacebankError) -> grpc.StatusCode:
+    return getattr(grpc.StatusCode, err.code, grpc.StatusCode.INTERNAL)
+
+
+class Gate:
+    """Authentication and authorization of each call.
+
+    With no API key in the catalog the server is open, which the app allows
+    only on a loopback address; once a key exists every call needs one."""
+
+    def __init__(self, keys: ApiKeys, *, open_allowed: bool) -> None:
+        self.keys = keys
+        self.open_allowed = open_allowed
+
+    def principal(self, context: grpc.ServicerContext):
+        if not self.keys.any():
+            if self.open_allowed:
+                return None
+            raise Unauthenticated("this server has no API keys; an admin must create one with `facebank keys create`")
+        return self.keys.authenticate(_api_key(context))
+
+    def check(self, principal, service: str, method: str, request) -> None:
+        if principal is None:
+            return
+        collection = request.collection if _has_field(request, "collection") else None
+        self.keys.authorize(principal, required_role(service, method), collection)
+
+
+def _has_field(message, name: str) -> bool:
+    return name in message.DESCRIPTOR.fields_by_name
+
+
+def _api_key(context: grpc.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and value.lower().startswith("bearer "):
+            return value[7:].strip()
+        if key == "x-api-key":
+            return value.strip()
+    return None
+
+
+def _abort(context: grpc.ServicerContext, err: FacebankError):
+    context.set_trailing_metadata(((REASON_KEY, err.reason),) if err.reason else ())
+    context.abort(status_of(err), err.message)
+
+
+def _internal(context: grpc.ServicerContext, where: str):
+    incident = uuid.uuid4().hex[:12]
+    log.exception("unexpected error in %s (incident %s)", where, incident)
+    context.abort(grpc.StatusCode.INTERNAL, f"internal error (incident {incident}); the server log has the details")
+
+
+def _wrap(fn: Callable, gate: Gate, service: str, method: str, client_streaming: bool, server_streaming: bool):
+    where = f"{service}/{method}"
+
+    def guarded_requests(requests: Iterator, principal) -> Iterator:
+        for request in requests:
+            gate.check(principal, service, method, request)
+            yield request
+
+    def call(request_or_iterator, context: grpc.ServicerContext):
+        try:
+            principal = gate.principal(context)
+            if client_streaming:
+                arg = guarded_requests(request_or_iterator, principal)
+            else:
+                gate.check(principal, service, method, request_or_iterator)
+                arg = request_or_iterator
+            return fn(arg)
+        except FacebankError as err:
+            _abort(context, err)
+        except Exception:
+            _internal(context, where)
+
+    def stream(request_or_iterator, context: grpc.ServicerContext):
+        try:
+            principal = gate.principal(context)
+            if client_streaming:
+                arg = guarded_requests(request_or_iterator, principal)
+            else:
+                gate.check(principal, service, method, request_or_iterator)
+                arg = request_or_iterator
+            for response in fn(arg):
+                if not context.is_active():
+                    return
+                yield response
+        except FacebankError as err:
+            _abort(context, err)
+        except Exception:
+            _internal(context, where)
+
+    return stream if server_streaming else call
+
+
+def generic_handlers(engine: Engine, gate: Gate) -> list[grpc.GenericRpcHandler]:
+    handlers = []
+    for service in SERVICES:
+        impl = engine.service(service.name)
+        methods = {}
+        for m in service.methods:
+            request_cls = pb.DESCRIPTOR.message_types_by_name[m.input_type.name]
+            response_cls = pb.DESCRIPTOR.message_types_by_name[m.output_type.name]
+            req_type = getattr(pb, request_cls.name)
+            resp_type = getattr(pb, response_cls.name)
+            fn = _wrap(getattr(impl, method_name(m.name)), gate, service.name, m.name, m.client_streaming, m.server_streaming)
+            factory = {
+                (False, False): grpc.unary_unary_rpc_method_handler,
+                (False, True): grpc.unary_stream_rpc_method_handler,
+                (True, False): grpc.stream_unary_rpc_method_handler,
+                (True, True): grpc.stream_stream_rpc_method_handler,
+            }[(m.client_streaming, m.server_streaming)]
+            methods[m.name] = factory(fn, request_deserializer=req_type.FromString, response_serializer=resp_type.SerializeToString)
+        handlers.append(grpc.method_handlers_generic_handler(service.full_name, methods))
+    return handlers
+
+

@@ -1,0 +1,66 @@
+"""Identities: read, list, update, delete a face, and forget."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from facebank.errors import InvalidArgument, Reason
+from facebank.index.forget import forget_identity
+from facebank.server import convert, validate
+from facebank.server.engine import Parts
+from facebank.v1 import facebank_pb2 as pb
+
+MAX_PAGE = 1000
+
+
+def _token(external_id: str) -> str:
+    return base64.urlsafe_b64encode(external_id.encode()).decode()
+
+
+def _after(token: str) -> str:
+    if not token:
+        return ""
+    try:
+        return base64.urlsafe_b64decode(token.encode()).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidArgument("page_token is not one this server issued; start again without it", reason=Reason.BAD_OPTION) from None
+
+
+class IdentitiesService:
+    def __init__(self, parts: Parts) -> None:
+        self.p = parts
+
+    def get_identity(self, req: pb.IdentityRef) -> pb.Identity:
+        coll = self.p.store.collection(validate.collection_name(req.collection))
+        rec, faces = self.p.store.identity(coll.name, validate.identity_id(req.identity_id))
+        return convert.identity_pb(rec, faces)
+
+    def list_identities(self, req: pb.ListIdentitiesRequest) -> pb.ListIdentitiesResponse:
+        coll = self.p.store.collection(validate.collection_name(req.collection))
+        size = validate.positive(req.page_size, "page_size", MAX_PAGE) or 100
+        rows = self.p.store.list_identities(coll.name, _after(req.page_token), size + 1)
+        page, more = rows[:size], len(rows) > size
+        return pb.ListIdentitiesResponse(
+            identities=[convert.identity_pb(rec, faces) for rec, faces in page],
+            next_page_token=_token(page[-1][0].external_id) if more else "",
+        )
+
+    def update_identity(self, req: pb.UpdateIdentityRequest) -> pb.Identity:
+        coll = self.p.store.collection(validate.collection_name(req.collection))
+        external_id = validate.identity_id(req.identity_id)
+        name = validate.display_name(req.display_name) if req.HasField("display_name") else None
+        set_metadata = validate.metadata(dict(req.set_metadata), "set_metadata")
+        remove = [validate.metadata({k: ""}, "remove_metadata") and k for k in req.remove_metadata]
+        rec = self.p.store.update_identity(coll.name, external_id, name, set_metadata, remove)
+        return convert.identity_pb(rec)
+
+    def delete_face(self, req: pb.DeleteFaceRequest) -> pb.DeleteFaceResponse:
+        coll = self.p.store.collection(validate.collection_name(req.collection))
+        self.p.store.delete_face(coll.name, req.face_id)
+        return pb.DeleteFaceResponse()
+
+    def forget(self, req: pb.ForgetRequest) -> pb.ForgetReceipt:
+        coll = self.p.store.collection(validate.collection_name(req.collection))
+        receipt = forget_identity(self.p.store, coll.name, validate.identity_id(req.identity_id), strict=req.strict)
+        return convert.receipt_pb(receipt)

@@ -1,0 +1,75 @@
+"""1:N search by photo or by embedding, and 1:1 verification. Open set: a
+match below the threshold is not a match, and no match means "unknown"."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from facebank.errors import InvalidArgument, Reason
+from facebank.index.store import Hit
+from facebank.server import convert, validate
+from facebank.server.engine import Parts
+from facebank.server.faces import require_face
+from facebank.v1 import facebank_pb2 as pb
+
+
+def match_pb(hit: Hit) -> pb.IdentityMatch:
+    rec = hit.identity
+    return pb.IdentityMatch(
+        identity_id=rec.external_id, display_name=rec.display_name, score=hit.score,
+        face_ids=hit.face_ids, metadata=rec.metadata,
+    )
+
+
+class SearchService:
+    def __init__(self, parts: Parts) -> None:
+        self.p = parts
+
+    def _options(self, options: pb.SearchOptions, collection_threshold: float) -> tuple[int, float, dict[str, str]]:
+        top_k = validate.top_k(options.top_k)
+        threshold = validate.threshold(options.threshold) if options.HasField("threshold") else collection_threshold
+        return top_k, threshold, validate.metadata(dict(options.filter), "filter")
+
+    def _matches(self, collection: str, queries: np.ndarray, options: pb.SearchOptions, threshold_default: float):
+        top_k, threshold, filter_ = self._options(options, threshold_default)
+        hits = self.p.store.search(collection, queries, top_k, filter_ or None) if len(queries) else []
+        return [[match_pb(h) for h in row if h.score >= threshold] for row in hits], threshold
+
+    def search_by_image(self, req: pb.SearchByImageRequest) -> pb.SearchByImageResponse:
+        coll = self.p.collection(req.collection)
+        self._options(req.options, coll.threshold)  # reject bad options before running the model
+        max_faces = validate.positive(req.max_faces, "max_faces", validate.MAX_FACES_PER_IMAGE) or validate.MAX_FACES_PER_IMAGE
+        faces = self.p.faces.analyze([req.image.data], max_faces=max_faces)[0]
+        queries = np.asarray([f.embedding for f in faces], np.float32).reshape(len(faces), self.p.faces.dim)
+        matches, threshold = self._matches(coll.name, queries, req.options, coll.threshold)
+        return pb.SearchByImageResponse(
+            faces=[pb.FaceSearchResult(face=convert.observation_pb(f), matches=m) for f, m in zip(faces, matches)],
+            threshold=threshold,
+        )
+
+    def search_by_embedding(self, req: pb.SearchByEmbeddingRequest) -> pb.SearchByEmbeddingResponse:
+        coll = self.p.collection(req.collection)
+        queries = validate.embeddings([q.values for q in req.queries], coll.dim)
+        matches, threshold = self._matches(coll.name, queries, req.options, coll.threshold)
+        return pb.SearchByEmbeddingResponse(results=[pb.MatchList(matches=m) for m in matches], threshold=threshold)
+
+    def verify(self, req: pb.VerifyRequest) -> pb.VerifyResponse:
+        coll = self.p.collection(req.collection)
+        threshold = validate.threshold(req.threshold) if req.HasField("threshold") else coll.threshold
+        which = req.WhichOneof("against")
+        if which is None:
+            raise InvalidArgument("verify needs something to compare with: other_image or identity_id", reason=Reason.BAD_OPTION)
+        if which == "other_image":
+            first, second = self.p.faces.analyze([req.image.data, req.other_image.data], max_faces=1, label="image")
+            face = require_face(first, accept_low_quality=True, where="the first image")
+            other = require_face(second, accept_low_quality=True, where="the second image")
+            score = float(np.dot(face.embedding, other.embedding))
+            return pb.VerifyResponse(
+                match=score >= threshold, score=score, threshold=threshold,
+                face=convert.observation_pb(face), other_face=convert.observation_pb(other),
+            )
+        external_id = validate.identity_id(req.identity_id)
+        _, vectors = self.p.store.identity_vectors(coll.name, external_id)
+        face = require_face(self.p.faces.analyze([req.image.data], max_faces=1)[0], accept_low_quality=True)
+        score = float(np.max(vectors @ face.embedding)) if len(vectors) else -1.0
+        return pb.VerifyResponse(match=score >= threshold, score=score, threshold=threshold, face=convert.observation_pb(face))

@@ -1,0 +1,138 @@
+"""Checks on every field a caller controls, with messages a person can act on.
+
+Nothing here trusts a request: ids, names, metadata, numbers and embeddings
+are checked before anything is read or stored. Each check raises
+InvalidArgument with the field named and the rule stated.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+
+import numpy as np
+
+from facebank.errors import InvalidArgument, Reason
+
+COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_ID_CHARS = 256
+MAX_NAME_CHARS = 256
+MAX_METADATA_KEYS = 64
+MAX_METADATA_KEY_CHARS = 128
+MAX_METADATA_VALUE_CHARS = 1024
+MAX_TOP_K = 100
+MAX_IMAGES_PER_ENROLL = 32
+MAX_QUERIES = 1024
+MAX_SOURCE_REF_CHARS = 4096
+MAX_FACES_PER_IMAGE = 64
+
+# Format characters that hide or reorder text (zero-width space, BOM, bidi
+# overrides). Joiners (U+200C, U+200D) stay allowed: real names use them.
+_INVISIBLE = frozenset("\u200b\u2060\ufeff\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def collection_name(name: str, field: str = "collection") -> str:
+    if not name:
+        return "default"
+    if not COLLECTION_NAME.match(name):
+        raise InvalidArgument(
+            f"{field} {_show(name)} is not a valid name: use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit",
+            reason=Reason.BAD_ID,
+        )
+    return name
+
+
+def identity_id(value: str, field: str = "identity_id") -> str:
+    if not value:
+        raise InvalidArgument(f"{field} is empty; give the identity an id (e.g. an employee number or a name)", reason=Reason.BAD_ID)
+    _text(value, field, MAX_ID_CHARS)
+    if value != value.strip():
+        raise InvalidArgument(f"{field} {_show(value)} starts or ends with whitespace; remove it", reason=Reason.BAD_ID)
+    return value
+
+
+def display_name(value: str, field: str = "display_name") -> str:
+    if value:
+        _text(value, field, MAX_NAME_CHARS)
+    return value
+
+
+def metadata(values: dict[str, str], field: str = "metadata") -> dict[str, str]:
+    if len(values) > MAX_METADATA_KEYS:
+        raise InvalidArgument(f"{field} has {len(values)} keys; at most {MAX_METADATA_KEYS} are allowed", reason=Reason.BAD_METADATA)
+    out = {}
+    for key, value in values.items():
+        if not key:
+            raise InvalidArgument(f"{field} has an empty key", reason=Reason.BAD_METADATA)
+        _text(key, f"{field} key", MAX_METADATA_KEY_CHARS, reason=Reason.BAD_METADATA)
+        _text(value, f"{field}[{key!r}]", MAX_METADATA_VALUE_CHARS, reason=Reason.BAD_METADATA, allow_empty=True)
+        out[key] = value
+    return out
+
+
+def source_ref(value: str) -> str:
+    if value:
+        _text(value, "source_ref", MAX_SOURCE_REF_CHARS)
+    return value
+
+
+def top_k(value: int) -> int:
+    if value == 0:
+        return 5
+    if not 1 <= value <= MAX_TOP_K:
+        raise InvalidArgument(f"top_k is {value}; use 1 to {MAX_TOP_K}", reason=Reason.BAD_OPTION)
+    return value
+
+
+def threshold(value: float, field: str = "threshold") -> float:
+    if not math.isfinite(value) or not -1.0 <= value <= 1.0:
+        raise InvalidArgument(f"{field} is {value}; a cosine similarity threshold lies between -1 and 1 (0.4 is typical)", reason=Reason.BAD_OPTION)
+    return float(value)
+
+
+def positive(value: int, field: str, maximum: int) -> int:
+    if not 0 <= value <= maximum:
+        raise InvalidArgument(f"{field} is {value}; use 0 to {maximum}", reason=Reason.BAD_OPTION)
+    return value
+
+
+def embeddings(rows: list, dim: int) -> np.ndarray:
+    """Query embeddings: the right size, finite, not zero; returned L2-normalised."""
+    if not rows:
+        raise InvalidArgument("no query embeddings were given", reason=Reason.BAD_EMBEDDING)
+    if len(rows) > MAX_QUERIES:
+        raise InvalidArgument(f"{len(rows)} queries in one request; send at most {MAX_QUERIES}", reason=Reason.BAD_EMBEDDING)
+    out = np.empty((len(rows), dim), np.float32)
+    for i, row in enumerate(rows):
+        values = np.asarray(row, dtype=np.float64)
+        if values.shape != (dim,):
+            raise InvalidArgument(
+                f"query {i} has {values.size} values; this collection's model makes {dim}-dimensional embeddings",
+                reason=Reason.BAD_EMBEDDING,
+            )
+        if not np.isfinite(values).all():
+            raise InvalidArgument(f"query {i} contains NaN or infinite values", reason=Reason.BAD_EMBEDDING)
+        norm = float(np.linalg.norm(values))
+        if norm < 1e-6 or not math.isfinite(norm):
+            raise InvalidArgument(f"query {i} is all zeros (or too close to it) to have a direction", reason=Reason.BAD_EMBEDDING)
+        out[i] = values / norm
+    return out
+
+
+def _text(value: str, field: str, limit: int, *, reason: str = Reason.BAD_ID, allow_empty: bool = False) -> None:
+    if not value and not allow_empty:
+        raise InvalidArgument(f"{field} is empty", reason=reason)
+    if len(value) > limit:
+        raise InvalidArgument(f"{field} is {len(value)} characters long; the limit is {limit}", reason=reason)
+    for ch in value:
+        if unicodedata.category(ch) in ("Cc", "Cs", "Cn") or ch in _INVISIBLE:
+            raise InvalidArgument(
+                f"{field} {_show(value)} contains a control or invisible character (U+{ord(ch):04X}); remove it",
+                reason=reason,
+            )
+
+
+def _show(value: str) -> str:
+    shown = value if len(value) <= 40 else value[:37] + "..."
+    return repr(shown)

@@ -1,0 +1,147 @@
+"""Shared fixtures: the real models, real LMDB in temporary directories, a real
+gRPC server on a loopback port. Nothing here stands in for the thing a test
+checks."""
+
+from __future__ import annotations
+
+import csv
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from facebank.client import Client
+from facebank.embedder import OnnxFaceEmbedder, default_model_spec
+from facebank.server.app import start
+from facebank.server.config import ServerConfig
+from facebank.server.engine import Engine
+from facebank.transport import GrpcTransport, LocalTransport
+
+FACES = Path(__file__).parent / "data" / "faces"
+
+
+@dataclass(frozen=True)
+class Photo:
+    path: Path
+    identity: str
+    faces: int
+
+    @property
+    def data(self) -> bytes:
+        return self.path.read_bytes()
+
+
+def photos() -> list[Photo]:
+    with open(FACES / "labels.csv", newline="") as f:
+        return [Photo(FACES / row["path"], row["identity"], int(row["faces"])) for row in csv.DictReader(f)]
+
+
+def single_person_photos() -> dict[str, list[Photo]]:
+    """identity -> its single-person photos, in file order."""
+    out: dict[str, list[Photo]] = {}
+    for p in photos():
+        if p.identity and p.faces == 1 and "edge_cases" not in p.path.parts:
+            out.setdefault(p.identity, []).append(p)
+    return out
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The default models, loaded once for the whole run (pinned SHA-256 checked)."""
+    return OnnxFaceEmbedder(default_model_spec(), device="cpu")
+
+
+def make_config(data_dir: Path, **overrides) -> ServerConfig:
+    return ServerConfig(data_dir=data_dir, listen="127.0.0.1:0", **overrides)
+
+
+@pytest.fixture
+def engine(tmp_path, embedder):
+    eng = Engine(make_config(tmp_path / "data"), embedder=embedder)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture
+def server(tmp_path, embedder):
+    """A real gRPC server on a free loopback port, over a fresh data directory."""
+    running = start(make_config(tmp_path / "data"), engine=Engine(make_config(tmp_path / "data"), embedder=embedder))
+    yield running
+    running.stop(grace=2)
+
+
+@pytest.fixture(params=["local", "grpc"])
+def client(request, tmp_path, embedder):
+    """The same tests against the in-process engine and against a gRPC server."""
+    if request.param == "local":
+        fb = Client(LocalTransport(Engine(make_config(tmp_path / "data"), embedder=embedder)))
+        yield fb
+        fb.close()
+    else:
+        running = start(make_config(tmp_path / "data"), engine=Engine(make_config(tmp_path / "data"), embedder=embedder))
+        fb = Client(GrpcTransport(f"127.0.0.1:{running.port}"))
+        yield fb
+        fb.close()
+        running.stop(grace=2)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """`facebank serve` as its own process, for restarts, signals and the CLI."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, env: dict | None = None, args: tuple = ()) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.env = {**os.environ, **(env or {})}
+        self.args = args
+        self.proc: subprocess.Popen | None = None
+        self.log = data_dir.parent / f"serve-{self.port}.log"
+
+    def start(self, timeout: float = 60) -> "ServerProcess":
+        cmd = [sys.executable, "-m", "facebank", "serve", "--data", str(self.data_dir), "--listen", self.address, *self.args]
+        self.log_file = open(self.log, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log_file, env=self.env)
+        deadline = time.monotonic() + timeout
+        line = self.proc.stdout.readline().decode()
+        if "listening on" not in line:
+            self.proc.wait(timeout=max(1, deadline - time.monotonic()))
+            raise RuntimeError(f"server did not start: {line!r}; log: {self.log.read_text()[-2000:]}")
+        return self
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.log_file.close()
+
+    def stop(self) -> int:
+        if self.proc is None:
+            return 0
+        self.proc.terminate()
+        code = self.proc.wait(timeout=60)
+        self.log_file.close()
+        return code
+
+    def cli(self, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+        return run_cli(*args, server=self.address, check=check, env=env)
+
+
+def run_cli(*args: str, server: str | None = None, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **(env or {})}
+    if server:
+        full_env["FACEBANK_SERVER"] = server
+    result = subprocess.run([sys.executable, "-m", "facebank", *args], capture_output=True, text=True, env=full_env, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"facebank {' '.join(args)} failed ({result.returncode}): {result.stderr[-2000:]}")
+    return result

@@ -1,0 +1,246 @@
+"""The catalog, keyring and live indexes together: transactions, restarts,
+snapshots, rebuilds, and a random add/delete/forget state machine."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from facebank.errors import DataCorruption, NotFound
+from facebank.index.forget import forget_identity
+from facebank.index.records import ENROLLED, IndexSettings
+from facebank.index.snapshot import read_header
+from facebank.index.store import FaceStore, NewFace
+
+DIM = 32
+
+
+def vec(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def face(seed: int, sha: int | None = None) -> NewFace:
+    return NewFace([0, 0, 50, 50], [[10, 10]] * 5, 0.9, {"passed": True}, vec(seed), f"{seed if sha is None else sha:064x}", f"photo-{seed}.jpg", "m")
+
+
+def open_store(path, **kw) -> FaceStore:
+    return FaceStore(path, background=False, **kw)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = open_store(tmp_path / "d")
+    s.create_collection("c", "m", DIM, 0.4, IndexSettings())
+    yield s
+    s.close()
+
+
+def top(store, seed, k=1, collection="c"):
+    return [h.identity.external_id for h in store.search(collection, vec(seed)[None], k)[0]]
+
+
+def test_a_failing_enrollment_leaves_nothing(store):
+    used_before = store.keyring.used_slots()
+    broken = face(2)
+    broken = NewFace(**{**broken.__dict__, "embedding": np.ones(DIM + 1, np.float32)})  # wrong size: fails inside the txn
+    with pytest.raises(Exception):
+        store.enroll("c", "alice", "", {}, [face(1), broken])
+    with pytest.raises(NotFound):
+        store.identity("c", "alice")
+    assert store.stats(store.collection("c"))["faces"] == 0
+    assert len(store.segments.get(store.collection("c").id, ENROLLED).index) == 0
+    assert store.keyring.used_slots() == used_before  # the new identity's key was shredded
+
+
+def test_everything_survives_a_restart(tmp_path):
+    s = open_store(tmp_path / "d")
+    s.create_collection("c", "m", DIM, 0.4, IndexSettings())
+    for i in range(20):
+        s.enroll("c", f"p{i}", f"Person {i}", {"k": str(i % 3)}, [face(i)])
+    s.close()
+    s = open_store(tmp_path / "d")
+    assert top(s, 7) == ["p7"]
+    assert s.identity("c", "p7")[0].display_name == "Person 7"
+    assert s.stats(s.collection("c"))["indexed"] == 20
+    s.close()
+
+
+def test_snapshot_plus_replay_of_newer_changes(tmp_path):
+    s = open_store(tmp_path / "d")
+    s.create_collection("c", "m", DIM, 0.4, IndexSettings())
+    for i in range(10):
+        s.enroll("c", f"p{i}", "", {}, [face(i)])
+    s.maintenance.clean_now()   # writes snapshots at this point
+    snap_seq = read_header(s.segments.snapshot_path(1, ENROLLED))["seq"]
+    for i in range(10, 15):
+        s.enroll("c", f"p{i}", "", {}, [face(i)])
+    s.delete_face("c", s.identity("c", "p3")[1][0].face_id)
+    # simulate a crash: no close(), so no new snapshot; release the locks by hand
+    s.maintenance.stop()
+    s.keyring.close()
+    s.catalog.close()
+    s = open_store(tmp_path / "d")
+    seg = s.segments.get(1, ENROLLED)
+    assert seg.snapshot_seq == snap_seq and seg.applied_seq > snap_seq  # loaded, then replayed
+    assert top(s, 12) == ["p12"] and "p3" not in top(s, 3, k=3)
+    assert len(seg.index) == 14
+    s.close()
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate", "flip"])
+def test_missing_or_corrupt_snapshot_is_rebuilt_from_the_catalog(tmp_path, damage):
+    s = open_store(tmp_path / "d")
+    s.create_collection("c", "m", DIM, 0.4, IndexSettings())
+    for i in range(30):
+        s.enroll("c", f"p{i}", "", {}, [face(i)])
+    s.close()
+    path = tmp_path / "d" / "indexes" / "1.enrolled.snap"
+    data = path.read_bytes()
+    if damage == "delete":
+        path.unlink()
+    elif damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        path.write_bytes(data[:100] + bytes([data[100] ^ 0xFF]) + data[101:])
+    if damage != "delete":
+        with pytest.raises(DataCorruption):
+            read_header(path)
+    s = open_store(tmp_path / "d")
+    seg = s.segments.get(1, ENROLLED)
+    assert seg.snapshot_seq == 0 and len(seg.index) == 30  # rebuilt
+    assert top(s, 21) == ["p21"]
+    s.close()
+
+
+def test_orphaned_data_keys_are_shredded_at_start(tmp_path):
+    s = open_store(tmp_path / "d")
+    s.create_collection("c", "m", DIM, 0.4, IndexSettings())
+    s.enroll("c", "p", "", {}, [face(1)])
+    orphan = s.keyring.allocate([b"identity:999"])[0]  # as if a crash hit between allocation and commit
+    s.close()
+    s = open_store(tmp_path / "d")
+    assert orphan.slot not in s.keyring.used_slots()
+    assert top(s, 1) == ["p"]
+    s.close()
+
+
+def test_auto_index_moves_from_flat_to_ivf_in_the_background(tmp_path, monkeypatch):
+    import facebank.index.segments as segments
+    import facebank.index.vectors as vectors
+
+    monkeypatch.setattr(vectors, "FLAT_MAX", 400)
+    monkeypatch.setattr(segments, "FLAT_MAX", 400)
+    s = open_store(tmp_path / "d")
+    s.create_collection("c", "m", DIM, 0.4, IndexSettings())
+    for i in range(450):
+        s.enroll("c", f"p{i}", "", {}, [face(i)])
+    seg = s.segments.get(1, ENROLLED)
+    assert seg.index.kind == "flat" and seg.wants_rebuild() == "flat->ivf"
+    s.maintenance.clean_now()
+    seg = s.segments.get(1, ENROLLED)
+    assert seg.index.kind == "ivf" and len(seg.index) == 450
+    assert top(s, 123) == ["p123"]
+    s.close()
+
+
+def test_wrong_master_key_cannot_open_the_data(tmp_path, monkeypatch):
+    s = open_store(tmp_path / "d")
+    s.create_collection("c", "m", DIM, 0.4, IndexSettings())
+    s.enroll("c", "p", "", {}, [face(1)])
+    s.close()
+    (tmp_path / "d" / "keys" / "master.key").unlink()
+    monkeypatch.setenv("FACEBANK_MASTER_KEY", "A" * 43 + "=")
+    with pytest.raises(DataCorruption):
+        s = open_store(tmp_path / "d")
+        s.identity_vectors("c", "p")
+
+
+def test_master_key_file_is_private(tmp_path):
+    s = open_store(tmp_path / "d")
+    mode = os.stat(tmp_path / "d" / "keys" / "master.key").st_mode & 0o777
+    s.close()
+    assert mode == 0o600
+    os.chmod(tmp_path / "d" / "keys" / "master.key", 0o644)
+    from facebank.errors import FailedPrecondition
+
+    with pytest.raises(FailedPrecondition, match="chmod 600"):
+        open_store(tmp_path / "d")
+
+
+def test_second_process_on_the_same_data_is_refused(tmp_path):
+    from facebank.errors import FailedPrecondition
+
+    s = open_store(tmp_path / "d")
+    with pytest.raises(FailedPrecondition, match="another facebank process"):
+        open_store(tmp_path / "d")
+    s.close()
+
+
+class StoreMachine(RuleBasedStateMachine):
+    """Random enroll / delete-face / forget / restart, with the invariant that
+    search finds exactly the live faces (flat: exact) and nothing else."""
+
+    def __init__(self):
+        super().__init__()
+        import tempfile
+        from pathlib import Path
+
+        self.dir = Path(tempfile.mkdtemp())
+        self.store = open_store(self.dir)
+        self.store.create_collection("c", "m", DIM, 0.4, IndexSettings(kind="flat"))
+        self.live: dict[int, str] = {}      # face seed -> identity
+        self.face_ids: dict[int, int] = {}  # face seed -> face id
+        self.seed = 0
+
+    @rule(identity=st.sampled_from(["a", "b", "c", "d", "e"]))
+    def enroll(self, identity):
+        self.seed += 1
+        _, stored = self.store.enroll("c", identity, "", {}, [face(self.seed)])
+        self.live[self.seed] = identity
+        self.face_ids[self.seed] = stored[0].face.face_id
+
+    @precondition(lambda self: self.live)
+    @rule(data=st.data())
+    def delete_face(self, data):
+        seed = data.draw(st.sampled_from(sorted(self.live)))
+        self.store.delete_face("c", self.face_ids.pop(seed))
+        del self.live[seed]
+
+    @precondition(lambda self: self.live)
+    @rule(data=st.data())
+    def forget(self, data):
+        identity = data.draw(st.sampled_from(sorted(set(self.live.values()))))
+        forget_identity(self.store, "c", identity)
+        for seed in [s for s, i in self.live.items() if i == identity]:
+            del self.live[seed]
+            self.face_ids.pop(seed)
+
+    @rule()
+    def restart(self):
+        self.store.close()
+        self.store = open_store(self.dir)
+
+    @rule()
+    def snapshot(self):
+        self.store.maintenance.clean_now()
+
+    @invariant()
+    def search_finds_exactly_the_live_faces(self):
+        seg = self.store.segments.get(1, ENROLLED)
+        assert sorted(seg.index.ids().tolist()) == sorted(self.face_ids.values())
+        for seed, identity in list(self.live.items())[:5]:
+            hits = self.store.search("c", vec(seed)[None], 1)[0]
+            assert hits and hits[0].identity.external_id == identity and hits[0].score > 0.999
+
+    def teardown(self):
+        self.store.close()
+
+
+TestStoreMachine = StoreMachine.TestCase
+TestStoreMachine.settings = settings(max_examples=25, stateful_step_count=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -1,0 +1,133 @@
+"""Every vector index against an exact reference, with stated tolerances."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from facebank.index.vectors import (
+    FlatIndex,
+    HnswIndex,
+    IvfIndex,
+    SearchParams,
+    build_index,
+    choose_kind,
+    exact_top_k,
+    nlist_for,
+    restore_index,
+)
+
+DIM = 64
+
+
+def identity_data(n_ids: int = 300, per_id: int = 10, seed: int = 0):
+    """Identity-structured vectors like face embeddings: clusters around centres."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_ids, DIM)).astype(np.float32)
+    labels = np.repeat(np.arange(n_ids), per_id)
+    x = centres[labels] + 0.6 * rng.standard_normal((len(labels), DIM)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x, labels
+
+
+def recall_at(k: int, found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f[:k]) & set(t[:k])) / k for f, t in zip(found, truth)]))
+
+
+@pytest.fixture(scope="module")
+def data():
+    x, _ = identity_data()
+    ids = np.arange(1000, 1000 + len(x), dtype=np.int64)
+    queries = x[::37] + 0.05 * np.random.default_rng(1).standard_normal((len(x[::37]), DIM)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    _, truth = exact_top_k(queries, x, ids, 10)
+    return ids, x, queries, truth
+
+
+# Tolerances: flat is exact; IVF with the default nprobe and HNSW with the default
+# efSearch must find at least 95% of the true top-10 on identity-structured data.
+@pytest.mark.parametrize("kind, min_recall", [("flat", 1.0), ("ivf", 0.95), ("hnsw", 0.95)])
+def test_recall_against_exact_search(data, kind, min_recall):
+    ids, x, queries, truth = data
+    index = build_index(kind, DIM, ids, x)
+    assert index.kind == kind and len(index) == len(ids)
+    scores, found = index.search(queries, 10)
+    assert recall_at(10, found, truth) >= min_recall
+    assert (np.diff(scores, axis=1) <= 1e-6).all()  # best first
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_removed_ids_never_come_back(data, kind):
+    ids, x, queries, truth = data
+    index = build_index(kind, DIM, ids, x)
+    gone = np.unique(truth[:, :3])
+    assert index.remove(gone) == len(gone)
+    assert index.remove(gone) == 0  # idempotent
+    _, found = index.search(queries, 10)
+    assert not np.isin(found, gone).any()
+    assert len(index) == len(ids) - len(gone)
+    assert not np.isin(index.ids(), gone).any()
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_snapshot_state_round_trips(data, kind):
+    ids, x, queries, _ = data
+    index = build_index(kind, DIM, ids, x)
+    index.remove(ids[:5])
+    info, arrays = index.state()
+    restored = restore_index(kind, DIM, info, arrays)
+    a, b = index.search(queries, 10), restored.search(queries, 10)
+    assert np.array_equal(a[1], b[1]) and np.allclose(a[0], b[0])
+    assert len(restored) == len(index)
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_filtered_search_is_exact_within_the_allowed_ids(data, kind):
+    ids, x, queries, _ = data
+    index = build_index(kind, DIM, ids, x)
+    allowed = ids[::7]
+    scores, found = index.search_subset(queries, 5, allowed)
+    ref_scores, ref = exact_top_k(queries, x[::7], allowed, 5)
+    assert np.array_equal(found, ref)
+    assert np.allclose(scores, ref_scores, atol=1e-5)
+
+
+def test_ivf_remembers_its_training_sample_and_nlist_grows():
+    x, _ = identity_data(400, 10)
+    ids = np.arange(len(x), dtype=np.int64)
+    index = IvfIndex.train(DIM, ids, x)
+    assert index.nlist == nlist_for(len(ids))
+    assert 0 < len(index.training_ids) <= len(ids) and np.isin(index.training_ids, ids).all()
+    assert nlist_for(1_000_000) > nlist_for(100_000) > nlist_for(10_000)
+
+
+def test_hnsw_removal_zeroes_the_vector_and_a_returning_id_is_found():
+    x, _ = identity_data(50, 4)
+    ids = np.arange(len(x), dtype=np.int64)
+    index = HnswIndex(DIM)
+    index.add(ids, x)
+    index.remove(ids[:1])
+    assert index.needs_rebuild
+    present, vectors = index.reconstruct(ids[:2])
+    assert present.tolist() == [1]
+    index.add(ids[:1], x[:1])  # the same face comes back before a rebuild
+    _, found = index.search(x[:1], 1)
+    assert found[0, 0] == 0
+
+
+def test_auto_kind_by_size():
+    assert choose_kind("auto", 10) == "flat"
+    assert choose_kind("auto", 10_000_000) == "ivf"
+    assert choose_kind("hnsw", 10) == "hnsw"
+
+
+def test_flat_index_is_exact_on_random_data():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((500, DIM)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids = rng.permutation(10_000)[:500].astype(np.int64)
+    index = FlatIndex(DIM)
+    index.add(ids, x)
+    scores, found = index.search(x[:20], 7, SearchParams())
+    ref_scores, ref = exact_top_k(x[:20], x, ids, 7)
+    assert np.array_equal(found, ref) and np.allclose(scores, ref_scores, atol=1e-5)
