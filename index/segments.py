@@ -204,7 +204,8 @@ class SegmentManager:
             self._replay(fresh, tail)
             with segment.lock.write():
                 fresh.generation = segment.generation + 1
-                fresh.retrain_pending = fresh.index.needs_rebuild
+                # A removal replayed from the tail may have hit the new training sample.
+                fresh.retrain_pending = fresh.retrain_pending or fresh.index.needs_rebuild
                 fresh.applied_seq = max(fresh.applied_seq, segment.applied_seq)
                 self._segments[(segment.cid, segment.name)] = fresh
         return fresh

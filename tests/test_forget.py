@@ -1,0 +1,248 @@
+"""Forget: nothing of the identity can be found, read or recovered afterwards."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ServerProcess, make_config, single_person_photos
+from facebank.client import Client
+from facebank.errors import DataCorruption, NotFound
+from facebank.index.catalog import Catalog
+from facebank.index.forget import CRASH_ENV
+from facebank.index.keyring import Keyring, load_master_key
+from facebank.index.snapshot import read_snapshot
+from facebank.index.store import embedding_aad, identity_owner, snapshot_owner
+from facebank.server.app import start
+from facebank.server.engine import Engine
+from facebank.transport import GrpcTransport
+
+PEOPLE = single_person_photos()
+
+
+def enroll_everyone(fb: Client, collection: str = "default") -> None:
+    for identity, shots in PEOPLE.items():
+        fb.enroll(identity, [s.path for s in shots[:2]], collection=collection,
+                  display_name=f"Display {identity.title()}", metadata={"employee": f"EMP-{identity.upper()}-77"})
+
+
+@pytest.fixture
+def served(tmp_path, embedder):
+    engine = Engine(make_config(tmp_path / "data"), embedder=embedder)
+    running = start(make_config(tmp_path / "data"), engine=engine)
+    fb = Client(GrpcTransport(f"127.0.0.1:{running.port}"))
+    yield fb, engine, tmp_path / "data"
+    fb.close()
+    running.stop(grace=2)
+
+
+def test_no_search_started_after_the_answer_returns_the_identity(served):
+    fb, _, _ = served
+    enroll_everyone(fb)
+    probe = PEOPLE["obama"][2].path.read_bytes()
+    records: list[tuple[float, bool]] = []
+    stop = threading.Event()
+
+    def searcher():
+        local = Client(GrpcTransport(fb.transport.address))
+        while not stop.is_set():
+            started = time.monotonic()
+            faces = local.search(probe).faces
+            records.append((started, bool(faces[0].matches) and faces[0].matches[0].identity_id == "obama"))
+        local.close()
+
+    threads = [threading.Thread(target=searcher) for _ in range(6)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    fb.forget("obama")
+    answered = time.monotonic()
+    time.sleep(1.5)
+    stop.set()
+    for t in threads:
+        t.join()
+    before = [found for started, found in records if started < answered]
+    after = [found for started, found in records if started > answered]
+    assert before and any(before), "the probe must find obama before the forget"
+    assert after and not any(after)
+
+
+def _needles(engine: Engine, identity: str) -> list[bytes]:
+    _, vectors = engine.store.identity_vectors("default", identity)
+    needles = [identity.encode(), f"Display {identity.title()}".encode(), f"EMP-{identity.upper()}-77".encode()]
+    for v in vectors:
+        raw = np.ascontiguousarray(v, dtype="<f4").tobytes()
+        needles += [raw, raw[:64], raw[1000:1064]]
+    return needles
+
+
+def _scan(root) -> list[tuple[str, bytes]]:
+    return [(str(p), n) for p in root.rglob("*") if p.is_file() for n in [p.read_bytes()]]
+
+
+def test_after_forget_and_compact_no_byte_of_the_data_dir_holds_it(served):
+    fb, engine, data = served
+    enroll_everyone(fb)
+    engine.store.maintenance.clean_now()  # snapshots on disk hold every vector now
+    needles = _needles(engine, "rose_leslie")
+    control = _needles(engine, "kit_harington")
+    fb.forget("rose_leslie")
+    fb.compact()
+    files = _scan(data)
+    for needle in needles:
+        assert not [path for path, blob in files if needle in blob], needle[:40]
+    # the scan can find things: the person still enrolled is there, sealed but named
+    assert any(control[0] in blob for _, blob in files)
+
+
+def test_copies_taken_before_the_forget_cannot_be_read_for_that_identity(served, tmp_path):
+    fb, engine, data = served
+    enroll_everyone(fb)
+    engine.store.maintenance.clean_now()
+    backup = tmp_path / "backup"
+    shutil.copytree(data / "indexes", backup / "indexes")
+    shutil.copytree(data / "catalog", backup / "catalog", ignore=shutil.ignore_patterns("lock.mdb", "facebank.lock"))
+    with engine.store.catalog.read() as t:
+        cid = t.get_collection("default").id
+        snapshot_slot = t.get_meta(f"snapshot:{cid}:enrolled")["slot"]
+        identity = t.get_identity(cid, "biden")
+        face_ids = t.identity_face_ids(identity.iid)
+    fb.forget("biden")
+
+    keyring = Keyring(data / "keys", load_master_key(data / "keys"))  # an attacker holding the master key
+    with pytest.raises(NotFound):  # the old snapshot's key is gone...
+        keyring.open(snapshot_slot, snapshot_owner(cid, "enrolled"))
+    with pytest.raises(NotFound):  # ...and so is the identity's
+        keyring.open(identity.key_slot, identity_owner(identity.iid))
+    for slot in keyring.used_slots():  # no other key opens the old snapshot either
+        try:
+            key = keyring.open(slot, snapshot_owner(cid, "enrolled"))
+        except (NotFound, DataCorruption):
+            continue
+        with pytest.raises(DataCorruption):
+            read_snapshot(backup / "indexes" / f"{cid}.enrolled.snap", key)
+    old = Catalog(backup / "catalog")  # the catalog backup still holds the sealed vectors, unreadable
+    with old.read() as t:
+        sealed = [t.get_embedding(f) for f in face_ids]
+    old.close()
+    assert all(sealed)
+    for slot in keyring.used_slots():
+        for blob, fid in zip(sealed, face_ids):
+            try:
+                key = keyring.open(slot, identity_owner(identity.iid))
+            except (NotFound, DataCorruption):
+                continue
+            with pytest.raises(DataCorruption):
+                key.open(blob, embedding_aad(fid))
+    keyring.close()
+
+
+def test_receipt_is_chained_and_tampering_shows(served):
+    fb, engine, data = served
+    enroll_everyone(fb)
+    first = fb.forget("obama")
+    second = fb.forget("biden")
+    assert second.prev_hash == first.hash and first.prev_hash == "0" * 64
+    assert first.subject_hash and "obama" not in json.dumps(engine.store.audit.read())
+    assert first.generation_after > first.generation_before
+    listing = fb.receipts()
+    assert listing.chain_valid and [r.sequence for r in listing.receipts] == [1, 2]
+    log = data / "audit" / "receipts.jsonl"
+    lines = log.read_text().splitlines()
+    lines[0] = lines[0].replace('"faces":2', '"faces":1')
+    log.write_text("\n".join(lines) + "\n")
+    broken = fb.receipts()
+    assert not broken.chain_valid and "altered" in broken.chain_error
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_derived_structures_are_retrained_without_the_identity(served, monkeypatch, kind):
+    fb, engine, _ = served
+    fb.create_collection("big", index=kind)
+    enroll_everyone(fb, "big")
+    seg = engine.store.segments.get(engine.store.collection("big").id, "enrolled")
+    if kind == "ivf":
+        assert seg.index.kind == "flat"  # too few faces to train IVF: becomes IVF once there are enough
+        _grow_with_synthetic_faces(engine, "big", 400)
+        engine.store.maintenance.clean_now()
+        seg = engine.store.segments.get(engine.store.collection("big").id, "enrolled")
+        assert seg.index.kind == "ivf"
+        with engine.store.catalog.read() as t:
+            iid = t.get_identity(seg.cid, "obama").iid
+            obama_faces = t.identity_face_ids(iid)
+        assert np.isin(obama_faces, seg.index.training_ids).any()
+    with engine.store.maintenance.work_lock:  # hold the background retrain back while we look
+        receipt = fb.forget("obama", collection="big")
+        assert not receipt.derived_clean  # the centroids / graph still reflect its vectors...
+        assert fb.stats().pending_retrains == 1
+    strict = fb.forget("biden", collection="big", strict=True)
+    assert strict.derived_clean and strict.snapshot_rewritten  # ...strict waits for the retrain
+    seg = engine.store.segments.get(engine.store.collection("big").id, "enrolled")
+    assert not seg.retrain_pending and not seg.index.needs_rebuild
+    with engine.store.catalog.read() as t:
+        remaining = set(t.segment_face_ids(seg.cid, "enrolled"))
+    assert set(seg.index.training_ids.tolist()) <= remaining
+    assert fb.stats().pending_retrains == 0
+
+
+def _grow_with_synthetic_faces(engine, collection, n):
+    from facebank.index.store import NewFace
+
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        v = rng.standard_normal(512).astype(np.float32)
+        v /= np.linalg.norm(v)
+        engine.store.enroll(collection, f"synthetic-{i}", "", {}, [NewFace([0, 0, 1, 1], [[0, 0]] * 5, 0.9, {}, v, f"{i + 10**6:064x}", "", "scrfd500m-w600kmbf")])
+
+
+@pytest.mark.parametrize("step", ["forget:after-intent", "forget:after-shred", "forget:after-erase", "forget:after-index", "forget:after-receipt"])
+def test_sigkill_inside_forget_never_brings_the_identity_back(tmp_path, step):
+    data = tmp_path / "data"
+    server = ServerProcess(data, env={CRASH_ENV: step}).start()
+    gallery = tmp_path / "gallery"
+    for identity in ("obama", "biden", "kit_harington"):
+        (gallery / identity).mkdir(parents=True)
+        for shot in PEOPLE[identity][:2]:
+            shutil.copy(shot.path, gallery / identity)
+    server.cli("enroll", str(gallery))
+    crashed = server.cli("forget", "obama", check=False)
+    assert crashed.returncode != 0  # the server died mid-forget
+    assert server.proc.wait(timeout=30) != 0
+    server.log_file.close()
+    restarted = ServerProcess(data, port=server.port).start()
+    try:
+        assert "obama" not in restarted.cli("identities").stdout
+        probe = json.loads(restarted.cli("search", str(PEOPLE["obama"][2].path), "--json").stdout)
+        assert probe["faces"][0]["matches"] == []
+        stats = json.loads(restarted.cli("stats", "--json").stdout)["collections"][0]
+        assert stats["faces"] == stats["indexed"] == 4 and stats["identities"] == 2
+        receipts = json.loads(restarted.cli("receipts", "--json").stdout)
+        assert receipts["chain_valid"] and len(receipts["receipts"]) == 1
+        # and again after one more restart
+        restarted.stop()
+        restarted = ServerProcess(data, port=server.port).start()
+        assert "obama" not in restarted.cli("identities").stdout
+        assert "biden" in restarted.cli("identities").stdout
+    finally:
+        restarted.stop()
+
+
+def test_forget_removes_cluster_memberships(served, embedder):
+    fb, engine, _ = served
+    from facebank.v1 import facebank_pb2 as pb
+
+    items = [pb.IngestItem(item_id=p.path.name, collection="default", image=pb.Image(data=p.data, source_ref=p.path.name))
+             for p in PEOPLE["obama"][:4] + PEOPLE["kit_harington"][:3]]
+    list(fb.ingest(items))
+    list(fb.cluster())
+    clusters = fb.list_clusters(include_faces=True).clusters
+    obama_cluster = max(clusters, key=lambda c: c.size)
+    fb.name_cluster(obama_cluster.cluster_id, "obama")
+    receipt = fb.forget("obama")
+    assert receipt.removed["cluster_memberships"] == obama_cluster.size and receipt.removed["clusters"] == 1
+    assert all(c.cluster_id != obama_cluster.cluster_id for c in fb.list_clusters().clusters)
