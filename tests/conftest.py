@@ -99,17 +99,18 @@ def free_port() -> int:
 class ServerProcess:
     """`facebank serve` as its own process, for restarts, signals and the CLI."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, env: dict | None = None, args: tuple = ()) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, env: dict | None = None, args: tuple = (), listen_host: str = "127.0.0.1") -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.address = f"127.0.0.1:{self.port}"
+        self.listen = f"{listen_host}:{self.port}"
         self.env = {**os.environ, **(env or {})}
         self.args = args
         self.proc: subprocess.Popen | None = None
         self.log = data_dir.parent / f"serve-{self.port}.log"
 
     def start(self, timeout: float = 60) -> "ServerProcess":
-        cmd = [sys.executable, "-m", "facebank", "serve", "--data", str(self.data_dir), "--listen", self.address, *self.args]
+        cmd = [sys.executable, "-m", "facebank", "serve", "--data", str(self.data_dir), "--listen", self.listen, *self.args]
         self.log_file = open(self.log, "ab")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log_file, env=self.env)
         deadline = time.monotonic() + timeout

@@ -1,0 +1,1 @@
+"""facebank benchmarks: `python -m bench [--quick]` from the repository root."""

@@ -1,0 +1,125 @@
+"""SIGKILL at random moments during bulk enrollment and during forgets: every
+acknowledged write is there after a restart, nothing is half there, and a
+forgotten identity stays forgotten."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+
+import pytest
+
+from conftest import ServerProcess, single_person_photos
+from facebank.client import Client
+from facebank.errors import FacebankError
+from facebank.transport import GrpcTransport
+from facebank.v1 import facebank_pb2 as pb
+
+ROUNDS = 3
+SHOTS = [p for shots in single_person_photos().values() for p in shots]
+
+
+def consistent(server: ServerProcess) -> dict:
+    """Checks that hold after any crash; returns identity -> image hashes."""
+    fb = Client(GrpcTransport(server.address))
+    try:
+        stats = fb.describe_collection().stats
+        assert stats.faces == stats.indexed, "catalog and index disagree"
+        identities = {}
+        for identity in fb.list_identities():
+            assert identity.face_count == len(identity.faces) >= 1, identity.id  # never half an identity
+            identities[identity.id] = {f.image_sha256 for f in identity.faces}
+        assert sum(len(v) for v in identities.values()) == stats.faces
+        return identities
+    finally:
+        fb.close()
+
+
+@pytest.mark.parametrize("seed", range(ROUNDS))
+def test_sigkill_during_bulk_enrollment(tmp_path, seed):
+    import hashlib
+
+    rng = random.Random(seed)
+    data = tmp_path / "data"
+    server = ServerProcess(data).start()
+    items = [
+        pb.BulkEnrollItem(item_id=f"p{i}", identity_id=f"person-{i % 12}", image=pb.Image(data=shot.data, source_ref=str(i)), quality_filter=pb.QUALITY_FILTER_NONE)
+        for i, shot in enumerate(SHOTS * 2)
+    ]
+    sha = {item.item_id: hashlib.sha256(item.image.data).hexdigest() for item in items}
+    acknowledged: list[str] = []
+    fb = Client(GrpcTransport(server.address))
+
+    def stream():
+        try:
+            for result in fb.bulk_enroll(items):
+                if result.HasField("enrolled"):
+                    acknowledged.append(result.item_id)
+        except FacebankError:
+            pass  # the server died under us
+
+    worker = threading.Thread(target=stream)
+    worker.start()
+    time.sleep(rng.uniform(0.5, 3.0))
+    server.kill()
+    worker.join()
+    fb.close()
+    restarted = ServerProcess(data, port=server.port).start()
+    try:
+        identities = consistent(restarted)
+        for item_id in acknowledged:
+            item = next(i for i in items if i.item_id == item_id)
+            assert sha[item_id] in identities.get(item.identity_id, set()), f"acknowledged {item_id} was lost"
+        assert len(acknowledged) < len(items), "the kill came too late to test anything"
+        # the rest can be sent again and lands exactly once
+        again = Client(GrpcTransport(restarted.address))
+        results = list(again.bulk_enroll(items))
+        assert all(r.HasField("enrolled") for r in results)
+        again.close()
+        after = consistent(restarted)
+        assert sum(len(v) for v in after.values()) == len({(i.identity_id, sha[i.item_id]) for i in items})
+    finally:
+        restarted.stop()
+
+
+@pytest.mark.parametrize("seed", range(ROUNDS))
+def test_sigkill_during_a_sequence_of_forgets(tmp_path, seed):
+    rng = random.Random(100 + seed)
+    data = tmp_path / "data"
+    server = ServerProcess(data).start()
+    fb = Client(GrpcTransport(server.address))
+    people = 60
+    for i in range(people):
+        fb.enroll(f"person-{i}", [SHOTS[i % len(SHOTS)].path], accept_low_quality=True)
+    forgotten: list[str] = []
+    kill_after = rng.randrange(1, people - 10)
+    reached = threading.Event()
+
+    def forget_all():
+        for i in range(people):
+            try:
+                fb.forget(f"person-{i}")
+            except FacebankError:
+                return
+            forgotten.append(f"person-{i}")
+            if len(forgotten) == kill_after:
+                reached.set()
+
+    worker = threading.Thread(target=forget_all)
+    worker.start()
+    assert reached.wait(120)
+    time.sleep(rng.uniform(0.0, 0.02))  # somewhere inside the next forget
+    server.kill()
+    worker.join()
+    fb.close()
+    restarted = ServerProcess(data, port=server.port).start()
+    try:
+        identities = consistent(restarted)
+        assert not set(forgotten) & set(identities), "an acknowledged forget came back"
+        receipts = json.loads(restarted.cli("receipts", "--json").stdout)
+        assert receipts["chain_valid"] and len(receipts["receipts"]) >= len(forgotten)
+        assert len(forgotten) < people, "the kill came too late to test anything"
+    finally:
+        restarted.stop()
