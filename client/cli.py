@@ -62,7 +62,8 @@ def main(ctx: click.Context, server: str | None) -> None:
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), default="./facebank-data", show_default=True, envvar="FACEBANK_DATA", help="Data directory.")
 @click.option("--listen", default="127.0.0.1:50051", show_default=True, envvar="FACEBANK_LISTEN", help="Address to listen on.")
 @click.option("--keys-dir", type=click.Path(path_type=Path), envvar="FACEBANK_KEYS_DIR", help="Where the master key and data keys live (default DATA/keys).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, envvar="FACEBANK_DEVICE")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, envvar="FACEBANK_DEVICE", help="Where models and search run.")
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "torch"]), default="auto", show_default=True, envvar="FACEBANK_BACKEND", help="How the models run.")
 @click.option("--model-spec", type=click.Path(exists=True, path_type=Path), envvar="FACEBANK_MODEL_SPEC", help="JSON spec of another ArcFace-style ONNX pair.")
 @click.option("--threads", type=int, default=0, help="Inference threads (0 = all cores).")
 @click.option("--max-concurrent-rpcs", type=int, default=64, show_default=True, help="Beyond this, calls get RESOURCE_EXHAUSTED.")
@@ -71,7 +72,7 @@ def main(ctx: click.Context, server: str | None) -> None:
 @click.option("--tls-key", type=click.Path(exists=True, path_type=Path), envvar="FACEBANK_TLS_KEY")
 @click.option("--tls-client-ca", type=click.Path(exists=True, path_type=Path), envvar="FACEBANK_TLS_CLIENT_CA", help="Require client certificates signed by this CA (mutual TLS).")
 @click.option("--log-level", default="INFO", show_default=True)
-def serve(data_dir, listen, keys_dir, device, model_spec, threads, max_concurrent_rpcs, micro_batch_ms, tls_cert, tls_key, tls_client_ca, log_level) -> None:
+def serve(data_dir, listen, keys_dir, device, backend, model_spec, threads, max_concurrent_rpcs, micro_batch_ms, tls_cert, tls_key, tls_client_ca, log_level) -> None:
     """Start the server (embedded LMDB + FAISS in a local data directory)."""
     import logging
 
@@ -80,11 +81,15 @@ def serve(data_dir, listen, keys_dir, device, model_spec, threads, max_concurren
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     config = ServerConfig(
-        data_dir=data_dir, listen=listen, keys_dir=keys_dir, device=device, model_spec=model_spec, threads=threads,
+        data_dir=data_dir, listen=listen, keys_dir=keys_dir, device=device, backend=backend, model_spec=model_spec, threads=threads,
         max_concurrent_rpcs=max_concurrent_rpcs, micro_batch_wait_ms=micro_batch_ms,
         tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca,
     )
-    serve_forever(config, on_ready=lambda running: click.echo(f"facebank listening on {running.address}", err=False) or sys.stdout.flush())
+    def ready(running) -> None:
+        click.echo(f"facebank listening on {running.address}")
+        sys.stdout.flush()
+
+    serve_forever(config, on_ready=ready)
 
 
 @main.command()

@@ -66,13 +66,14 @@ class OnnxFaceEmbedder(FaceEmbedder):
         max_batch: int = 32,
         threads: int = 0,
         micro_batch_wait_ms: float = 0.0,
+        backend: str = "auto",
         detector_model: InferenceModel | None = None,
         recognizer_model: InferenceModel | None = None,
     ) -> None:
         self.spec = spec
         self.device = resolve_device(device)
-        detector = detector_model or load_model(spec.detector, self.device, threads=threads)
-        recognizer = recognizer_model or load_model(spec.recognizer, self.device, threads=threads)
+        detector = detector_model or load_model(spec.detector, self.device, threads=threads, backend=backend)
+        recognizer = recognizer_model or load_model(spec.recognizer, self.device, threads=threads, backend=backend)
         if micro_batch_wait_ms > 0:
             # Concurrent requests share ONNX calls (worth it on a GPU).
             detector = BatchingModel(detector, max_batch=16, max_wait_ms=micro_batch_wait_ms)

@@ -83,13 +83,17 @@ def resolve_device(preference: str) -> str:
     return preference
 
 
-def load_model(file: ModelFile, device: str, *, threads: int = 0, fp16: bool = True) -> InferenceModel:
-    """Verify the file's SHA-256, then load it on the best backend for `device`."""
+BACKENDS = ("auto", "onnxruntime", "torch")
+
+
+def load_model(file: ModelFile, device: str, *, threads: int = 0, fp16: bool = True, backend: str = "auto") -> InferenceModel:
+    """Verify the file's SHA-256, then load it on the backend for `device`:
+    onnxruntime (CPU, or CUDA with onnxruntime-gpu), else torch on CUDA."""
+    if backend not in BACKENDS:
+        raise InvalidArgument(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}", reason=Reason.BAD_OPTION)
     data = file.verified_bytes()
-    if device == "cuda":
-        if onnxruntime_has_cuda():
-            return OnnxRuntimeModel(data, device="cuda")
+    if backend == "torch" or (backend == "auto" and device == "cuda" and not onnxruntime_has_cuda()):
         from facebank.embedder.torch_onnx import TorchOnnxModel
 
-        return TorchOnnxModel(data, device="cuda", fp16=fp16)
-    return OnnxRuntimeModel(data, device="cpu", threads=threads)
+        return TorchOnnxModel(data, device=device, fp16=fp16)
+    return OnnxRuntimeModel(data, device=device, threads=threads)

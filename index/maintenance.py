@@ -61,7 +61,7 @@ class Maintenance:
             for segment in self.store.segments.all():
                 if cid is not None and segment.cid != cid:
                     continue
-                if segment.wants_rebuild():
+                if self.store.segments.wants_rebuild(segment):
                     segment = self._rebuild(segment)
                 if segment.changes_since_snapshot:
                     self.store.segments.snapshot(segment)
@@ -95,7 +95,7 @@ class Maintenance:
             for segment in self.store.segments.all():
                 if self._stop.is_set():
                     return
-                if segment.wants_rebuild():
+                if self.store.segments.wants_rebuild(segment):
                     segment = self._rebuild(segment)
                 if self.store.segments.due_for_snapshot(segment) or (segment.changes_since_snapshot and segment.snapshot_seq == 0):
                     self.store.segments.snapshot(segment)
@@ -106,7 +106,7 @@ class Maintenance:
             self.compact()
 
     def _rebuild(self, segment):
-        reason = segment.wants_rebuild()
+        reason = self.store.segments.wants_rebuild(segment)
         started = time.monotonic()
         fresh = self.store.segments.rebuild(segment, self.store.commit_lock, self._changes_after)
         log.info(

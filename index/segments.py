@@ -28,15 +28,8 @@ from facebank.errors import DataCorruption, NotFound
 from facebank.index.records import SEGMENTS, IndexSettings
 from facebank.index.rwlock import RWLock
 from facebank.index.snapshot import read_snapshot, write_snapshot
-from facebank.index.vectors import (
-    FLAT_MAX,
-    IvfIndex,
-    SearchParams,
-    VectorIndex,
-    build_index,
-    choose_kind,
-    restore_index,
-)
+from facebank.index.factory import IndexFactory
+from facebank.index.vectors import SearchParams, VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -88,25 +81,6 @@ class Segment:
             self.changes_since_snapshot += 1
             return removed
 
-    def wants_rebuild(self) -> str | None:
-        """Why this segment should be rebuilt now, if it should."""
-        n, kind = len(self.index), self.index.kind
-        if self.retrain_pending:
-            return "retrain"
-        wanted = self.settings.kind
-        if wanted == "auto":
-            if kind == "flat" and n >= FLAT_MAX:
-                return "flat->ivf"
-            if kind == "ivf" and n < FLAT_MAX // 2:
-                return "ivf->flat"
-            wanted = kind
-        if wanted != kind and not (wanted == "ivf" and n < 256):
-            return f"{kind}->{wanted}"
-        if isinstance(self.index, IvfIndex) and (n > 4 * self.index.trained_n or 8 * n < self.index.trained_n):
-            return "ivf-resize"
-        return None
-
-
 class SegmentManager:
     """Owns every live segment; loads, snapshots and rebuilds them."""
 
@@ -117,6 +91,7 @@ class SegmentManager:
         fetch_vectors: Callable[[int, str], tuple[int, np.ndarray, np.ndarray]],
         fetch_change_vectors: Callable[[list[int]], tuple[np.ndarray, np.ndarray]],
         snapshot_keys,
+        factory: IndexFactory | None = None,
     ) -> None:
         """fetch_vectors(cid, segment) -> (seq, ids, vectors): a consistent read of the catalog.
         fetch_change_vectors(face_ids) -> (ids, vectors) of those still present.
@@ -126,6 +101,7 @@ class SegmentManager:
         self._fetch_vectors = fetch_vectors
         self._fetch_change_vectors = fetch_change_vectors
         self._keys = snapshot_keys
+        self.factory = factory or IndexFactory("cpu")
         self._segments: dict[tuple[int, str], Segment] = {}
         self._lock = threading.Lock()
 
@@ -170,7 +146,7 @@ class SegmentManager:
             header, arrays = read_snapshot(path, key)
             if header.get("seq") != current["seq"] or header.get("key_slot") != current["slot"] or header.get("dim") != dim:
                 raise DataCorruption("snapshot does not match the catalog's record of it")
-            index = restore_index(header["kind"], dim, header.get("info", {}), arrays)
+            index = self.factory.restore(header["kind"], dim, header.get("info", {}), arrays)
         except (DataCorruption, NotFound, ValueError, KeyError, RuntimeError) as err:
             log.warning("snapshot of collection %d/%s unusable (%s); rebuilding from the catalog", cid, name, err)
             return None
@@ -187,11 +163,25 @@ class SegmentManager:
 
     def _build(self, cid: int, name: str, dim: int, settings: IndexSettings, generation: int = 0) -> Segment:
         seq, ids, vectors = self._fetch_vectors(cid, name)
-        kind = choose_kind(settings.kind, len(ids))
-        index = build_index(kind, dim, ids, vectors, nprobe=settings.nprobe, ef_search=settings.ef_search)
+        family = self.factory.family_for(settings.kind, len(ids))
+        index = self.factory.build(family, dim, ids, vectors, nprobe=settings.nprobe, ef_search=settings.ef_search)
         return Segment(cid, name, dim, settings, index, applied_seq=seq, generation=generation + 1, changes_since_snapshot=1)
 
     # -- rebuild and snapshot ------------------------------------------------------------
+
+    def wants_rebuild(self, segment: Segment) -> str | None:
+        """Why this segment should be rebuilt now, if it should."""
+        index = segment.index
+        n, family = len(index), index.family
+        if segment.retrain_pending:
+            return "retrain"
+        wanted = self.factory.family_for(segment.settings.kind, n, family)
+        if wanted != family:
+            return f"{family}->{wanted}"
+        trained = getattr(index, "trained_n", 0)
+        if family == "ivf" and (n > 4 * trained or 8 * n < trained):
+            return "ivf-resize"
+        return None
 
     def rebuild(self, segment: Segment, ordered: threading.Lock, catalog_changes: Callable[[int], list[tuple[int, dict]]]) -> Segment:
         """Rebuild from the catalog without blocking searches, then swap in.
@@ -217,7 +207,7 @@ class SegmentManager:
             with segment.lock.read():
                 info, arrays = segment.index.state()
                 header = {
-                    "kind": segment.index.kind,
+                    "kind": segment.index.stored_kind,
                     "dim": segment.dim,
                     "seq": segment.applied_seq,
                     "generation": segment.generation,

@@ -31,6 +31,7 @@ from facebank.index.records import (
     IdentityRecord,
     IndexSettings,
 )
+from facebank.index.factory import IndexFactory
 from facebank.index.segments import SegmentManager
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class Hit:
 
 
 class FaceStore:
-    def __init__(self, data_dir: Path, *, keys_dir: Path | None = None, map_size: int = DEFAULT_MAP_SIZE, background: bool = True) -> None:
+    def __init__(self, data_dir: Path, *, keys_dir: Path | None = None, map_size: int = DEFAULT_MAP_SIZE, background: bool = True, device: str = "cpu") -> None:
         from facebank.index.forget import recover_interrupted_forgets
         from facebank.index.maintenance import Maintenance
 
@@ -103,6 +104,7 @@ class FaceStore:
             fetch_vectors=self._segment_vectors,
             fetch_change_vectors=self.vectors_of,
             snapshot_keys=_SnapshotKeys(self),
+            factory=IndexFactory(device),
         )
         recover_interrupted_forgets(self)
         self._finish_interrupted_drops()
@@ -453,7 +455,7 @@ class FaceStore:
         segs = self.segments.for_collection(rec.id)
         return {
             "identities": identities, "faces": faces, "indexed": len(enrolled.index), "unassigned": ingested,
-            "clusters": clusters, "active_index": enrolled.index.kind, "index_generation": enrolled.generation,
+            "clusters": clusters, "active_index": enrolled.index.family, "index_generation": enrolled.generation,
             "catalog_seq": seq, "snapshot_seq": min((s.snapshot_seq for s in segs), default=0),
             "retrain_pending": any(s.retrain_pending for s in segs),
         }

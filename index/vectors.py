@@ -2,7 +2,7 @@
 
 `VectorIndex` is the interface every backend implements; ids are face ids
 (int64). Exact (flat), IVF and HNSW come from FAISS on the CPU; GPU backends
-live in `gpu.py`. HNSW cannot remove vectors, so removal there zeroes the
+live in `gpu.py`, and `factory.py` chooses among them. HNSW cannot remove vectors, so removal there zeroes the
 stored vector, hides the id from every search (tombstone) and asks for a
 rebuild in the background.
 """
@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-FLAT_MAX = 50_000         # auto: exact search below this many faces
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 200
 HNSW_EF_SEARCH = 128
@@ -31,7 +30,8 @@ class SearchParams:
 
 
 class VectorIndex(ABC):
-    kind: str = ""
+    kind: str = ""     # what it is: flat, ivf, hnsw, gpu-exact, ...
+    family: str = ""   # what it does: flat (exact), ivf or hnsw
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
@@ -78,6 +78,11 @@ class VectorIndex(ABC):
         return np.zeros(0, np.int64)
 
     @property
+    def stored_kind(self) -> str:
+        """The kind its snapshot restores as."""
+        return self.kind
+
+    @property
     def needs_rebuild(self) -> bool:
         """True while the structure still reflects removed vectors (HNSW graph)."""
         return False
@@ -90,7 +95,7 @@ class VectorIndex(ABC):
 class FlatIndex(VectorIndex):
     """Exact search: every query scores every vector."""
 
-    kind = "flat"
+    kind = family = "flat"
 
     def __init__(self, dim: int, faiss_index: faiss.Index | None = None) -> None:
         super().__init__(dim)
@@ -120,7 +125,7 @@ class FlatIndex(VectorIndex):
 class IvfIndex(VectorIndex):
     """Inverted lists over k-means centroids learned from a sample of the collection."""
 
-    kind = "ivf"
+    kind = family = "ivf"
 
     def __init__(self, dim: int, faiss_index: faiss.Index, training_ids: np.ndarray, *, trained_n: int, nprobe: int = 0) -> None:
         super().__init__(dim)
@@ -193,7 +198,7 @@ class HnswIndex(VectorIndex):
     comes back before then (a face moved back to this segment) lives in a small
     exact side index meanwhile."""
 
-    kind = "hnsw"
+    kind = family = "hnsw"
 
     def __init__(self, dim: int, faiss_index: faiss.Index | None = None, tombstones: np.ndarray | None = None,
                  ef_search: int = 0, side: FlatIndex | None = None) -> None:
@@ -318,41 +323,6 @@ def nlist_for(n: int) -> int:
 
 def default_nprobe(nlist: int) -> int:
     return int(max(8, nlist // 32))
-
-
-def choose_kind(requested: str, n: int) -> str:
-    if requested != "auto":
-        return requested
-    return "flat" if n < FLAT_MAX else "ivf"
-
-
-def build_index(kind: str, dim: int, ids: np.ndarray, vectors: np.ndarray, *, nprobe: int = 0, ef_search: int = 0) -> VectorIndex:
-    """A fresh index of `kind` holding the given vectors (IVF is trained on them)."""
-    ids, vectors = _i64(ids), _f32(vectors).reshape(-1, dim)
-    if kind == "ivf" and len(ids) >= 256:
-        return IvfIndex.train(dim, ids, vectors, nprobe=nprobe)
-    if kind == "hnsw":
-        index: VectorIndex = HnswIndex(dim, ef_search=ef_search)
-    else:  # flat, or IVF with too few vectors to train on yet
-        index = FlatIndex(dim)
-    if len(ids):
-        index.add(ids, vectors)
-    return index
-
-
-def restore_index(kind: str, dim: int, info: dict, arrays: dict[str, np.ndarray]) -> VectorIndex:
-    raw = faiss.deserialize_index(arrays["faiss"])
-    if kind == "flat":
-        return FlatIndex(dim, raw)
-    if kind == "ivf":
-        raw.set_direct_map_type(faiss.DirectMap.Hashtable)
-        return IvfIndex(
-            dim, raw, arrays.get("training_ids", np.zeros(0, np.int64)), trained_n=int(info.get("trained_n", raw.ntotal)), nprobe=info.get("nprobe", 0)
-        )
-    if kind == "hnsw":
-        side = FlatIndex(dim, faiss.deserialize_index(arrays["side"])) if "side" in arrays else None
-        return HnswIndex(dim, raw, arrays.get("tombstones"), info.get("ef_search", 0), side)
-    raise ValueError(f"unknown index kind {kind!r}")
 
 
 def _selector(allowed: np.ndarray | None):

@@ -20,7 +20,8 @@ class ServerConfig:
     data_dir: Path = Path(DEFAULT_DATA)
     listen: str = DEFAULT_LISTEN
     keys_dir: Path | None = None          # default: <data_dir>/keys
-    device: str = "auto"                  # auto | cpu | cuda
+    device: str = "auto"                  # auto | cpu | cuda (models and search)
+    backend: str = "auto"                 # auto | onnxruntime | torch (how the models run)
     model_spec: Path | None = None        # JSON spec of another ArcFace-style pair
     threads: int = 0                      # inference threads; 0 = every core
     workers: int = 16                     # RPC handler threads

@@ -47,7 +47,9 @@ class Parts:
 
 def load_embedder(config: ServerConfig) -> FaceEmbedder:
     spec = ModelSpec.from_json(config.model_spec) if config.model_spec else default_model_spec()
-    return OnnxFaceEmbedder(spec, device=config.device, threads=config.threads, micro_batch_wait_ms=config.micro_batch_wait_ms)
+    return OnnxFaceEmbedder(
+        spec, device=config.device, threads=config.threads, micro_batch_wait_ms=config.micro_batch_wait_ms, backend=config.backend
+    )
 
 
 class Engine:
@@ -62,7 +64,7 @@ class Engine:
         self._owns_embedder = embedder is None
         self.embedder = embedder or load_embedder(config)
         try:
-            store = FaceStore(config.data_dir, keys_dir=config.resolved_keys_dir, background=config.background)
+            store = FaceStore(config.data_dir, keys_dir=config.resolved_keys_dir, background=config.background, device=config.device)
         except BaseException:
             if self._owns_embedder:
                 self.embedder.close()

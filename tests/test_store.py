@@ -131,17 +131,15 @@ def test_orphaned_data_keys_are_shredded_at_start(tmp_path):
 
 
 def test_auto_index_moves_from_flat_to_ivf_in_the_background(tmp_path, monkeypatch):
-    import facebank.index.segments as segments
-    import facebank.index.vectors as vectors
+    import facebank.index.factory as factory
 
-    monkeypatch.setattr(vectors, "FLAT_MAX", 400)
-    monkeypatch.setattr(segments, "FLAT_MAX", 400)
+    monkeypatch.setattr(factory, "FLAT_MAX", 400)
     s = open_store(tmp_path / "d")
     s.create_collection("c", "m", DIM, 0.4, IndexSettings())
     for i in range(450):
         s.enroll("c", f"p{i}", "", {}, [face(i)])
     seg = s.segments.get(1, ENROLLED)
-    assert seg.index.kind == "flat" and seg.wants_rebuild() == "flat->ivf"
+    assert seg.index.kind == "flat" and s.segments.wants_rebuild(seg) == "flat->ivf"
     s.maintenance.clean_now()
     seg = s.segments.get(1, ENROLLED)
     assert seg.index.kind == "ivf" and len(seg.index) == 450

@@ -5,17 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facebank.index.vectors import (
-    FlatIndex,
-    HnswIndex,
-    IvfIndex,
-    SearchParams,
-    build_index,
-    choose_kind,
-    exact_top_k,
-    nlist_for,
-    restore_index,
-)
+from facebank.index.factory import GpuMirror, IndexFactory
+from facebank.index.vectors import FlatIndex, HnswIndex, IvfIndex, SearchParams, exact_top_k, nlist_for
+
+CPU = IndexFactory("cpu")
+
+
+def build_index(kind, dim, ids, x):
+    return CPU.build(kind, dim, ids, x)
+
+
+def restore_index(kind, dim, info, arrays):
+    return CPU.restore(kind, dim, info, arrays)
 
 DIM = 64
 
@@ -115,10 +116,32 @@ def test_hnsw_removal_zeroes_the_vector_and_a_returning_id_is_found():
     assert found[0, 0] == 0
 
 
-def test_auto_kind_by_size():
-    assert choose_kind("auto", 10) == "flat"
-    assert choose_kind("auto", 10_000_000) == "ivf"
-    assert choose_kind("hnsw", 10) == "hnsw"
+def test_auto_family_by_size_with_hysteresis():
+    assert CPU.family_for("auto", 10) == "flat"
+    assert CPU.family_for("auto", 10_000_000) == "ivf"
+    assert CPU.family_for("auto", 40_000, current="ivf") == "ivf"  # does not flap back at once
+    assert CPU.family_for("auto", 20_000, current="ivf") == "flat"
+    assert CPU.family_for("hnsw", 10) == "hnsw"
+    assert CPU.family_for("ivf", 10) == "flat"  # too few to train on yet
+
+
+@pytest.mark.parametrize("master_kind", ["flat", "ivf"])
+def test_gpu_mirror_follows_its_master(data, master_kind):
+    """The mirror logic with FAISS's CPU cloner standing in for faiss_to_gpu."""
+    import faiss
+
+    ids, x, queries, truth = data
+    master = build_index(master_kind, DIM, ids[:2000], x[:2000])
+    mirror = GpuMirror(master, faiss.clone_index)
+    assert mirror.family == master_kind and mirror.stored_kind == master_kind
+    mirror.add(ids[2000:], x[2000:])
+    _, found = mirror.search(queries, 10)
+    assert np.array_equal(found, master.search(queries, 10)[1])  # the copy answers as the master would
+    gone = np.unique(truth[:, :2])
+    assert mirror.remove(gone) == len(gone)
+    _, found = mirror.search(queries, 10)
+    assert not np.isin(found, gone).any() and len(mirror) == len(ids) - len(gone)
+    assert np.array_equal(found, master.search(queries, 10)[1])
 
 
 def test_flat_index_is_exact_on_random_data():

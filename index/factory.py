@@ -1,0 +1,143 @@
+"""Which vector index a segment gets, built where: the one place that chooses.
+
+The policy: exact search while a collection is small (below FLAT_MAX faces on
+the CPU; on a GPU while the gallery fits its memory), IVF beyond, HNSW only
+when a collection asks for it. Moving between kinds happens by a background
+rebuild, with some hysteresis so a collection near the line does not flap.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from facebank.index.gpu import TorchExactIndex, faiss_gpus, faiss_to_gpu, search_device, torch_cuda_available
+from facebank.index.vectors import FlatIndex, HnswIndex, IvfIndex, VectorIndex
+
+FLAT_MAX = 50_000          # CPU: exact below this many faces
+GPU_EXACT_MAX = 20_000_000  # GPU: exact fp16 below this many (20M x 512 x 2 bytes = 20 GB)
+MIN_IVF = 256              # fewer vectors than this cannot train IVF: stay exact
+
+
+class IndexFactory:
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = search_device(device)
+
+    @property
+    def exact_max(self) -> int:
+        return GPU_EXACT_MAX if self.device == "cuda" else FLAT_MAX
+
+    def family_for(self, requested: str, n: int, current: str | None = None) -> str:
+        """The index family a segment of n faces should have."""
+        if requested != "auto":
+            return "flat" if requested == "ivf" and n < MIN_IVF else requested
+        if current == "ivf":  # hysteresis: back to exact only well below the line
+            return "flat" if n < self.exact_max // 2 else "ivf"
+        return "flat" if n < self.exact_max else "ivf"
+
+    def build(self, family: str, dim: int, ids: np.ndarray, vectors: np.ndarray, *, nprobe: int = 0, ef_search: int = 0) -> VectorIndex:
+        ids = np.ascontiguousarray(ids, np.int64)
+        vectors = np.ascontiguousarray(vectors, np.float32).reshape(-1, dim)
+        if family == "ivf" and len(ids) >= MIN_IVF:
+            index: VectorIndex = IvfIndex.train(dim, ids, vectors, nprobe=nprobe)
+            return GpuMirror(index, faiss_to_gpu) if self.device == "cuda" and faiss_gpus() else index
+        if family == "hnsw":
+            index = HnswIndex(dim, ef_search=ef_search)
+        elif self.device == "cuda" and faiss_gpus():
+            index = GpuMirror(FlatIndex(dim), faiss_to_gpu)
+        elif self.device == "cuda" and torch_cuda_available():
+            index = TorchExactIndex(dim, device="cuda")
+        else:
+            index = FlatIndex(dim)
+        if len(ids):
+            index.add(ids, vectors)
+        return index
+
+    def restore(self, kind: str, dim: int, info: dict, arrays: dict) -> VectorIndex:
+        """An index from a snapshot, placed on this machine's device."""
+        import faiss
+
+        if kind == "gpu-exact":
+            if self.device == "cuda" and torch_cuda_available():
+                return TorchExactIndex.restore(dim, info, arrays, "cuda")
+            index = FlatIndex(dim)
+            index.add(arrays["ids"], arrays["vectors"])
+            return index
+        if kind == "flat":
+            index = FlatIndex(dim, faiss.deserialize_index(arrays["faiss"]))
+        elif kind == "ivf":
+            raw = faiss.deserialize_index(arrays["faiss"])
+            raw.set_direct_map_type(faiss.DirectMap.Hashtable)
+            index = IvfIndex(dim, raw, arrays.get("training_ids", np.zeros(0, np.int64)),
+                             trained_n=int(info.get("trained_n", raw.ntotal)), nprobe=info.get("nprobe", 0))
+        elif kind == "hnsw":
+            side = FlatIndex(dim, faiss.deserialize_index(arrays["side"])) if "side" in arrays else None
+            return HnswIndex(dim, faiss.deserialize_index(arrays["faiss"]), arrays.get("tombstones"), info.get("ef_search", 0), side)
+        else:
+            raise ValueError(f"unknown index kind {kind!r}")
+        return GpuMirror(index, faiss_to_gpu) if self.device == "cuda" and faiss_gpus() else index
+
+
+class GpuMirror(VectorIndex):
+    """A CPU FAISS index (the master: snapshots, removal) with a copy on the GPU
+    for search. Adds go to both; a removal re-clones the copy (faiss-gpu cannot
+    remove from every index type), so removed vectors leave the GPU at once.
+    `clone` is the compute function: faiss_to_gpu in production, any cloner in tests."""
+
+    def __init__(self, master: VectorIndex, clone) -> None:
+        super().__init__(master.dim)
+        self.master = master
+        self.kind = f"gpu-{master.kind}"
+        self.family = master.family
+        self._clone = clone
+        self._replica = clone(master.index)
+
+    def add(self, ids, vectors):
+        self.master.add(ids, vectors)
+        self._replica.add_with_ids(np.ascontiguousarray(vectors, np.float32), np.ascontiguousarray(ids, np.int64))
+
+    def remove(self, ids):
+        removed = self.master.remove(ids)
+        if removed:
+            self._replica = self._clone(self.master.index)
+        return removed
+
+    def search(self, queries, k, params=None):
+        from facebank.index.vectors import SearchParams
+
+        params = params or SearchParams()
+        if params.allowed is not None:
+            return self.master.search(queries, k, params)
+        if isinstance(self.master, IvfIndex):
+            self._replica.nprobe = params.nprobe or self.master.default_nprobe
+        return self._replica.search(np.ascontiguousarray(queries, np.float32), k)
+
+    def search_subset(self, queries, k, allowed):
+        return self.master.search_subset(queries, k, allowed)
+
+    def reconstruct(self, ids):
+        return self.master.reconstruct(ids)
+
+    def __len__(self) -> int:
+        return len(self.master)
+
+    def ids(self) -> np.ndarray:
+        return self.master.ids()
+
+    @property
+    def training_ids(self) -> np.ndarray:
+        return self.master.training_ids
+
+    @property
+    def needs_rebuild(self) -> bool:
+        return self.master.needs_rebuild
+
+    @property
+    def trained_n(self) -> int:
+        return getattr(self.master, "trained_n", len(self))
+
+    @property
+    def stored_kind(self) -> str:
+        return self.master.kind
+
+    def state(self):
+        return self.master.state()

@@ -1,0 +1,178 @@
+"""The GPU code paths, checked on the CPU: the torch executor of the ONNX
+weights against onnxruntime, the torch exact search against FAISS, device
+selection, and micro-batching. (On a GPU the same code runs with device='cuda'.)"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from conftest import FACES, single_person_photos
+from facebank.embedder import OnnxFaceEmbedder, decode_image, default_model_spec
+from facebank.embedder.batching import BatchingModel
+from facebank.embedder.runtime import InferenceModel, OnnxRuntimeModel, load_model, resolve_device
+from facebank.embedder.torch_onnx import TorchOnnxModel
+from facebank.errors import FailedPrecondition, ResourceExhausted
+from facebank.index.factory import IndexFactory
+from facebank.index.gpu import TorchExactIndex
+from facebank.index.vectors import FlatIndex, exact_top_k
+
+SPEC = default_model_spec()
+
+
+@pytest.fixture(scope="module")
+def torch_models():
+    return (TorchOnnxModel(SPEC.detector.verified_bytes(), device="cpu", fp16=False),
+            TorchOnnxModel(SPEC.recognizer.verified_bytes(), device="cpu", fp16=False))
+
+
+def test_torch_executes_the_same_weights_as_onnxruntime(torch_models, embedder):
+    detector, recognizer = torch_models
+    images = [decode_image(p.data) for p in single_person_photos()["obama"][:3]]
+    crops = np.concatenate([embedder.detector._letterbox(img)[0][None] for img in images])
+    for a, b in zip(detector.run(crops), embedder.detector_model.run(crops)):
+        assert a.shape == b.shape and np.abs(a - b).max() < 1e-3
+    faces = np.random.default_rng(0).uniform(-1, 1, (8, 3, 112, 112)).astype(np.float32)
+    a, b = recognizer.run(faces)[0], embedder.recognizer_model.run(faces)[0]
+    assert a.shape == b.shape == (8, 512) and np.abs(a - b).max() < 1e-3
+
+
+def test_the_whole_pipeline_agrees_across_backends(torch_models, embedder):
+    detector, recognizer = torch_models
+    on_torch = OnnxFaceEmbedder(SPEC, device="cpu", detector_model=detector, recognizer_model=recognizer)
+    image = decode_image((FACES / "groups" / "obama_and_biden.jpg").read_bytes())
+    a, b = on_torch.analyze([image])[0], embedder.analyze([image])[0]
+    assert len(a) == len(b) == 3
+    for fa, fb in zip(a, b):
+        assert np.abs(fa.box - fb.box).max() < 0.5
+        assert float(fa.embedding @ fb.embedding) > 0.9999
+
+
+def test_torch_backend_refuses_unknown_operators():
+    import onnx
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Softmax", ["x"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    model = helper.make_model(graph)
+    with pytest.raises(FailedPrecondition, match="Softmax"):
+        TorchOnnxModel(model.SerializeToString(), device="cpu")
+    assert onnx  # the onnx package parses the graph the torch backend runs
+
+
+def test_load_model_backend_choice():
+    assert isinstance(load_model(SPEC.recognizer, "cpu"), OnnxRuntimeModel)
+    assert isinstance(load_model(SPEC.recognizer, "cpu", backend="torch"), TorchOnnxModel)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the CPU-only fallbacks")
+def test_device_selection_without_a_gpu():
+    assert resolve_device("auto") == "cpu"
+    with pytest.raises(FailedPrecondition, match="install facebank\\[gpu\\]"):
+        resolve_device("cuda")
+    assert IndexFactory("auto").device == "cpu"
+    assert isinstance(IndexFactory("auto").build("flat", 8, np.arange(3), np.eye(3, 8)), FlatIndex)
+
+
+@pytest.mark.parametrize("dtype, min_agreement", [("float32", 1.0), ("float16", 0.99)])
+def test_torch_exact_search_matches_faiss(dtype, min_agreement):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((5000, 64)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids = rng.permutation(100_000)[:5000].astype(np.int64)
+    q = x[:50] + 0.1 * rng.standard_normal((50, 64)).astype(np.float32)
+    index = TorchExactIndex(64, device="cpu", dtype=dtype, query_block=16)
+    index.add(ids[:3000], x[:3000])
+    index.add(ids[3000:], x[3000:])
+    flat = FlatIndex(64)
+    flat.add(ids, x)
+    scores, found = index.search(q, 10)
+    ref_scores, ref = flat.search(q, 10)
+    agreement = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, ref)])
+    assert agreement >= min_agreement
+    assert np.abs(scores - ref_scores).max() < (1e-5 if dtype == "float32" else 5e-3)
+    gone = ref[:, 0]
+    assert index.remove(gone) == len(np.unique(gone))
+    assert not np.isin(index.search(q, 10)[1], gone).any()
+    info, arrays = index.state()
+    restored = IndexFactory("cpu").restore("gpu-exact", 64, info, arrays)  # a GPU snapshot, restored where there is none
+    assert isinstance(restored, FlatIndex) and len(restored) == len(index)
+    _, sub = index.search_subset(q, 5, ids[::9])  # a metadata filter: exact among the allowed
+    keep = ~np.isin(ids[::9], gone)
+    _, ref_sub = exact_top_k(q, x[::9][keep], ids[::9][keep], 5)
+    assert np.mean([len(set(a) & set(b)) / 5 for a, b in zip(sub, ref_sub)]) >= min_agreement
+
+
+class SlowModel(InferenceModel):
+    """A real recognizer that also records its batch sizes and takes a little longer."""
+
+    def __init__(self, inner):
+        self.inner, self.batches = inner, []
+
+    def run(self, batch):
+        import time
+
+        self.batches.append(len(batch))
+        time.sleep(0.02)
+        return self.inner.run(batch)
+
+
+def test_micro_batching_shares_model_calls_across_concurrent_requests(embedder):
+    slow = SlowModel(embedder.recognizer_model)
+    batching = BatchingModel(slow, max_batch=64, max_wait_ms=20)
+    faces = np.random.default_rng(2).uniform(-1, 1, (16, 3, 112, 112)).astype(np.float32)
+    results: dict[int, np.ndarray] = {}
+
+    def one(i):
+        results[i] = batching.run(faces[i : i + 1])[0]
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    batching.close()
+    assert sum(slow.batches) == 16 and len(slow.batches) < 16  # requests shared calls
+    direct = embedder.recognizer_model.run(faces)[0]
+    for i in range(16):
+        assert np.abs(results[i][0] - direct[i]).max() < 1e-4
+
+
+def test_micro_batching_queue_is_bounded(embedder):
+    gate = threading.Event()
+
+    class Blocked(InferenceModel):
+        def run(self, batch):
+            gate.wait()
+            return [batch]
+
+    batching = BatchingModel(Blocked(), max_batch=1, max_wait_ms=0, max_queue=2)
+    workers = [threading.Thread(target=batching.run, args=(np.zeros((1, 1)),)) for _ in range(3)]
+    for w in workers:
+        w.start()
+    import time
+
+    time.sleep(0.2)
+    with pytest.raises(ResourceExhausted, match="queue is full"):
+        batching.run(np.zeros((1, 1)))
+    gate.set()
+    for w in workers:
+        w.join()
+    batching.close()
+
+
+def test_embedder_with_micro_batching_gives_the_same_faces(embedder):
+    shared = OnnxFaceEmbedder(SPEC, device="cpu", micro_batch_wait_ms=5)
+    images = [decode_image(p.data) for p in single_person_photos()["kit_harington"]]
+    out: dict[int, list] = {}
+    threads = [threading.Thread(target=lambda i=i: out.__setitem__(i, shared.analyze([images[i]])[0])) for i in range(len(images))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    shared.close()
+    for i, image in enumerate(images):
+        reference = embedder.analyze([image])[0]
+        assert float(out[i][0].embedding @ reference[0].embedding) > 0.9999
