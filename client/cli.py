@@ -105,6 +105,7 @@ def stats(ctx, as_json: bool) -> None:
             "unassigned": c.stats.unassigned, "clusters": c.stats.clusters, "index": _kind_name(c.stats.active_index),
             "threshold": round(c.threshold, 4), "retrain_pending": c.stats.retrain_pending,
             "catalog_seq": c.stats.catalog_seq, "snapshot_seq": c.stats.snapshot_seq,
+            **({"nprobe": c.stats.nprobe, "calibrated_recall": round(c.stats.calibrated_recall, 4)} if c.stats.nprobe else {}),
         }
         for c in s.collections
     ]

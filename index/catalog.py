@@ -37,6 +37,7 @@ class Catalog:
         self.map_size = map_size
         self._swap = RWLock()               # shared by every txn, exclusive for a swap
         self._write_gate = threading.Lock()  # held by a writer, and by compaction
+        self.listeners: list = []            # called with each committed write's CatalogTxn
         self._open_env()
 
     def _open_env(self) -> None:
@@ -60,11 +61,24 @@ class Catalog:
                 yield CatalogTxn(txn, self._dbs, write=False)
 
     @contextmanager
+    def lazy_read(self) -> Iterator["LazyTxn"]:
+        """Like read(), but a transaction only begins if something is read."""
+        lazy = LazyTxn(self)
+        try:
+            yield lazy
+        finally:
+            lazy.close()
+
+    @contextmanager
     def write(self) -> Iterator[CatalogTxn]:
-        """A write transaction: committed when the block ends, aborted if it raises."""
+        """A write transaction: committed when the block ends, aborted if it raises.
+        After a commit, every listener sees what the transaction changed."""
         with self._write_gate, self._swap.read():
             with self.env.begin(write=True) as txn:
-                yield CatalogTxn(txn, self._dbs, write=True)
+                view = CatalogTxn(txn, self._dbs, write=True)
+                yield view
+            for listener in self.listeners:
+                listener(view)
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
@@ -111,6 +125,26 @@ class Catalog:
         with self._write_gate, self._swap.write():
             self.env.close()
         self._lock_file.close()
+
+
+class LazyTxn:
+    """A read transaction begun on first use (most searches never need one)."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+        self._context = None
+        self._txn: CatalogTxn | None = None
+
+    def __getattr__(self, name: str):
+        if self._txn is None:
+            self._context = self._catalog.read()
+            self._txn = self._context.__enter__()
+        return getattr(self._txn, name)
+
+    def close(self) -> None:
+        if self._context is not None:
+            self._context.__exit__(None, None, None)
+            self._context = self._txn = None
 
 
 def _acquire_dir_lock(path: Path):

@@ -66,6 +66,11 @@ class CatalogTxn:
         self.txn = txn
         self.db = dbs
         self.write = write
+        # What this transaction changed, for in-memory views updated after commit.
+        self.face_owners_changed: dict[int, int] = {}   # face id -> iid (-1: gone)
+        self.identities_changed: set[int] = set()
+        self.collections_changed = False
+        self.api_keys_changed = False
 
     # -- generic helpers --------------------------------------------------------------
 
@@ -136,10 +141,12 @@ class CatalogTxn:
         return [loads(CollectionRecord, v) for _, v in self._prefix("collections", b"")]
 
     def put_collection(self, rec: CollectionRecord) -> None:
+        self.collections_changed = True
         self._put("collections", rec.name.encode(), dumps(rec))
         self._put("collection_ids", u32(rec.id), rec.name.encode())
 
     def delete_collection(self, rec: CollectionRecord) -> None:
+        self.collections_changed = True
         self._delete("collections", rec.name.encode())
         self._delete("collection_ids", u32(rec.id))
 
@@ -161,6 +168,7 @@ class CatalogTxn:
         return None if raw is None else loads(IdentityRecord, raw)
 
     def put_identity(self, rec: IdentityRecord, previous: IdentityRecord | None = None) -> None:
+        self.identities_changed.add(rec.iid)
         key = self._identity_key(rec.collection_id, rec.external_id)
         self._put("identities", key, dumps(rec))
         self._put("identity_iids", u64(rec.iid), key)
@@ -173,6 +181,7 @@ class CatalogTxn:
                 self._put("metadata_index", self._metadata_key(rec.collection_id, k, v, rec.iid), b"")
 
     def delete_identity(self, rec: IdentityRecord) -> None:
+        self.identities_changed.add(rec.iid)
         self._delete("identities", self._identity_key(rec.collection_id, rec.external_id))
         self._delete("identity_iids", u64(rec.iid))
         for k, v in rec.metadata.items():
@@ -210,6 +219,7 @@ class CatalogTxn:
         fid = u64(rec.face_id)
         self._put("faces", fid, dumps(rec))
         self._put("face_owner", fid, u64(rec.iid))
+        self.face_owners_changed[rec.face_id] = rec.iid
         if previous is not None:
             self._unlink_face(previous)
         if rec.iid:
@@ -221,6 +231,7 @@ class CatalogTxn:
     def delete_face(self, rec: FaceRecord) -> None:
         self._delete("faces", u64(rec.face_id))
         self._delete("face_owner", u64(rec.face_id))
+        self.face_owners_changed[rec.face_id] = -1
         self._delete("embeddings", u64(rec.face_id))
         self._delete("unclustered", u32(rec.collection_id) + u64(rec.face_id))
         self._unlink_face(rec)
@@ -232,6 +243,10 @@ class CatalogTxn:
         self._delete("segment_faces", u32(rec.collection_id) + _SEGMENT_CODE[rec.segment] + fid)
         if rec.cluster_id:
             self._delete("cluster_faces", u64(rec.cluster_id) + fid)
+
+    def iter_face_owners(self) -> Iterator[tuple[int, int]]:
+        for key, value in self._prefix("face_owner", b""):
+            yield read_u64(key), read_u64(value)
 
     def face_owners(self, face_ids) -> list[int]:
         """The iid of each face (0 if not enrolled, -1 if gone), without decoding records."""
@@ -362,6 +377,7 @@ class CatalogTxn:
     # -- API keys ------------------------------------------------------------------------
 
     def put_api_key(self, rec: ApiKeyRecord) -> None:
+        self.api_keys_changed = True
         self._put("api_keys", rec.key_id.encode(), dumps(rec))
 
     def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
@@ -369,6 +385,7 @@ class CatalogTxn:
         return None if raw is None else loads(ApiKeyRecord, raw)
 
     def delete_api_key(self, key_id: str) -> bool:
+        self.api_keys_changed = True
         return self._delete("api_keys", key_id.encode())
 
     def list_api_keys(self) -> list[ApiKeyRecord]:

@@ -18,7 +18,8 @@ from facebank.index.catalog_txn import CatalogTxn
 from facebank.index.clustering import quality_weight
 from facebank.index.keyring import DataKey
 from facebank.index.records import ENROLLED, INGESTED, ClusterRecord, FaceRecord, IdentityRecord
-from facebank.index.store import FaceStore, embedding_aad, face_owner, identity_owner, now_ms
+from facebank.index.keyring import embedding_aad, face_owner, identity_owner
+from facebank.index.store import FaceStore, now_ms
 
 REPRESENTATIVES = 3
 

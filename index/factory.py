@@ -67,8 +67,8 @@ class IndexFactory:
         elif kind == "ivf":
             raw = faiss.deserialize_index(arrays["faiss"])
             raw.set_direct_map_type(faiss.DirectMap.Hashtable)
-            index = IvfIndex(dim, raw, arrays.get("training_ids", np.zeros(0, np.int64)),
-                             trained_n=int(info.get("trained_n", raw.ntotal)), nprobe=info.get("nprobe", 0))
+            index = IvfIndex(dim, raw, arrays.get("training_ids", np.zeros(0, np.int64)), trained_n=int(info.get("trained_n", raw.ntotal)),
+                             nprobe=info.get("nprobe", 0), calibrated_recall=float(info.get("calibrated_recall", 0.0)))
         elif kind == "hnsw":
             side = FlatIndex(dim, faiss.deserialize_index(arrays["side"])) if "side" in arrays else None
             return HnswIndex(dim, faiss.deserialize_index(arrays["faiss"]), arrays.get("tombstones"), info.get("ef_search", 0), side)

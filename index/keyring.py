@@ -39,6 +39,24 @@ MASTER_KEY_FILE = "master.key"
 SLOTS_FILE = "keyslots.bin"
 
 
+def identity_owner(iid: int) -> bytes:
+    """Owner tags name what a data key seals: an identity, a face, a snapshot."""
+    return b"identity:%d" % iid
+
+
+def face_owner(face_id: int) -> bytes:
+    return b"face:%d" % face_id
+
+
+def snapshot_owner(cid: int, segment: str) -> bytes:
+    return b"snapshot:%d:%s" % (cid, segment.encode())
+
+
+def embedding_aad(face_id: int) -> bytes:
+    """Associated data of a sealed embedding: binds it to its face id."""
+    return b"embedding:" + face_id.to_bytes(8, "big")
+
+
 class DataKey:
     """An unwrapped data key: seals and opens blobs (nonce | ciphertext | tag)."""
 

@@ -31,6 +31,7 @@ class Maintenance:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._first_uncompacted_forget: float | None = None
+        self._trimmed = 0
         self.last_error: str = ""
 
     def start(self) -> None:
@@ -120,10 +121,12 @@ class Maintenance:
             return list(t.iter_changes(seq))
 
     def _trim(self) -> None:
+        """Drop the change log up to what every snapshot already holds."""
         segments = self.store.segments.all()
         if not segments:
             return
         upto = min(s.snapshot_seq for s in segments)
-        if upto > 0:
+        if upto > self._trimmed:
             with self.store.catalog.write() as t:
                 t.trim_changes(upto)
+            self._trimmed = upto

@@ -21,9 +21,17 @@ def dumps(record: object) -> bytes:
     return json.dumps(asdict(record), separators=(",", ":"), ensure_ascii=False).encode()
 
 
+_FIELDS: dict[type, frozenset[str]] = {}
+
+
 def loads(cls: type, raw: bytes):
+    """A record from its JSON; fields a newer version added are ignored."""
+    known = _FIELDS.get(cls)
+    if known is None:
+        known = _FIELDS[cls] = frozenset(f.name for f in fields(cls))
     data = json.loads(raw)
-    known = {f.name for f in fields(cls)}
+    if data.keys() <= known:
+        return cls(**data)
     return cls(**{k: v for k, v in data.items() if k in known})
 
 

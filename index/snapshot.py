@@ -53,9 +53,10 @@ def write_snapshot(path: Path, key: DataKey, header: dict, arrays: dict[str, np.
         out.write(digest.digest())
         out.flush()
         os.fsync(out.fileno())
+        size = out.tell()
     os.replace(tmp, path)
     _fsync_dir(path.parent)
-    return path.stat().st_size
+    return size
 
 
 def read_header(path: Path) -> dict:

@@ -21,7 +21,7 @@ from facebank.errors import AlreadyExists, InvalidArgument, NotFound
 from facebank.index.audit import AuditLog
 from facebank.index.catalog import DEFAULT_MAP_SIZE, Catalog
 from facebank.index.catalog_txn import CatalogTxn, u64
-from facebank.index.keyring import DataKey, Keyring, load_master_key
+from facebank.index.keyring import DataKey, Keyring, embedding_aad, face_owner, identity_owner, load_master_key
 from facebank.index.records import (
     ENROLLED,
     INGESTED,
@@ -33,24 +33,11 @@ from facebank.index.records import (
 )
 from facebank.index.factory import IndexFactory
 from facebank.index.segments import SegmentManager
+from facebank.index.identity_search import Hit, search_identities
+from facebank.index.snapshot_keys import SnapshotKeys
+from facebank.index.views import FaceOwners, IdentityCache, listen
 
 log = logging.getLogger(__name__)
-
-
-def identity_owner(iid: int) -> bytes:
-    return b"identity:%d" % iid
-
-
-def face_owner(face_id: int) -> bytes:
-    return b"face:%d" % face_id
-
-
-def snapshot_owner(cid: int, segment: str) -> bytes:
-    return b"snapshot:%d:%s" % (cid, segment.encode())
-
-
-def embedding_aad(face_id: int) -> bytes:
-    return b"embedding:" + u64(face_id)
 
 
 def now_ms() -> int:
@@ -77,13 +64,6 @@ class StoredFace:
     already: bool   # the same image was stored for this subject before
 
 
-@dataclass(frozen=True)
-class Hit:
-    identity: IdentityRecord
-    score: float
-    face_ids: list[int]
-
-
 class FaceStore:
     def __init__(self, data_dir: Path, *, keys_dir: Path | None = None, map_size: int = DEFAULT_MAP_SIZE, background: bool = True, device: str = "cpu") -> None:
         from facebank.index.forget import recover_interrupted_forgets
@@ -99,11 +79,16 @@ class FaceStore:
             raise
         self.audit = AuditLog(self.data_dir / "audit")
         self.commit_lock = threading.Lock()
+        self.owners, self.identities = FaceOwners(), IdentityCache()
+        self._collections: dict[str, CollectionRecord] = {}
+        self._collections_generation = 0
+        self.catalog.listeners.append(listen(self.owners, self.identities))
+        self.catalog.listeners.append(self._collections_changed)
         self.segments = SegmentManager(
             self.data_dir / "indexes",
             fetch_vectors=self._segment_vectors,
             fetch_change_vectors=self.vectors_of,
-            snapshot_keys=_SnapshotKeys(self),
+            snapshot_keys=SnapshotKeys(self),
             factory=IndexFactory(device),
         )
         recover_interrupted_forgets(self)
@@ -112,6 +97,7 @@ class FaceStore:
         with self.catalog.read() as t:
             collections = t.list_collections()
             changes = list(t.iter_changes(0))
+            self.owners.load(t.iter_face_owners())
         for rec in collections:
             self.segments.load(rec.id, rec.dim, rec.index_settings, changes)
         self.maintenance = Maintenance(self)
@@ -131,13 +117,26 @@ class FaceStore:
         return rec
 
     def collection(self, name: str, t: CatalogTxn | None = None) -> CollectionRecord:
+        """The collection's record (from memory outside a transaction: it is on every call's path)."""
         if t is None:
+            cached = self._collections.get(name)
+            if cached is not None:
+                return cached
+            generation = self._collections_generation
             with self.catalog.read() as t:
-                return self.collection(name, t)
+                rec = self.collection(name, t)
+            if generation == self._collections_generation:  # no change since the read began
+                self._collections[name] = rec
+            return rec
         rec = t.get_collection(name)
         if rec is None:
             raise NotFound(f"collection {name!r} does not exist; list them with `facebank collections`")
         return rec
+
+    def _collections_changed(self, t: CatalogTxn) -> None:
+        if t.collections_changed:
+            self._collections_generation += 1
+            self._collections.clear()
 
     def list_collections(self) -> list[CollectionRecord]:
         with self.catalog.read() as t:
@@ -161,42 +160,57 @@ class FaceStore:
 
     def enroll(self, collection: str, external_id: str, display_name: str, metadata: dict[str, str], faces: list[NewFace]) -> tuple[IdentityRecord, list[StoredFace]]:
         """Store faces for an identity (created if new), in one transaction."""
-        new_slot: DataKey | None = None
+        return self.enroll_many(collection, [(external_id, display_name, metadata, faces)])[0]
+
+    def enroll_many(self, collection: str, entries: list[tuple[str, str, dict[str, str], list[NewFace]]]) -> list[tuple[IdentityRecord, list[StoredFace]]]:
+        """Enroll several identities in one transaction (bulk imports): all or nothing,
+        one fsync of new data keys, one change for the index."""
+        new_keys: list[DataKey] = []
         with self.commit_lock:
             try:
                 with self.catalog.write() as t:
                     coll = self.collection(collection, t)
-                    previous = t.get_identity(coll.id, external_id)
-                    if previous is None:
-                        iid = t.next_id("identity")
-                        new_slot = self.keyring.allocate([identity_owner(iid)])[0]
-                        t.put_slot_owner(new_slot.slot, identity_owner(iid))
-                        identity = IdentityRecord(iid, coll.id, external_id, display_name or external_id, dict(metadata), new_slot.slot, now_ms())
-                        key = new_slot
-                    else:
-                        identity = IdentityRecord(**vars(previous))
-                        identity.metadata = {**previous.metadata, **metadata}
-                        identity.display_name = display_name or previous.display_name
-                        key = self.keyring.open(previous.key_slot, identity_owner(previous.iid))
-                    stored, added = [], []
-                    for face in faces:
-                        existing = t.get_image_faces(coll.id, face.image_sha256, identity.iid)
-                        if existing:
-                            stored.append(StoredFace(t.get_face(existing[0]), True))
-                            continue
-                        rec = self._put_new_face(t, coll, face, identity.iid, key)
-                        t.put_image_faces(coll.id, face.image_sha256, identity.iid, [rec.face_id])
-                        stored.append(StoredFace(rec, False))
-                        added.append((rec.face_id, face.embedding))
-                    identity.face_count += len(added)
-                    t.put_identity(identity, previous)
+                    fresh = [e[0] for e in entries if t.get_identity(coll.id, e[0]) is None]
+                    first_iid = t.next_id("identity", len(set(fresh))) if fresh else 0
+                    owners = {ext: identity_owner(first_iid + i) for i, ext in enumerate(dict.fromkeys(fresh))}
+                    new_keys = self.keyring.allocate(list(owners.values())) if owners else []
+                    key_of_new = dict(zip(owners, new_keys))
+                    results, added = [], []
+                    for external_id, display_name, metadata, faces in entries:
+                        identity, stored = self._enroll_one(t, coll, external_id, display_name, metadata, faces, key_of_new, owners, added)
+                        results.append((identity, stored))
                     seq = t.append_change(coll.id, ENROLLED, add=[fid for fid, _ in added]) if added else 0
             except BaseException:
-                if new_slot is not None:
-                    self.keyring.shred([new_slot.slot])
+                self.keyring.shred([k.slot for k in new_keys])
                 raise
             if added:
                 self._apply(coll.id, ENROLLED, seq, added, [])
+        return results
+
+    def _enroll_one(self, t: CatalogTxn, coll: CollectionRecord, external_id, display_name, metadata, faces, new_keys, owners, added):
+        previous = t.get_identity(coll.id, external_id)
+        if previous is None:
+            key = new_keys[external_id]
+            iid = int(owners[external_id].split(b":")[1])
+            t.put_slot_owner(key.slot, owners[external_id])
+            identity = IdentityRecord(iid, coll.id, external_id, display_name or external_id, dict(metadata), key.slot, now_ms())
+        else:
+            identity = IdentityRecord(**vars(previous))
+            identity.metadata = {**previous.metadata, **metadata}
+            identity.display_name = display_name or previous.display_name
+            key = self.keyring.open(previous.key_slot, identity_owner(previous.iid))
+        stored = []
+        for face in faces:
+            existing = t.get_image_faces(coll.id, face.image_sha256, identity.iid)
+            if existing:
+                stored.append(StoredFace(t.get_face(existing[0]), True))
+                continue
+            rec = self._put_new_face(t, coll, face, identity.iid, key)
+            t.put_image_faces(coll.id, face.image_sha256, identity.iid, [rec.face_id])
+            stored.append(StoredFace(rec, False))
+            added.append((rec.face_id, face.embedding))
+        identity.face_count += sum(not s.already for s in stored)
+        t.put_identity(identity, previous)
         return identity, stored
 
     def ingest(self, collection: str, image_sha256: str, faces: list[NewFace]) -> tuple[list[FaceRecord], bool]:
@@ -377,53 +391,12 @@ class FaceStore:
 
     # -- search -------------------------------------------------------------------------
 
-    def search(self, collection: str, queries: np.ndarray, top_k: int, metadata_filter: dict[str, str] | None = None) -> list[list[Hit]]:
-        """The best `top_k` identities per query (an identity scores its best face)."""
+    def search(self, collection: str, queries: np.ndarray, top_k: int, metadata_filter: dict[str, str] | None = None,
+               min_score: float = -1.0) -> list[list[Hit]]:
+        """The best `top_k` identities per query (an identity scores its best face),
+        none scoring below min_score."""
         coll = self.collection(collection)
-        segment = self.segments.get(coll.id, ENROLLED)
-        allowed = self._filter_faces(coll.id, metadata_filter) if metadata_filter else None
-        if allowed is not None and len(allowed) == 0:
-            return [[] for _ in queries]
-        k = max(16, 4 * top_k)
-        while True:
-            scores, labels = segment.search(queries, k, allowed)
-            hits, short = self._group(scores, labels, top_k)
-            if not short or k >= 1024 or k >= len(segment.index):
-                return hits
-            k *= 4
-
-    def _group(self, scores: np.ndarray, labels: np.ndarray, top_k: int) -> tuple[list[list[Hit]], bool]:
-        results, short = [], False
-        with self.catalog.read() as t:
-            owners = t.face_owners(labels.reshape(-1).tolist()) if labels.size else []
-            identities: dict[int, IdentityRecord | None] = {}
-            for row in range(len(labels)):
-                best: dict[int, list] = {}
-                for col in range(labels.shape[1]):
-                    iid = owners[row * labels.shape[1] + col]
-                    if labels[row, col] < 0 or iid <= 0:
-                        continue
-                    entry = best.setdefault(iid, [float(scores[row, col]), []])
-                    entry[1].append(int(labels[row, col]))
-                hits = []
-                for iid, (score, faces) in sorted(best.items(), key=lambda kv: -kv[1][0])[:top_k]:
-                    if iid not in identities:
-                        identities[iid] = t.get_identity_by_iid(iid)
-                    if identities[iid] is not None:
-                        hits.append(Hit(identities[iid], score, faces))
-                full = labels.shape[1] > 0 and labels[row, -1] >= 0
-                short = short or (len(hits) < top_k and full)
-                results.append(hits)
-        return results, short
-
-    def _filter_faces(self, cid: int, metadata_filter: dict[str, str]) -> np.ndarray:
-        with self.catalog.read() as t:
-            iids: set[int] | None = None
-            for key, value in metadata_filter.items():
-                found = t.iids_with_metadata(cid, key, value)
-                iids = found if iids is None else iids & found
-            face_ids = [fid for iid in sorted(iids or ()) for fid in t.identity_face_ids(iid)]
-        return np.asarray(face_ids, np.int64)
+        return search_identities(self, coll.id, queries, top_k, metadata_filter, min_score)
 
     # -- maintenance ---------------------------------------------------------------------
 
@@ -458,6 +431,8 @@ class FaceStore:
             "clusters": clusters, "active_index": enrolled.index.family, "index_generation": enrolled.generation,
             "catalog_seq": seq, "snapshot_seq": min((s.snapshot_seq for s in segs), default=0),
             "retrain_pending": any(s.retrain_pending for s in segs),
+            "nprobe": enrolled.settings.nprobe or getattr(enrolled.index, "default_nprobe", 0),
+            "calibrated_recall": getattr(enrolled.index, "calibrated_recall", 0.0),
         }
 
     def close(self) -> None:
@@ -470,46 +445,6 @@ class FaceStore:
                     log.exception("could not snapshot collection %d/%s at shutdown", segment.cid, segment.name)
         self.keyring.close()
         self.catalog.close()
-
-
-class _SnapshotKeys:
-    """Snapshot keys: one keyring slot per snapshot, rotated at every write."""
-
-    def __init__(self, store: FaceStore) -> None:
-        self.store = store
-
-    def current(self, cid: int, segment: str) -> dict | None:
-        with self.store.catalog.read() as t:
-            return t.get_meta(f"snapshot:{cid}:{segment}")
-
-    def open_key(self, cid: int, segment: str, slot: int) -> DataKey:
-        return self.store.keyring.open(slot, snapshot_owner(cid, segment))
-
-    def new_key(self, cid: int, segment: str) -> DataKey:
-        return self.store.keyring.allocate([snapshot_owner(cid, segment)])[0]
-
-    def discard(self, key: DataKey) -> None:
-        self.store.keyring.shred([key.slot])
-
-    def commit(self, cid: int, segment: str, key: DataKey, seq: int) -> bool:
-        """Record the new snapshot and shred the previous key. Refused (and the new
-        key shredded) if a forget happened after `seq`: that snapshot may hold it."""
-        with self.store.catalog.write() as t:
-            if t.get_collection_by_id(cid) is None or seq < t.get_meta(f"forget_seq:{cid}:{segment}", 0):
-                stale = True
-            else:
-                stale = False
-                previous = t.get_meta(f"snapshot:{cid}:{segment}")
-                t.put_meta(f"snapshot:{cid}:{segment}", {"slot": key.slot, "seq": seq})
-                t.put_slot_owner(key.slot, snapshot_owner(cid, segment))
-                if previous:
-                    t.delete_slot_owner(previous["slot"])
-        if stale:
-            self.discard(key)
-            return False
-        if previous:
-            self.store.keyring.shred([previous["slot"]])
-        return True
 
 
 __all__ = ["FaceStore", "NewFace", "StoredFace", "Hit", "SEGMENTS"]

@@ -50,10 +50,27 @@ def required_role(service: str, method: str) -> str:
 class ApiKeys:
     def __init__(self, store: FaceStore) -> None:
         self.store = store
+        # Asked on every call, so kept in memory; any key change resets it, and a
+        # read that began before a change is not kept.
+        self._any: bool | None = None
+        self._generation = 0
+        store.catalog.listeners.append(self._changed)
+
+    def _changed(self, t) -> None:
+        if t.api_keys_changed:
+            self._generation += 1
+            self._any = None
 
     def any(self) -> bool:
+        known = self._any
+        if known is not None:
+            return known
+        generation = self._generation
         with self.store.catalog.read() as t:
-            return t.count("api_keys") > 0
+            found = t.count("api_keys") > 0
+        if generation == self._generation:
+            self._any = found
+        return found
 
     def create(self, name: str, role: str, collections: list[str]) -> tuple[ApiKeyRecord, str]:
         if role not in ROLES:

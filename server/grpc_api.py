@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Callable, Iterator
+from typing import Callable
 
 import grpc
 
@@ -77,22 +77,19 @@ def _internal(context: grpc.ServicerContext, where: str):
 
 
 def _wrap(fn: Callable, gate: Gate, service: str, method: str, client_streaming: bool, server_streaming: bool):
+    """The handler gRPC calls: authorize, run the engine method, map errors to statuses."""
     where = f"{service}/{method}"
 
-    def guarded_requests(requests: Iterator, principal) -> Iterator:
-        for request in requests:
-            gate.check(principal, service, method, request)
-            yield request
+    def authorized(request_or_iterator, context):
+        principal = gate.principal(context)
+        if not client_streaming:
+            gate.check(principal, service, method, request_or_iterator)
+            return request_or_iterator
+        return (gate.check(principal, service, method, r) or r for r in request_or_iterator)  # each item, as it comes
 
     def call(request_or_iterator, context: grpc.ServicerContext):
         try:
-            principal = gate.principal(context)
-            if client_streaming:
-                arg = guarded_requests(request_or_iterator, principal)
-            else:
-                gate.check(principal, service, method, request_or_iterator)
-                arg = request_or_iterator
-            return fn(arg)
+            return fn(authorized(request_or_iterator, context))
         except FacebankError as err:
             _abort(context, err)
         except Exception:
@@ -100,14 +97,8 @@ def _wrap(fn: Callable, gate: Gate, service: str, method: str, client_streaming:
 
     def stream(request_or_iterator, context: grpc.ServicerContext):
         try:
-            principal = gate.principal(context)
-            if client_streaming:
-                arg = guarded_requests(request_or_iterator, principal)
-            else:
-                gate.check(principal, service, method, request_or_iterator)
-                arg = request_or_iterator
-            for response in fn(arg):
-                if not context.is_active():
+            for response in fn(authorized(request_or_iterator, context)):
+                if not context.is_active():  # the client went away: stop working for it
                     return
                 yield response
         except FacebankError as err:
@@ -124,10 +115,7 @@ def generic_handlers(engine: Engine, gate: Gate) -> list[grpc.GenericRpcHandler]
         impl = engine.service(service.name)
         methods = {}
         for m in service.methods:
-            request_cls = pb.DESCRIPTOR.message_types_by_name[m.input_type.name]
-            response_cls = pb.DESCRIPTOR.message_types_by_name[m.output_type.name]
-            req_type = getattr(pb, request_cls.name)
-            resp_type = getattr(pb, response_cls.name)
+            req_type, resp_type = getattr(pb, m.input_type.name), getattr(pb, m.output_type.name)
             fn = _wrap(getattr(impl, method_name(m.name)), gate, service.name, m.name, m.client_streaming, m.server_streaming)
             factory = {
                 (False, False): grpc.unary_unary_rpc_method_handler,

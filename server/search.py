@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from facebank.errors import InvalidArgument, Reason
-from facebank.index.store import Hit
+from facebank.index.identity_search import Hit
 from facebank.server import convert, validate
 from facebank.server.engine import Parts
 from facebank.server.faces import require_face
@@ -15,10 +15,10 @@ from facebank.v1 import facebank_pb2 as pb
 
 def match_pb(hit: Hit) -> pb.IdentityMatch:
     rec = hit.identity
-    return pb.IdentityMatch(
-        identity_id=rec.external_id, display_name=rec.display_name, score=hit.score,
-        face_ids=hit.face_ids, metadata=rec.metadata,
-    )
+    match = pb.IdentityMatch(identity_id=rec.external_id, display_name=rec.display_name, score=hit.score, face_ids=hit.face_ids)
+    if rec.metadata:  # setting an empty map costs as much as a full one
+        match.metadata.update(rec.metadata)
+    return match
 
 
 class SearchService:
@@ -32,8 +32,8 @@ class SearchService:
 
     def _matches(self, collection: str, queries: np.ndarray, options: pb.SearchOptions, threshold_default: float):
         top_k, threshold, filter_ = self._options(options, threshold_default)
-        hits = self.p.store.search(collection, queries, top_k, filter_ or None) if len(queries) else []
-        return [[match_pb(h) for h in row if h.score >= threshold] for row in hits], threshold
+        hits = self.p.store.search(collection, queries, top_k, filter_ or None, min_score=threshold) if len(queries) else []
+        return [[match_pb(h) for h in row] for row in hits], threshold
 
     def search_by_image(self, req: pb.SearchByImageRequest) -> pb.SearchByImageResponse:
         coll = self.p.collection(req.collection)

@@ -103,21 +103,22 @@ def embeddings(rows: list, dim: int) -> np.ndarray:
         raise InvalidArgument("no query embeddings were given", reason=Reason.BAD_EMBEDDING)
     if len(rows) > MAX_QUERIES:
         raise InvalidArgument(f"{len(rows)} queries in one request; send at most {MAX_QUERIES}", reason=Reason.BAD_EMBEDDING)
-    out = np.empty((len(rows), dim), np.float32)
     for i, row in enumerate(rows):
-        values = np.asarray(row, dtype=np.float64)
-        if values.shape != (dim,):
+        if len(row) != dim:
             raise InvalidArgument(
-                f"query {i} has {values.size} values; this collection's model makes {dim}-dimensional embeddings",
+                f"query {i} has {len(row)} values; this collection's model makes {dim}-dimensional embeddings",
                 reason=Reason.BAD_EMBEDDING,
             )
-        if not np.isfinite(values).all():
-            raise InvalidArgument(f"query {i} contains NaN or infinite values", reason=Reason.BAD_EMBEDDING)
-        norm = float(np.linalg.norm(values))
-        if norm < 1e-6 or not math.isfinite(norm):
-            raise InvalidArgument(f"query {i} is all zeros (or too close to it) to have a direction", reason=Reason.BAD_EMBEDDING)
-        out[i] = values / norm
-    return out
+    values = np.array(rows, dtype=np.float64)
+    finite = np.isfinite(values).all(axis=1)
+    if not finite.all():
+        raise InvalidArgument(f"query {int(np.argmin(finite))} contains NaN or infinite values", reason=Reason.BAD_EMBEDDING)
+    norms = np.linalg.norm(values, axis=1)
+    if not np.isfinite(norms).all():
+        raise InvalidArgument(f"query {int(np.argmin(np.isfinite(norms)))} has values too large to normalise", reason=Reason.BAD_EMBEDDING)
+    if (norms < 1e-6).any():
+        raise InvalidArgument(f"query {int(np.argmax(norms < 1e-6))} is all zeros (or too close to it) to have a direction", reason=Reason.BAD_EMBEDDING)
+    return (values / norms[:, None]).astype(np.float32)
 
 
 def _text(value: str, field: str, limit: int, *, reason: str = Reason.BAD_ID, allow_empty: bool = False) -> None:

@@ -17,7 +17,7 @@ from facebank.index.catalog import Catalog
 from facebank.index.forget import CRASH_ENV
 from facebank.index.keyring import Keyring, load_master_key
 from facebank.index.snapshot import read_snapshot
-from facebank.index.store import embedding_aad, identity_owner, snapshot_owner
+from facebank.index.keyring import embedding_aad, identity_owner, snapshot_owner
 from facebank.server.app import start
 from facebank.server.engine import Engine
 from facebank.transport import GrpcTransport

@@ -137,7 +137,7 @@ class IndexOptions(_message.Message):
     def __init__(self, kind: _Optional[_Union[IndexKind, str]] = ..., nprobe: _Optional[int] = ..., ef_search: _Optional[int] = ...) -> None: ...
 
 class CollectionStats(_message.Message):
-    __slots__ = ("identities", "faces", "indexed", "unassigned", "clusters", "active_index", "index_generation", "catalog_seq", "snapshot_seq", "retrain_pending")
+    __slots__ = ("identities", "faces", "indexed", "unassigned", "clusters", "active_index", "index_generation", "catalog_seq", "snapshot_seq", "retrain_pending", "nprobe", "calibrated_recall")
     IDENTITIES_FIELD_NUMBER: _ClassVar[int]
     FACES_FIELD_NUMBER: _ClassVar[int]
     INDEXED_FIELD_NUMBER: _ClassVar[int]
@@ -148,6 +148,8 @@ class CollectionStats(_message.Message):
     CATALOG_SEQ_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_SEQ_FIELD_NUMBER: _ClassVar[int]
     RETRAIN_PENDING_FIELD_NUMBER: _ClassVar[int]
+    NPROBE_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATED_RECALL_FIELD_NUMBER: _ClassVar[int]
     identities: int
     faces: int
     indexed: int
@@ -158,7 +160,9 @@ class CollectionStats(_message.Message):
     catalog_seq: int
     snapshot_seq: int
     retrain_pending: bool
-    def __init__(self, identities: _Optional[int] = ..., faces: _Optional[int] = ..., indexed: _Optional[int] = ..., unassigned: _Optional[int] = ..., clusters: _Optional[int] = ..., active_index: _Optional[_Union[IndexKind, str]] = ..., index_generation: _Optional[int] = ..., catalog_seq: _Optional[int] = ..., snapshot_seq: _Optional[int] = ..., retrain_pending: _Optional[bool] = ...) -> None: ...
+    nprobe: int
+    calibrated_recall: float
+    def __init__(self, identities: _Optional[int] = ..., faces: _Optional[int] = ..., indexed: _Optional[int] = ..., unassigned: _Optional[int] = ..., clusters: _Optional[int] = ..., active_index: _Optional[_Union[IndexKind, str]] = ..., index_generation: _Optional[int] = ..., catalog_seq: _Optional[int] = ..., snapshot_seq: _Optional[int] = ..., retrain_pending: _Optional[bool] = ..., nprobe: _Optional[int] = ..., calibrated_recall: _Optional[float] = ...) -> None: ...
 
 class Collection(_message.Message):
     __slots__ = ("name", "model_id", "embedding_dim", "index", "threshold", "created_ms", "stats")

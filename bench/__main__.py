@@ -1,0 +1,46 @@
+"""Run the benchmarks: `python -m bench [--quick] [--only search,forget,...]`.
+
+Results land in bench/results/<run>/ as results.json, results.md and PNG plots.
+--quick finishes in a few minutes on 2 cores; the full run measures 1M vectors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bench import cluster, embedding, enroll, forget, gpu, report, search
+from bench.machine import describe
+
+SECTIONS = {"embedding": embedding, "search": search, "enrollment": enroll, "forget": forget, "clustering": cluster, "gpu": gpu}
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes: a few minutes on 2 cores")
+    parser.add_argument("--only", default="", help=f"comma-separated sections of: {', '.join(SECTIONS)}")
+    parser.add_argument("--name", default="", help="run folder name (default: a timestamp)")
+    args = parser.parse_args()
+    chosen = [s for s in args.only.split(",") if s] or list(SECTIONS)
+    unknown = set(chosen) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
+    run = args.name or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else "")
+    results = {"run": run, "quick": args.quick, "machine": describe(), "command": "python -m bench " + " ".join(sys.argv[1:]), "seconds": {}}
+    for name in chosen:
+        started = time.perf_counter()
+        print(f"== {name}", flush=True)
+        results.update(SECTIONS[name].run(args.quick, log=lambda *a: print(*a, flush=True)))
+        results["seconds"][name] = round(time.perf_counter() - started, 1)
+    report.write(RESULTS / run, results)
+    print(f"results in {RESULTS / run}")
+    for t in results["targets"]:
+        print(f"  [{'met' if t['met'] else 'MISSED'}] {t['target']}: {t['value']} (goal {t['goal']})")
+
+
+if __name__ == "__main__":
+    main()

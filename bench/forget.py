@@ -1,0 +1,127 @@
+"""Forget / retain, in the spirit of MUFAC: on a synthetic identity-structured
+collection in an IVF index, forget a random 1% of the identities as a sequence
+of requests while searches run, then measure what the unlearning literature
+measures: the forget set must be unrecognisable (rank-1 hit rate 0) and the
+retain set served as before (rank-1 accuracy and recall@10 within 0.1 points).
+Recall@10 is over faces (each identity has ten), against exact search."""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.synthetic import gallery
+
+MODEL_ID = "scrfd500m-w600kmbf"
+
+
+def _exact_faces(x: np.ndarray, alive: np.ndarray, q: np.ndarray, k: int = 10) -> np.ndarray:
+    """Exact top-k faces (row numbers of x) among alive faces."""
+    out = np.zeros((len(q), k), np.int64)
+    dead = ~alive
+    for start in range(0, len(q), 128):
+        sims = q[start : start + 128] @ x.T
+        sims[:, dead] = -np.inf
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        order = np.take_along_axis(sims, top, axis=1).argsort(axis=1)[:, ::-1]
+        out[start : start + len(sims)] = np.take_along_axis(top, order, axis=1)
+    return out
+
+
+def run(quick: bool, log=print) -> dict:
+    from facebank.index.store import NewFace
+    from facebank.server.config import ServerConfig
+    from facebank.server.engine import Engine
+    from facebank.v1 import facebank_pb2 as pb
+
+    n_ids, per_id = (2_000, 10) if quick else (100_000, 10)
+    rng = np.random.default_rng(7)
+    g = gallery(n_ids, seed=7)
+    owner = np.repeat(np.arange(n_ids), per_id)
+    x = g.faces(owner, rng)
+    forget_ids = rng.choice(n_ids, size=n_ids // 100, replace=False)
+    retain_ids = np.setdiff1d(rng.choice(n_ids, size=min(2000, n_ids), replace=False), forget_ids)
+    probes_forget = g.faces(forget_ids, rng)
+    probes_retain = g.faces(retain_ids, rng)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = Engine(ServerConfig(data_dir=Path(tmp) / "data", listen="127.0.0.1:0", background=True, compact_after_forget_s=1e9))
+        engine.collections.create_collection(pb.CreateCollectionRequest(name="bench", index=pb.IndexOptions(kind=pb.INDEX_KIND_IVF)))
+        log(f"forget: loading {len(x):,} faces of {n_ids:,} identities")
+        for start in range(0, n_ids, 1000):
+            entries = [(str(i), "", {}, [NewFace([0, 0, 1, 1], [[0, 0]] * 5, 0.9, {"passed": True}, x[i * per_id + j], f"{i * per_id + j:064x}", "", MODEL_ID)
+                                         for j in range(per_id)]) for i in range(start, min(n_ids, start + 1000))]
+            engine.store.enroll_many("bench", entries)
+        engine.store.maintenance.clean_now()
+        segment = engine.store.segments.get(engine.store.collection("bench").id, "enrolled")
+        log(f"forget: index {segment.index.kind}, nlist {segment.index.nlist}")
+
+        def search(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            """(top identity per query, its first 10 faces as rows of x) through the engine."""
+            top = np.full(len(q), -1, np.int64)
+            faces = np.full((len(q), 10), -1, np.int64)
+            for start in range(0, len(q), 64):
+                req = pb.SearchByEmbeddingRequest(collection="bench", queries=[pb.Embedding(values=v) for v in q[start : start + 64].tolist()],
+                                                  options=pb.SearchOptions(top_k=10, threshold=-1.0))
+                for i, r in enumerate(engine.search.search_by_embedding(req).results):
+                    if r.matches:
+                        top[start + i] = int(r.matches[0].identity_id)
+                    ids = [f - 1 for m in r.matches for f in m.face_ids][:10]  # face ids are 1-based rows
+                    faces[start + i, : len(ids)] = ids
+            return top, faces
+
+        def quality(alive: np.ndarray) -> tuple[float, float]:
+            top, found = search(probes_retain)
+            truth = _exact_faces(x, alive, probes_retain)
+            rank1 = float(np.mean(top == retain_ids))
+            recall = float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)]))
+            return rank1, recall
+
+        alive = np.ones(len(x), bool)
+        before = quality(alive)
+        stop, searches, search_errors = threading.Event(), [0], []
+
+        def background_searches():
+            while not stop.is_set():
+                try:
+                    search(probes_retain[rng.integers(0, len(probes_retain), 64)])
+                    searches[0] += 64
+                except Exception as err:  # reported, never hidden
+                    search_errors.append(repr(err))
+
+        searcher = threading.Thread(target=background_searches)
+        searcher.start()
+        latencies, hits_right_after = [], 0
+        for ident, probe in zip(forget_ids.tolist(), probes_forget):
+            t0 = time.perf_counter()
+            engine.identities.forget(pb.ForgetRequest(collection="bench", identity_id=str(ident)))
+            latencies.append(time.perf_counter() - t0)
+            hits_right_after += int(search(probe[None])[0][0] == ident)
+        stop.set()
+        searcher.join()
+        pending = engine.store.maintenance.pending_retrains
+        t0 = time.perf_counter()
+        engine.store.maintenance.clean_now()
+        retrain_s = time.perf_counter() - t0
+        alive[np.isin(owner, forget_ids)] = False
+        after = quality(alive)
+        forget_hits = int(np.sum(search(probes_forget)[0] == forget_ids))
+        engine.close()
+
+    ms = np.asarray(latencies) * 1000
+    result = {
+        "identities": n_ids, "faces": len(x), "forgotten": len(forget_ids), "index": "ivf",
+        "forget_p50_ms": round(float(np.percentile(ms, 50)), 2), "forget_p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "forget_rank1_hit_rate": (hits_right_after + forget_hits) / (2 * len(forget_ids)),
+        "retain_rank1_before": round(before[0], 4), "retain_rank1_after": round(after[0], 4),
+        "retain_recall10_before": round(before[1], 4), "retain_recall10_after": round(after[1], 4),
+        "retain_rank1_drop_points": round(100 * (before[0] - after[0]), 3), "retain_recall10_drop_points": round(100 * (before[1] - after[1]), 3),
+        "retrains_pending_after_sequence": pending, "retrain_s": round(retrain_s, 2),
+        "searches_during_forgets": searches[0], "search_errors": search_errors[:5],
+    }
+    log(f"forget: p50 {result['forget_p50_ms']} ms, p99 {result['forget_p99_ms']} ms; forget-set hits {result['forget_rank1_hit_rate']}")
+    return {"forget": result}

@@ -1,0 +1,124 @@
+"""Writing a run: results.json, results.md (tables and target ratios) and plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def targets(results: dict) -> list[dict]:
+    """Each target of the issues, as measured in this run: value, goal, met."""
+    out = []
+
+    def add(name, value, goal, met):
+        out.append({"target": name, "value": value, "goal": goal, "met": bool(met)})
+
+    search = results.get("search", [])
+
+    def pick(system, n, batch):
+        return next((r for r in search if r["system"] == system and r["n"] == n and r["batch"] == batch), None)
+
+    for n in sorted({r["n"] for r in search}):
+        grpc64, faiss64 = pick("facebank-grpc", n, 64), pick("faiss", n, 64)
+        if grpc64 and faiss64:
+            ratio = round(grpc64["qps"] / faiss64["qps"], 3)
+            add(f"facebank-grpc batch-64 QPS / faiss at n={n:,}", ratio, ">= 0.8 at equal recall "
+                f"({grpc64['recall_at_10']} vs {faiss64['recall_at_10']})", ratio >= 0.8)
+        grpc1, inproc1 = pick("facebank-grpc", n, 1), pick("facebank-inproc", n, 1)
+        if grpc1 and inproc1:
+            gap = round(grpc1["p50_ms"] - inproc1["p50_ms"], 3)
+            add(f"single-query p50 over gRPC minus in-process at n={n:,} (ms)", gap, "<= 1.0", gap <= 1.0)
+    big = pick("facebank-inproc", 1_000_000, 64)
+    if big:
+        add("recall@10 at 1M (facebank IVF)", big["recall_at_10"], ">= 0.95", big["recall_at_10"] >= 0.95)
+    summary = results.get("embedding_summary", {}).get("speedup_vs_naive", {})
+    for name, ratio in summary.items():
+        add(f"embedder throughput / naive loop ({name})", ratio, ">= 1.0", ratio >= 1.0)
+    forget = results.get("forget")
+    if forget:
+        add("forget-set rank-1 hit rate", forget["forget_rank1_hit_rate"], "== 0", forget["forget_rank1_hit_rate"] == 0)
+        add("retain rank-1 drop (points)", forget["retain_rank1_drop_points"], "<= 0.1", forget["retain_rank1_drop_points"] <= 0.1)
+        add("retain recall@10 drop (points)", forget["retain_recall10_drop_points"], "<= 0.1", forget["retain_recall10_drop_points"] <= 0.1)
+    for row in results.get("clustering", [])[:1]:
+        add(f"BCubed F on synthetic {row['faces']:,} faces", row["bcubed_f"], ">= 0.95", row["bcubed_f"] >= 0.95)
+        if row["faces"] >= 100_000:
+            add("100k faces clustered (graph + clustering, s)", row["total_s"], "<= 60 on 2 cores", row["total_s"] <= 60)
+    real = results.get("clustering_real")
+    if real:
+        ok = real["impure_clusters"] == 0 and real["identities_in_exactly_one_cluster"] == real["identities_with_2plus_faces"]
+        add("real photos: every identity in one pure cluster", f"{real['identities_in_exactly_one_cluster']}/{real['identities_with_2plus_faces']}, {real['impure_clusters']} impure", "all, 0 impure", ok)
+        add("real photos: clusters holding two faces of one photo", real["clusters_holding_two_faces_of_one_photo"], "== 0", real["clusters_holding_two_faces_of_one_photo"] == 0)
+    return out
+
+
+def _table(rows: list[dict]) -> str:
+    if not rows:
+        return "_none_\n"
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write(run_dir: Path, results: dict) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    results["targets"] = targets(results)
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    m = results["machine"]
+    md = [f"# facebank benchmark: {results['run']}\n", f"Mode: {'quick' if results['quick'] else 'full'}. "
+          f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB; GPU: {m['gpu'] or 'none'}.\n",
+          f"Command: `{results['command']}`\n", "## Targets\n", _table(results["targets"])]
+    for key, title in (("search", "Search"), ("embedding", "Embedding"), ("enrollment", "Enrollment"), ("clustering", "Clustering")):
+        if results.get(key):
+            md += [f"## {title}\n", _table(results[key])]
+    for key, title in (("forget", "Forget / retain"), ("clustering_real", "Clustering the real photos"), ("gpu", "GPU"), ("search_details", "Search details")):
+        if results.get(key):
+            md += [f"## {title}\n", "```json\n" + json.dumps(results[key], indent=2) + "\n```\n"]
+    (run_dir / "results.md").write_text("\n".join(md))
+    _plots(run_dir, results)
+
+
+def _plots(run_dir: Path, results: dict) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    search = results.get("search", [])
+    for n in sorted({r["n"] for r in search}):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for batch, marker in ((1, "o"), (64, "s")):
+            for r in (r for r in search if r["n"] == n and r["batch"] == batch):
+                ax.scatter(r["recall_at_10"], r["qps"], marker=marker, s=60)
+                ax.annotate(f"{r['system']} b{batch}", (r["recall_at_10"], r["qps"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        ax.set_yscale("log")
+        ax.set_xlabel("recall@10 vs exact")
+        ax.set_ylabel("queries / s (log)")
+        ax.set_title(f"Search, {n:,} vectors x 512")
+        fig.tight_layout()
+        fig.savefig(run_dir / f"search_{n}.png", dpi=120)
+        plt.close(fig)
+    if results.get("embedding"):
+        rows = results["embedding"]
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.barh([f"{r['system']} ({r['images_per_call']}/call)" for r in rows], [r["faces_per_s"] for r in rows])
+        ax.set_xlabel("faces / s")
+        ax.set_title("Embedding throughput (CPU)")
+        fig.tight_layout()
+        fig.savefig(run_dir / "embedding.png", dpi=120)
+        plt.close(fig)
+    if results.get("clustering"):
+        rows = results["clustering"]
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        width = 0.25
+        for i, metric in enumerate(("pairwise_f", "bcubed_f", "nmi")):
+            ax.bar([j + i * width for j in range(len(rows))], [r[metric] for r in rows], width, label=metric)
+        ax.set_xticks([j + width for j in range(len(rows))], [r["system"] for r in rows], fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.legend(fontsize=8)
+        ax.set_title(f"Clustering {rows[0]['faces']:,} synthetic faces")
+        fig.tight_layout()
+        fig.savefig(run_dir / "clustering.png", dpi=120)
+        plt.close(fig)

@@ -1,0 +1,222 @@
+"""1:N search, side by side: facebank over gRPC and in process, raw FAISS with
+the same parameters, hnswlib, Milvus Lite and numpy brute force, on the same
+synthetic gallery (ten faces per identity) and the same queries (new faces of
+enrolled people). Speed and recall against exact ground truth, together.
+
+Recall is over faces: the exact top-10 faces of each query. facebank answers
+with identities; its faces are read from the matches' face_ids in rank order.
+The gRPC server runs as its own process (`facebank serve`), as in production."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.synthetic import DIM, gallery
+
+MODEL_ID = "scrfd500m-w600kmbf"
+
+
+def timed(fn, batches: list[np.ndarray], budget_s: float) -> tuple[list[float], list[np.ndarray]]:
+    """Run the batches in order until done or the time budget is spent (at least 3)."""
+    fn(batches[0])  # warm up
+    latencies, results = [], []
+    spent = 0.0
+    for batch in batches:
+        started = time.perf_counter()
+        results.append(fn(batch))
+        latencies.append(time.perf_counter() - started)
+        spent += latencies[-1]
+        if spent > budget_s and len(latencies) >= 3:
+            break
+    return latencies, results
+
+
+def row(system: str, n: int, batch: int, latencies: list[float], found: np.ndarray, truth: np.ndarray) -> dict:
+    total_queries = batch * len(latencies)
+    ms = np.asarray(latencies) * 1000
+    return {
+        "system": system, "n": n, "batch": batch, "qps": round(total_queries / sum(latencies), 1),
+        "p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "recall_at_1": round(float(np.mean(found[:, 0] == truth[: len(found), 0])), 4),
+        "recall_at_10": round(float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)])), 4),
+    }
+
+
+FACES_PER_ID = 10
+
+
+def load_facebank(data: Path, x: np.ndarray, per_id: int = FACES_PER_ID):
+    """An engine over `data` holding x as identities "0".."n/per_id-1", per_id faces each, indexed."""
+    from facebank.index.store import NewFace
+    from facebank.server.config import ServerConfig
+    from facebank.server.engine import Engine
+
+    engine = Engine(ServerConfig(data_dir=data, listen="127.0.0.1:0", background=False))
+    n_ids = len(x) // per_id
+    for start in range(0, n_ids, 500):
+        entries = [
+            (str(i), "", {}, [NewFace([0, 0, 1, 1], [[0, 0]] * 5, 0.9, {"passed": True}, x[i * per_id + j], f"{i * per_id + j:064x}", "", MODEL_ID)
+                              for j in range(per_id)])
+            for i in range(start, min(n_ids, start + 500))
+        ]
+        engine.store.enroll_many("default", entries)
+    engine.store.maintenance.clean_now()  # the auto policy's rebuild (IVF past 50k), done now
+    return engine
+
+
+def run(quick: bool, log=print) -> dict:
+    import faiss
+
+    sizes = [20_000] if quick else [100_000, 1_000_000]
+    n_single, n_batches = (200, 8) if quick else (1000, 32)
+    rows, details = [], {}
+    for n in sizes:
+        rng = np.random.default_rng(n)
+        g = gallery(n // FACES_PER_ID, seed=1)
+        x = g.faces(np.repeat(np.arange(n // FACES_PER_ID), FACES_PER_ID), rng)
+        labels = rng.integers(0, n // FACES_PER_ID, n_single + 64 * n_batches)
+        q = g.faces(labels, rng)
+        truth = _exact(x, q, 10)
+        singles = [q[i : i + 1] for i in range(n_single)]
+        batches = [q[n_single + 64 * i : n_single + 64 * (i + 1)] for i in range(n_batches)]
+        truth_single, truth_batch = truth[:n_single], truth[n_single:]
+        log(f"search: {n:,} vectors")
+
+        def measure(system: str, search) -> None:
+            for batch_size, data, ref in ((1, singles, truth_single), (64, batches, truth_batch)):
+                latencies, results = timed(search, data, budget_s=4 if quick else 60)
+                rows.append(row(system, n, batch_size, latencies, np.concatenate(results), ref))
+                log(f"  {system} batch {batch_size}: {rows[-1]['qps']} q/s, recall@10 {rows[-1]['recall_at_10']}")
+
+        with tempfile.TemporaryDirectory() as tmp:
+            engine = load_facebank(Path(tmp) / "data", x)
+            segment = engine.store.segments.get(engine.store.collection("default").id, "enrolled")
+            params = {"kind": segment.index.kind, "nlist": getattr(segment.index, "nlist", 0), "nprobe": getattr(segment.index, "default_nprobe", 0)}
+            details[str(n)] = {"facebank_index": params, "faces_per_identity": FACES_PER_ID}
+            measure("facebank-inproc", lambda b: _faces(engine.search.search_by_embedding(_request(b))))
+            engine.close()
+            with _served(Path(tmp) / "data") as address:
+                from facebank.client import Client
+                from facebank.transport import GrpcTransport
+
+                client = Client(GrpcTransport(address))
+                measure("facebank-grpc", lambda b: _faces(client.search_embeddings(b, top_k=10, threshold=-1.0)))
+                client.close()
+
+        faiss_index = _raw_faiss(x, params)
+        measure("faiss", lambda b: faiss_index.search(b, 10)[1])
+        del faiss_index
+        hnsw = _hnswlib(x, quick)
+        measure("hnswlib", lambda b: hnsw.knn_query(b, k=10)[0].astype(np.int64))
+        del hnsw
+        milvus = _milvus(x, log)
+        if milvus is not None:
+            measure("milvus-lite", milvus)
+        measure("numpy", lambda b: _numpy_topk(x, b, 10))
+    return {"search": rows, "search_details": details}
+
+
+def _request(batch: np.ndarray):
+    from facebank.v1 import facebank_pb2 as pb
+
+    return pb.SearchByEmbeddingRequest(collection="default", queries=[pb.Embedding(values=r) for r in batch.tolist()],
+                                       options=pb.SearchOptions(top_k=10, threshold=-1.0))
+
+
+def _faces(response) -> np.ndarray:
+    """The first 10 face ids of each answer, identity by identity (face ids are 1-based)."""
+    out = np.full((len(response.results), 10), -1, np.int64)
+    for i, matches in enumerate(response.results):
+        ids = [f - 1 for m in matches.matches for f in m.face_ids][:10]
+        out[i, : len(ids)] = ids
+    return out
+
+
+@contextlib.contextmanager
+def _served(data: Path):
+    """`facebank serve` over an existing data directory, in its own process."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+    server = subprocess.Popen([sys.executable, "-m", "facebank", "serve", "--data", str(data), "--listen", address],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        if "listening" not in server.stdout.readline().decode():
+            raise RuntimeError("facebank serve did not start")
+        yield address
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def _exact(x: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
+    import faiss
+
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(x)
+    return index.search(q, k)[1]
+
+
+def _numpy_topk(x: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
+    sims = q @ x.T
+    part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    order = np.take_along_axis(sims, part, axis=1).argsort(axis=1)[:, ::-1]
+    return np.take_along_axis(part, order, axis=1)
+
+
+def _raw_faiss(x: np.ndarray, params: dict):
+    """FAISS by hand with facebank's parameters (exact, or IVF with the same nlist and nprobe)."""
+    import faiss
+
+    if params["kind"] != "ivf":
+        index = faiss.IndexFlatIP(DIM)
+        index.add(x)
+        return index
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(DIM), DIM, params["nlist"], faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(0)
+    index.train(x[np.sort(rng.choice(len(x), min(len(x), 64 * params["nlist"]), replace=False))])
+    index.add(x)
+    index.nprobe = params["nprobe"]
+    return index
+
+
+def _hnswlib(x: np.ndarray, quick: bool):
+    import hnswlib
+
+    index = hnswlib.Index(space="ip", dim=DIM)
+    index.init_index(max_elements=len(x), M=16 if quick else 32, ef_construction=100 if quick else 200)
+    index.add_items(x, np.arange(len(x)))
+    index.set_ef(128)
+    return index
+
+
+def _milvus(x: np.ndarray, log):
+    try:
+        from pymilvus import MilvusClient
+    except ImportError:
+        log("  milvus-lite not installed: pip install -e '.[bench]'")
+        return None
+    path = Path(tempfile.mkdtemp()) / "milvus.db"
+    client = MilvusClient(str(path))
+    client.create_collection("faces", dimension=DIM, metric_type="IP")
+    for start in range(0, len(x), 10_000):
+        chunk = x[start : start + 10_000]
+        client.insert("faces", [{"id": start + i, "vector": v} for i, v in enumerate(chunk.tolist())])
+
+    def search(batch: np.ndarray) -> np.ndarray:
+        hits = client.search("faces", data=batch.tolist(), limit=10)
+        out = np.full((len(batch), 10), -1, np.int64)
+        for i, row_ in enumerate(hits):
+            ids = [h["id"] for h in row_]
+            out[i, : len(ids)] = ids
+        return out
+
+    return search

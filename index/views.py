@@ -1,0 +1,89 @@
+"""In-memory views of the catalog for the search hot path, kept in step with
+every committed write (the catalog calls them after each commit).
+
+Search turns face ids into identities for every hit; reading LMDB and decoding
+JSON for each would cost more than the vector search itself.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from facebank.index.catalog_txn import CatalogTxn
+from facebank.index.records import IdentityRecord
+
+
+class FaceOwners:
+    """face id -> iid (0: not enrolled, -1: no such face), as one dense array."""
+
+    def __init__(self) -> None:
+        self._owner = np.full(1024, -1, np.int64)
+        self._lock = threading.Lock()
+
+    def load(self, pairs) -> None:
+        with self._lock:
+            for face_id, iid in pairs:
+                self._set(face_id, iid)
+
+    def update(self, changes: dict[int, int]) -> None:
+        if changes:
+            with self._lock:
+                for face_id, iid in changes.items():
+                    self._set(face_id, iid)
+
+    def _set(self, face_id: int, iid: int) -> None:
+        if face_id >= len(self._owner):
+            grown = np.full(max(face_id + 1, 2 * len(self._owner)), -1, np.int64)
+            grown[: len(self._owner)] = self._owner
+            self._owner = grown  # readers holding the old array still see a consistent one
+        self._owner[face_id] = iid
+
+    def lookup(self, face_ids: np.ndarray) -> np.ndarray:
+        owner = self._owner
+        ids = np.asarray(face_ids, np.int64)
+        inside = (ids >= 0) & (ids < len(owner))
+        out = np.full(ids.shape, -1, np.int64)
+        out[inside] = owner[ids[inside]]
+        return out
+
+
+class IdentityCache:
+    """A bounded cache of identity records by iid, dropped as soon as one changes.
+    Reads take no lock (a dict lookup is atomic); eviction is first in, first out."""
+
+    def __init__(self, size: int = 200_000) -> None:
+        self._items: dict[int, IdentityRecord] = {}
+        self._size = size
+        self._lock = threading.Lock()
+        self._generation = 0  # bumped by every change: a read older than a change is not cached
+
+    def get(self, iid: int, t: CatalogTxn) -> IdentityRecord | None:
+        rec = self._items.get(iid)
+        if rec is not None:
+            return rec
+        generation = self._generation
+        rec = t.get_identity_by_iid(iid)
+        if rec is not None:
+            with self._lock:
+                if generation == self._generation:
+                    if len(self._items) >= self._size:
+                        self._items.pop(next(iter(self._items)))
+                    self._items[iid] = rec
+        return rec
+
+    def forget(self, iids) -> None:
+        if iids:
+            with self._lock:
+                self._generation += 1
+                for iid in iids:
+                    self._items.pop(iid, None)
+
+
+def listen(owners: FaceOwners, identities: IdentityCache):
+    def on_commit(t: CatalogTxn) -> None:
+        owners.update(t.face_owners_changed)
+        identities.forget(t.identities_changed)
+
+    return on_commit
