@@ -24,6 +24,7 @@ import lmdb
 
 from facebank.errors import FailedPrecondition
 from facebank.index.catalog_txn import TABLES, CatalogTxn
+from facebank.index.durable import fsync_dir
 from facebank.index.rwlock import RWLock
 
 DEFAULT_MAP_SIZE = 256 * 2**30  # address space only; the file grows with the data
@@ -105,7 +106,7 @@ class Catalog:
             with self._swap.write():
                 self.env.close()
                 os.replace(scratch / "data.mdb", self.path / "data.mdb")
-                _fsync_dir(self.path)
+                fsync_dir(self.path)
                 self._open_env()
         shutil.rmtree(scratch, ignore_errors=True)
         return before, (self.path / "data.mdb").stat().st_size
@@ -158,11 +159,3 @@ def _acquire_dir_lock(path: Path):
             "(or talk to it through its API)"
         ) from None
     return handle
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 
@@ -39,7 +39,7 @@ class Summary:
 Progress = tuple[str, int, int]  # stage, done, total
 
 
-def run_pass(store: FaceStore, cid: int, params: ClusteringParams, *, full: bool = False, index_factory: Callable | None = None) -> Iterator[Progress | Summary]:
+def run_pass(store: FaceStore, cid: int, params: ClusteringParams, *, full: bool = False) -> Iterator[Progress | Summary]:
     """Yields progress tuples, then the Summary."""
     with _job_locks_guard:
         lock = _job_locks.setdefault(cid, threading.Lock())
@@ -49,11 +49,14 @@ def run_pass(store: FaceStore, cid: int, params: ClusteringParams, *, full: bool
         old: dict[int, set[int]] = {}
         todo = list(state.waiting)
         if full:
+            members: dict[int, set[int]] = {}
+            for fid, face in state.faces.items():
+                if face.cluster_id:
+                    members.setdefault(face.cluster_id, set()).add(fid)
             for c in state.clusters.values():
                 if not c.iid and not c.locked:
-                    members = {f for f, face in state.faces.items() if face.cluster_id == c.cluster_id}
-                    old[c.cluster_id] = members
-                    todo.extend(members)
+                    old[c.cluster_id] = members.get(c.cluster_id, set())
+                    todo.extend(old[c.cluster_id])
         todo = sorted(set(todo))
         yield ("assign", 0, len(todo))
         joined = _assign(store, cid, state, todo, params, exclude=set(todo)) if todo else {}
@@ -63,7 +66,7 @@ def run_pass(store: FaceStore, cid: int, params: ClusteringParams, *, full: bool
         rest = [f for f in todo if f not in joined]
         yield ("graph", 0, len(rest))
         ids, vectors = store.vectors_of(rest)
-        sims, nbrs = knn(vectors, params.k, index_factory=index_factory) if len(ids) else (np.zeros((0, 0)), np.zeros((0, 0), np.int64))
+        sims, nbrs = knn(vectors, params.k, device=store.segments.factory.device) if len(ids) else (np.zeros((0, 0)), np.zeros((0, 0), np.int64))
         yield ("graph", len(rest), len(rest))
 
         yield ("cluster", 0, len(ids))

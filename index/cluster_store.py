@@ -91,7 +91,7 @@ class ClusterWriter:
                 raise
             for seg, seq in seqs.items():
                 added, removed = self._moves[seg]
-                store._apply(self.cid, seg, seq, added, removed)
+                store.apply_to_index(self.cid, seg, seq, added, removed)
         store.keyring.shred(self._shred)
         return result
 
@@ -104,9 +104,7 @@ class ClusterWriter:
             if iid:
                 key = self.store.keyring.open(t.get_identity_by_iid(iid).key_slot, identity_owner(iid))
             else:
-                key = self.store.keyring.allocate([face_owner(face.face_id)])[0]
-                self._allocated.append(key)
-                t.put_slot_owner(key.slot, face_owner(face.face_id))
+                key = self.new_key(t, face_owner(face.face_id))
             if not face.iid:
                 self._shred.append(face.key_slot)
                 t.delete_slot_owner(face.key_slot)
@@ -129,6 +127,13 @@ class ClusterWriter:
         t.put_face(updated, face)
         t.mark_unclustered(self.cid, face.face_id, cluster_id == 0 and iid == 0)
         return updated
+
+    def new_key(self, t: CatalogTxn, owner: bytes) -> DataKey:
+        """A fresh data key, recorded as owned; shredded again if the edit fails."""
+        key = self.store.keyring.allocate([owner])[0]
+        self._allocated.append(key)
+        t.put_slot_owner(key.slot, owner)
+        return key
 
     def _open(self, t: CatalogTxn, face: FaceRecord) -> np.ndarray:
         owner = identity_owner(face.iid) if face.iid else face_owner(face.face_id)
@@ -208,17 +213,13 @@ def split(store: FaceStore, cid: int, cluster_id: int, face_ids: list[int]) -> C
 
 def name(store: FaceStore, cid: int, cluster_id: int, external_id: str, display_name: str) -> IdentityRecord:
     """Turn a cluster into an identity (new or existing): its faces become enrolled."""
-    allocated: list[DataKey] = []
 
     def edit(t: CatalogTxn, w: ClusterWriter):
         cluster = get_cluster(t, cid, cluster_id)
         identity = t.get_identity(cid, external_id)
         if identity is None:
             iid = t.next_id("identity")
-            key = store.keyring.allocate([identity_owner(iid)])[0]
-            allocated.append(key)
-            w._allocated.append(key)
-            t.put_slot_owner(key.slot, identity_owner(iid))
+            key = w.new_key(t, identity_owner(iid))
             identity = IdentityRecord(iid, cid, external_id, display_name or external_id, {}, key.slot, now_ms())
             t.put_identity(identity)
         elif display_name:

@@ -42,10 +42,10 @@ class ClusteringParams:
         return self.edge_min + 0.05
 
 
-def knn(vectors: np.ndarray, k: int, queries: np.ndarray | None = None, *, index_factory=None) -> tuple[np.ndarray, np.ndarray]:
+def knn(vectors: np.ndarray, k: int, queries: np.ndarray | None = None, *, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """k nearest neighbours (cosine) of each query among `vectors`: exact while
-    small, IVF beyond EXACT_KNN_MAX. Without queries, the vectors' own graph
-    (self excluded). `index_factory(dim)` may supply another index (a GPU one)."""
+    small, IVF beyond EXACT_KNN_MAX; exact fp16 on a GPU when device is 'cuda'.
+    Without queries, the vectors' own graph (self excluded)."""
     vectors = np.ascontiguousarray(vectors, np.float32)
     n, dim = vectors.shape
     self_graph = queries is None
@@ -53,19 +53,24 @@ def knn(vectors: np.ndarray, k: int, queries: np.ndarray | None = None, *, index
     if n == 0:
         return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
     take = min(n, k + 1 if self_graph else k)
-    if index_factory is not None:
-        index = index_factory(dim)
-    elif n <= EXACT_KNN_MAX:
-        index = faiss.IndexFlatIP(dim)
+    if device == "cuda":
+        from facebank.index.gpu import TorchExactIndex
+
+        index = TorchExactIndex(dim, device="cuda")
+        index.add(np.arange(n), vectors)
+        sims, nbrs = index.search(queries, take)
     else:
-        nlist = nlist_for(n)
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.cp.niter = 10  # a graph needs good-enough lists, not converged centroids
-        rng = np.random.default_rng(0)
-        index.train(vectors[np.sort(rng.choice(n, min(n, 40 * nlist), replace=False))])
-        index.nprobe = max(8, nlist // 64)
-    index.add(vectors)
-    sims, nbrs = index.search(queries, take)
+        if n <= EXACT_KNN_MAX:
+            index = faiss.IndexFlatIP(dim)
+        else:
+            nlist = nlist_for(n)
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            index.cp.niter = 10  # a graph needs good-enough lists, not converged centroids
+            rng = np.random.default_rng(0)
+            index.train(vectors[np.sort(rng.choice(n, min(n, 40 * nlist), replace=False))])
+            index.nprobe = max(8, nlist // 64)
+        index.add(vectors)
+        sims, nbrs = index.search(queries, take)
     if self_graph:  # drop each face itself (usually in column 0, but not always with ties)
         own = nbrs == np.arange(len(queries))[:, None]
         keep = np.where(own.any(axis=1, keepdims=True), ~own, np.arange(take)[None, :] < take - 1)

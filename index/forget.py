@@ -52,7 +52,7 @@ def forget_identity(store: FaceStore, collection: str, external_id: str, *, stri
             if rec is None:
                 raise NotFound(f"identity {external_id!r} does not exist in collection {collection!r} (already forgotten?)")
             face_ids = t.identity_face_ids(rec.iid)
-            _, probes = store._decrypt(t, face_ids)
+            _, probes = store.decrypt_vectors(t, face_ids)
         enrolled = store.segments.get(coll.id, ENROLLED)
         generation_before = enrolled.generation
         intent = ForgetIntent(rec.iid, coll.id, store.keyring.subject_hash(coll.name, external_id), [], face_ids)
@@ -66,8 +66,8 @@ def forget_identity(store: FaceStore, collection: str, external_id: str, *, stri
             crash_point("forget:after-shred")
             counts, seqs = _erase(store, intent)
             crash_point("forget:after-erase")
-            counts["index_vectors"] = store._apply(coll.id, ENROLLED, seqs[ENROLLED], [], face_ids)
-            store._apply(coll.id, INGESTED, seqs[INGESTED], [], face_ids)
+            counts["index_vectors"] = store.apply_to_index(coll.id, ENROLLED, seqs[ENROLLED], [], face_ids)
+            store.apply_to_index(coll.id, INGESTED, seqs[INGESTED], [], face_ids)
             for segment in store.segments.for_collection(coll.id):
                 segment.snapshot_seq = 0  # its snapshot is gone: write a new one soon
         crash_point("forget:after-index")

@@ -30,6 +30,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from facebank.errors import DataCorruption, FailedPrecondition, NotFound
+from facebank.index.durable import fsync_dir
 
 SLOT_SIZE = 64
 _IN_USE = 1
@@ -95,7 +96,7 @@ def load_master_key(keys_dir: Path) -> bytes:
             out.write(base64.b64encode(key) + b"\n")
             out.flush()
             os.fsync(out.fileno())
-        _fsync_dir(keys_dir)
+        fsync_dir(keys_dir)
         return key
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
@@ -226,11 +227,3 @@ class Keyring:
 
 def _aad(slot: int, owner: bytes) -> bytes:
     return b"facebank-slot\0" + slot.to_bytes(8, "big") + owner
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

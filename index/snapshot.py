@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from facebank.errors import DataCorruption
+from facebank.index.durable import fsync_dir
 from facebank.index.keyring import DataKey
 
 MAGIC = b"FBSNAP\x00\x01"
@@ -55,7 +56,7 @@ def write_snapshot(path: Path, key: DataKey, header: dict, arrays: dict[str, np.
         os.fsync(out.fileno())
         size = out.tell()
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return size
 
 
@@ -149,11 +150,3 @@ def _iter_chunks(parts: list[np.ndarray], chunks: int):
 
 def _chunk_aad(base: bytes, index: int, total: int) -> bytes:
     return base + struct.pack(">II", index, total)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -20,20 +20,12 @@ import numpy as np
 from facebank.errors import AlreadyExists, InvalidArgument, NotFound
 from facebank.index.audit import AuditLog
 from facebank.index.catalog import DEFAULT_MAP_SIZE, Catalog
-from facebank.index.catalog_txn import CatalogTxn, u64
-from facebank.index.keyring import DataKey, Keyring, embedding_aad, face_owner, identity_owner, load_master_key
-from facebank.index.records import (
-    ENROLLED,
-    INGESTED,
-    SEGMENTS,
-    CollectionRecord,
-    FaceRecord,
-    IdentityRecord,
-    IndexSettings,
-)
+from facebank.index.catalog_txn import CatalogTxn
 from facebank.index.factory import IndexFactory
-from facebank.index.segments import SegmentManager
 from facebank.index.identity_search import Hit, search_identities
+from facebank.index.keyring import DataKey, Keyring, embedding_aad, face_owner, identity_owner, load_master_key
+from facebank.index.records import ENROLLED, INGESTED, CollectionRecord, FaceRecord, IdentityRecord, IndexSettings
+from facebank.index.segments import SegmentManager
 from facebank.index.snapshot_keys import SnapshotKeys
 from facebank.index.views import FaceOwners, IdentityCache, listen
 
@@ -66,9 +58,6 @@ class StoredFace:
 
 class FaceStore:
     def __init__(self, data_dir: Path, *, keys_dir: Path | None = None, map_size: int = DEFAULT_MAP_SIZE, background: bool = True, device: str = "cpu") -> None:
-        from facebank.index.forget import recover_interrupted_forgets
-        from facebank.index.maintenance import Maintenance
-
         self.data_dir = Path(data_dir)
         self.keys_dir = Path(keys_dir) if keys_dir else self.data_dir / "keys"
         self.catalog = Catalog(self.data_dir / "catalog", map_size=map_size)
@@ -77,6 +66,17 @@ class FaceStore:
         except BaseException:
             self.catalog.close()
             raise
+        try:
+            self._open(device, background)
+        except BaseException:  # leave nothing locked behind a failed start
+            self.keyring.close()
+            self.catalog.close()
+            raise
+
+    def _open(self, device: str, background: bool) -> None:
+        from facebank.index.forget import recover_interrupted_forgets
+        from facebank.index.maintenance import Maintenance
+
         self.audit = AuditLog(self.data_dir / "audit")
         self.commit_lock = threading.Lock()
         self.owners, self.identities = FaceOwners(), IdentityCache()
@@ -184,7 +184,7 @@ class FaceStore:
                 self.keyring.shred([k.slot for k in new_keys])
                 raise
             if added:
-                self._apply(coll.id, ENROLLED, seq, added, [])
+                self.apply_to_index(coll.id, ENROLLED, seq, added, [])
         return results
 
     def _enroll_one(self, t: CatalogTxn, coll: CollectionRecord, external_id, display_name, metadata, faces, new_keys, owners, added):
@@ -239,7 +239,7 @@ class FaceStore:
                 self.keyring.shred([k.slot for k in keys])
                 raise
             if added:
-                self._apply(coll.id, INGESTED, seq, added, [])
+                self.apply_to_index(coll.id, INGESTED, seq, added, [])
         return records, False
 
     def _put_new_face(self, t: CatalogTxn, coll: CollectionRecord, face: NewFace, iid: int, key: DataKey, face_id: int = 0) -> FaceRecord:
@@ -255,7 +255,7 @@ class FaceStore:
         t.put_embedding(face_id, key.seal(np.ascontiguousarray(vector, dtype="<f4").tobytes(), embedding_aad(face_id)))
         return rec
 
-    def _apply(self, cid: int, segment: str, seq: int, added: list[tuple[int, np.ndarray]], removed: list[int]) -> int:
+    def apply_to_index(self, cid: int, segment: str, seq: int, added: list[tuple[int, np.ndarray]], removed: list[int]) -> int:
         """Apply a committed change to the live index (caller holds commit_lock)."""
         seg = self.segments.get(cid, segment)
         ids = np.asarray([fid for fid, _ in added], np.int64)
@@ -350,7 +350,7 @@ class FaceStore:
                 seq = t.append_change(coll.id, rec.segment, remove=[face_id])
             if not rec.iid:
                 self.keyring.shred([rec.key_slot])
-            self._apply(coll.id, rec.segment, seq, [], [face_id])
+            self.apply_to_index(coll.id, rec.segment, seq, [], [face_id])
         return rec
 
     def identity_vectors(self, collection: str, external_id: str) -> tuple[np.ndarray, np.ndarray]:
@@ -360,14 +360,14 @@ class FaceStore:
             rec = t.get_identity(coll.id, external_id)
             if rec is None:
                 raise NotFound(f"identity {external_id!r} does not exist in collection {collection!r}")
-            return self._decrypt(t, t.identity_face_ids(rec.iid))
+            return self.decrypt_vectors(t, t.identity_face_ids(rec.iid))
 
     def vectors_of(self, face_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
         """Decrypted embeddings of the faces that still exist: (ids, vectors)."""
         with self.catalog.read() as t:
-            return self._decrypt(t, face_ids)
+            return self.decrypt_vectors(t, face_ids)
 
-    def _decrypt(self, t: CatalogTxn, face_ids) -> tuple[np.ndarray, np.ndarray]:
+    def decrypt_vectors(self, t: CatalogTxn, face_ids) -> tuple[np.ndarray, np.ndarray]:
         ids, rows = [], []
         for fid in face_ids:
             rec = t.get_face(int(fid))
@@ -383,7 +383,7 @@ class FaceStore:
 
     def _segment_vectors(self, cid: int, segment: str) -> tuple[int, np.ndarray, np.ndarray]:
         with self.catalog.read() as t:
-            ids, vectors = self._decrypt(t, t.segment_face_ids(cid, segment))
+            ids, vectors = self.decrypt_vectors(t, t.segment_face_ids(cid, segment))
             coll = t.get_collection_by_id(cid)
             if len(ids) == 0 and coll is not None:
                 vectors = np.zeros((0, coll.dim), np.float32)
@@ -447,4 +447,4 @@ class FaceStore:
         self.catalog.close()
 
 
-__all__ = ["FaceStore", "NewFace", "StoredFace", "Hit", "SEGMENTS"]
+__all__ = ["FaceStore", "NewFace", "StoredFace", "Hit"]

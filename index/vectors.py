@@ -344,7 +344,7 @@ def calibrate_nprobe(index: "IvfIndex", ids: np.ndarray, vectors: np.ndarray, ta
     that matter, measured on the collection itself.
 
     Queries stand in for new photos of enrolled people: faces of the collection
-    moved to cosine 0.7 of where they were, in a random direction. The faces that
+    moved to cosine 0.85 of where they were, in a random direction. The faces that
     matter for each are its exact top-10 scoring at least RELEVANT_SCORE (a match
     or a near miss; far impostors are noise for identification). How many lists
     must be visited depends on how the data clusters, so it is measured, not assumed."""
@@ -354,7 +354,7 @@ def calibrate_nprobe(index: "IvfIndex", ids: np.ndarray, vectors: np.ndarray, ta
     noise = rng.standard_normal(source.shape).astype(np.float32)
     noise -= (noise * source).sum(axis=1, keepdims=True) * source
     noise /= np.linalg.norm(noise, axis=1, keepdims=True)
-    q = _f32(0.7 * source + np.sqrt(1 - 0.49) * noise)
+    q = _f32(0.85 * source + np.sqrt(1 - 0.85**2) * noise)
     sims, rows = faiss.knn(q, _f32(vectors), 10, metric=faiss.METRIC_INNER_PRODUCT)
     ids = np.asarray(ids)
     relevant = [set(ids[r[s >= RELEVANT_SCORE]].tolist()) for r, s in zip(rows, sims)]

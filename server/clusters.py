@@ -63,10 +63,15 @@ class ClustersService:
         coll = self.p.collection(req.collection)
         state = cluster_store.read_state(self.p.store, coll.id)
         names = self._identity_names(state)
-        clusters = []
-        for rec in sorted(state.clusters.values(), key=lambda c: (-c.size, c.cluster_id)):
-            faces = [convert.face_pb(f, names.get(f.iid, "")) for f in state.faces.values() if f.cluster_id == rec.cluster_id] if req.include_faces else []
-            clusters.append(convert.cluster_pb(rec, names.get(rec.iid, ""), faces))
+        members: dict[int, list] = {}
+        if req.include_faces:
+            for face in state.faces.values():
+                if face.cluster_id:
+                    members.setdefault(face.cluster_id, []).append(convert.face_pb(face, names.get(face.iid, "")))
+        clusters = [
+            convert.cluster_pb(rec, names.get(rec.iid, ""), members.get(rec.cluster_id, []))
+            for rec in sorted(state.clusters.values(), key=lambda c: (-c.size, c.cluster_id))
+        ]
         unclustered = [convert.face_pb(state.faces[f]) for f in state.waiting] if req.include_faces else []
         return pb.ListClustersResponse(clusters=clusters, unclustered=unclustered)
 

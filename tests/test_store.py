@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from facebank.errors import DataCorruption, NotFound
+from facebank.errors import DataCorruption, InvalidArgument, NotFound
 from facebank.index.forget import forget_identity
 from facebank.index.records import ENROLLED, IndexSettings
 from facebank.index.snapshot import read_header
@@ -49,7 +49,7 @@ def test_a_failing_enrollment_leaves_nothing(store):
     used_before = store.keyring.used_slots()
     broken = face(2)
     broken = NewFace(**{**broken.__dict__, "embedding": np.ones(DIM + 1, np.float32)})  # wrong size: fails inside the txn
-    with pytest.raises(Exception):
+    with pytest.raises(InvalidArgument, match="cannot go into collection"):
         store.enroll("c", "alice", "", {}, [face(1), broken])
     with pytest.raises(NotFound):
         store.identity("c", "alice")
