@@ -64,6 +64,10 @@ def start(config: ServerConfig, *, engine: Engine | None = None) -> RunningServe
                 ("grpc.max_receive_message_length", max_bytes),
                 ("grpc.max_send_message_length", max_bytes),
                 ("grpc.so_reuseport", 0),
+                # Clients' BDP and keepalive pings during a long search are not abuse: without
+                # these the server answers them with GOAWAY "too_many_pings" and drops the call.
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+                ("grpc.http2.max_ping_strikes", 0),
             ],
         )
         server.add_generic_rpc_handlers(generic_handlers(engine, Gate(keys, open_allowed=config.is_loopback())))

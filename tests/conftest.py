@@ -23,6 +23,9 @@ from facebank.server.engine import Engine
 from facebank.transport import GrpcTransport, LocalTransport
 
 FACES = Path(__file__).parent / "data" / "faces"
+# FACEBANK_SOAK=N multiplies fuzz examples and SIGKILL rounds for a longer campaign
+# (the README's reliability figures); 1 in a normal run.
+SOAK = max(1, int(os.environ.get("FACEBANK_SOAK", "1")))
 
 
 @dataclass(frozen=True)

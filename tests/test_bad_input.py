@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import FACES, make_config, single_person_photos
+from conftest import FACES, SOAK, make_config, single_person_photos
 from facebank.client import Client
 from facebank.errors import FacebankError, InvalidArgument, NotFound, ResourceExhausted
 from facebank.server.app import start
@@ -231,7 +231,7 @@ ids = st.text(min_size=0, max_size=300)
 names = st.one_of(st.just("default"), st.text(max_size=80))
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=200 * SOAK, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(collection=names, identity=ids, meta=st.dictionaries(st.text(max_size=140), st.text(max_size=1100), max_size=70),
        top_k=st.integers(0, 2**32 - 1), threshold=st.floats(allow_nan=True, allow_infinity=True), page=st.text(max_size=40))
 def test_fuzz_request_validation_never_fails_inside(engine, collection, identity, meta, top_k, threshold, page):

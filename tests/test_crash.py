@@ -11,13 +11,13 @@ import time
 
 import pytest
 
-from conftest import ServerProcess, single_person_photos
+from conftest import SOAK, ServerProcess, single_person_photos
 from facebank.client import Client
 from facebank.errors import FacebankError
 from facebank.transport import GrpcTransport
 from facebank.v1 import facebank_pb2 as pb
 
-ROUNDS = 3
+ROUNDS = 3 * SOAK
 SHOTS = [p for shots in single_person_photos().values() for p in shots]
 
 

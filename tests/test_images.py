@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import single_person_photos
+from conftest import SOAK, single_person_photos
 from facebank.embedder import ImageLimits, decode_image
 from facebank.errors import InvalidArgument, Reason
 
@@ -149,7 +149,7 @@ def test_gif_and_tiff_are_not_accepted(face_image):
             decode_image(encode(face_image, fmt))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300 * SOAK, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=4096))
 def test_fuzz_arbitrary_bytes_never_escape_as_other_errors(data):
     try:
@@ -158,7 +158,7 @@ def test_fuzz_arbitrary_bytes_never_escape_as_other_errors(data):
         pass
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150 * SOAK, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_fuzz_mutated_real_images(data):
     """Real JPEG/PNG files with bytes flipped, cut or inserted: decoded or refused, nothing else."""
