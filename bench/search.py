@@ -112,8 +112,7 @@ def run(quick: bool, log=print) -> dict:
         faiss_index = _raw_faiss(x, params)
         measure("faiss", lambda b: faiss_index.search(b, 10)[1])
         faiss_index = None  # free it before the next system loads
-        hnsw = _hnswlib(x, quick, g.faces(rng.integers(0, n // FACES_PER_ID, 200), rng))
-        details[str(n)]["hnswlib_ef"] = hnsw.ef_used
+        hnsw, details[str(n)]["hnswlib_ef"] = _hnswlib(x, quick, g.faces(rng.integers(0, n // FACES_PER_ID, 200), rng))
         measure("hnswlib", lambda b: hnsw.knn_query(b, k=10)[0].astype(np.int64))
         hnsw = None
         milvus = _milvus(x, log)
@@ -205,8 +204,7 @@ def _hnswlib(x: np.ndarray, quick: bool, calibration: np.ndarray, target: float 
         found = index.knn_query(calibration, k=10)[0]
         if np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)]) >= target:
             break
-    index.ef_used = ef
-    return index
+    return index, ef
 
 
 def _milvus(x: np.ndarray, log):

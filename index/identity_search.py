@@ -26,7 +26,7 @@ def search_identities(store: "FaceStore", cid: int, queries: np.ndarray, top_k: 
     allowed = _filter_faces(store, cid, metadata_filter) if metadata_filter else None
     if allowed is not None and len(allowed) == 0:
         return [[] for _ in queries]
-    k = max(16, 3 * top_k)  # room for an identity's several faces; grown below if not enough
+    k = max(40, 4 * top_k)  # room for an identity's several faces; grown below if not enough
     results: list[list[Hit]] = [[] for _ in queries]
     todo = np.arange(len(queries))
     while len(todo):
