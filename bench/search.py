@@ -72,6 +72,9 @@ def load_facebank(data: Path, x: np.ndarray, per_id: int = FACES_PER_ID):
     return engine
 
 
+ROUNDS = 3
+
+
 def run(quick: bool, log=print) -> dict:
     sizes = [20_000] if quick else [100_000, 1_000_000]
     n_single, n_batches = (200, 8) if quick else (1000, 32)
@@ -83,43 +86,58 @@ def run(quick: bool, log=print) -> dict:
         labels = rng.integers(0, n // FACES_PER_ID, n_single + 64 * n_batches)
         q = g.faces(labels, rng)
         truth = _exact(x, q, 10)
-        singles = [q[i : i + 1] for i in range(n_single)]
-        batches = [q[n_single + 64 * i : n_single + 64 * (i + 1)] for i in range(n_batches)]
-        truth_single, truth_batch = truth[:n_single], truth[n_single:]
+        workload = {1: ([q[i : i + 1] for i in range(n_single)], truth[:n_single]),
+                    64: ([q[n_single + 64 * i : n_single + 64 * (i + 1)] for i in range(n_batches)], truth[n_single:])}
+        budget = 4 if quick else 20
         log(f"search: {n:,} vectors")
+        best: dict[tuple[str, int], dict] = {}
 
-        def measure(system: str, search) -> None:
-            for batch_size, data, ref in ((1, singles, truth_single), (64, batches, truth_batch)):
-                latencies, results = timed(search, data, budget_s=4 if quick else 30)
-                rows.append(row(system, n, batch_size, latencies, np.concatenate(results), ref))
-                log(f"  {system} batch {batch_size}: {rows[-1]['qps']} q/s, recall@10 {rows[-1]['recall_at_10']}")
+        def measure(systems: dict) -> None:
+            """Every system in turn, ROUNDS times, keeping each one's best round:
+            a noisy neighbour then slows all of them, not whichever ran at that moment."""
+            for _ in range(ROUNDS):
+                for system, search in systems.items():
+                    for batch_size, (data, ref) in workload.items():
+                        latencies, results = timed(search, data, budget_s=budget / ROUNDS)
+                        r = row(system, n, batch_size, latencies, np.concatenate(results), ref)
+                        key = (system, batch_size)
+                        if key not in best or r["qps"] > best[key]["qps"]:
+                            best[key] = r
 
         with tempfile.TemporaryDirectory() as tmp:
             engine = load_facebank(Path(tmp) / "data", x)
             segment = engine.store.segments.get(engine.store.collection("default").id, "enrolled")
             params = {"kind": segment.index.kind, "nlist": getattr(segment.index, "nlist", 0), "nprobe": getattr(segment.index, "default_nprobe", 0)}
-            details[str(n)] = {"facebank_index": params, "faces_per_identity": FACES_PER_ID}
-            measure("facebank-inproc", lambda b: _faces(engine.search.search_by_embedding(_request(b))))
+            details[str(n)] = {"facebank_index": params, "faces_per_identity": FACES_PER_ID, "rounds": ROUNDS}
+            faiss_index = _raw_faiss(x, params)
+            hnsw, details[str(n)]["hnswlib_ef"] = _hnswlib(x, quick, g.faces(rng.integers(0, n // FACES_PER_ID, 200), rng))
+            measure({
+                "facebank-inproc": lambda b: _faces(engine.search.search_by_embedding(_request(b))),
+                "faiss": lambda b: faiss_index.search(b, 10)[1],
+                "hnswlib": lambda b: hnsw.knn_query(b, k=10)[0].astype(np.int64),
+                "numpy": lambda b: _numpy_topk(x, b, 10),
+            })
             engine.close()
+            hnsw = None
             with _served(Path(tmp) / "data") as address:
                 from facebank.client import Client
                 from facebank.transport import GrpcTransport
 
                 client = Client(GrpcTransport(address))
-                measure("facebank-grpc", lambda b: _faces(client.search_embeddings(b, top_k=10, threshold=-1.0)))
+                measure({"facebank-grpc": lambda b: _faces(client.search_embeddings(b, top_k=10, threshold=-1.0)),
+                         "faiss": lambda b: faiss_index.search(b, 10)[1]})
                 client.close()
-
-        faiss_index = _raw_faiss(x, params)
-        measure("faiss", lambda b: faiss_index.search(b, 10)[1])
-        faiss_index = None  # free it before the next system loads
-        hnsw, details[str(n)]["hnswlib_ef"] = _hnswlib(x, quick, g.faces(rng.integers(0, n // FACES_PER_ID, 200), rng))
-        measure("hnswlib", lambda b: hnsw.knn_query(b, k=10)[0].astype(np.int64))
-        hnsw = None
-        milvus = _milvus(x, log)
-        if milvus is not None:
-            measure("milvus-lite", milvus)
-            milvus.close()
-        measure("numpy", lambda b: _numpy_topk(x, b, 10))
+            faiss_index = None
+        if n <= 200_000:
+            milvus = _milvus(x, log)
+            if milvus is not None:
+                measure({"milvus-lite": milvus})
+                milvus.close()
+        else:
+            details[str(n)]["milvus-lite"] = "not run: Milvus Lite scans every vector per query (0.3 q/s at 100k on this machine)"
+        for (system, batch_size), r in sorted(best.items(), key=lambda kv: (kv[0][0] != "facebank-grpc", kv[0])):
+            rows.append(r)
+            log(f"  {system} batch {batch_size}: {r['qps']} q/s, p50 {r['p50_ms']} ms, recall@10 {r['recall_at_10']}")
     return {"search": rows, "search_details": details}
 
 
