@@ -24,7 +24,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes: a few minutes on 2 cores")
     parser.add_argument("--only", default="", help=f"comma-separated sections of: {', '.join(SECTIONS)}")
     parser.add_argument("--name", default="", help="run folder name (default: a timestamp)")
+    parser.add_argument("--search-sizes", default="", help="comma-separated gallery sizes for search (default: 100000,1000000; 20000 with --quick)")
     args = parser.parse_args()
+    if args.search_sizes:
+        search.SIZES = [int(n) for n in args.search_sizes.split(",")]
     chosen = [s for s in args.only.split(",") if s] or list(SECTIONS)
     unknown = set(chosen) - set(SECTIONS)
     if unknown:

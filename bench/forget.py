@@ -65,7 +65,7 @@ def run(quick: bool, log=print) -> dict:
             top = np.full(len(q), -1, np.int64)
             faces = np.full((len(q), 10), -1, np.int64)
             for start in range(0, len(q), 64):
-                req = pb.SearchByEmbeddingRequest(collection="bench", queries=[pb.Embedding(values=v) for v in q[start : start + 64].tolist()],
+                req = pb.SearchByEmbeddingRequest(collection="bench", queries_f32=np.ascontiguousarray(q[start : start + 64], "<f4").tobytes(),
                                                   options=pb.SearchOptions(top_k=10, threshold=-1.0))
                 for i, r in enumerate(engine.search.search_by_embedding(req).results):
                     if r.matches:

@@ -73,10 +73,11 @@ def load_facebank(data: Path, x: np.ndarray, per_id: int = FACES_PER_ID):
 
 
 ROUNDS = 3
+SIZES: list[int] = []  # set by --search-sizes
 
 
 def run(quick: bool, log=print) -> dict:
-    sizes = [20_000] if quick else [100_000, 1_000_000]
+    sizes = SIZES or ([20_000] if quick else [100_000, 1_000_000])
     n_single, n_batches = (200, 8) if quick else (1000, 32)
     rows, details = [], {}
     for n in sizes:
@@ -144,7 +145,7 @@ def run(quick: bool, log=print) -> dict:
 def _request(batch: np.ndarray):
     from facebank.v1 import facebank_pb2 as pb
 
-    return pb.SearchByEmbeddingRequest(collection="default", queries=[pb.Embedding(values=r) for r in batch.tolist()],
+    return pb.SearchByEmbeddingRequest(collection="default", queries_f32=np.ascontiguousarray(batch, "<f4").tobytes(),
                                        options=pb.SearchOptions(top_k=10, threshold=-1.0))
 
 

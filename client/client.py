@@ -109,8 +109,8 @@ class Client:
 
     def search_embeddings(self, queries: np.ndarray, *, collection: str = "default", top_k: int = 5, threshold: float | None = None,
                           filter: dict[str, str] | None = None) -> pb.SearchByEmbeddingResponse:
-        rows = np.asarray(queries, dtype=np.float32).reshape(-1, np.shape(queries)[-1]).tolist()
-        req = pb.SearchByEmbeddingRequest(collection=collection, queries=[pb.Embedding(values=r) for r in rows], options=_options(top_k, threshold, filter))
+        matrix = np.ascontiguousarray(np.asarray(queries, dtype="<f4").reshape(-1, np.shape(queries)[-1]))
+        req = pb.SearchByEmbeddingRequest(collection=collection, queries_f32=matrix.tobytes(), options=_options(top_k, threshold, filter))
         return self.transport.call("Search", "SearchByEmbedding", req)
 
     def verify(self, image: ImageLike, *, other_image: ImageLike | None = None, identity_id: str | None = None,

@@ -58,6 +58,11 @@ def embedding_aad(face_id: int) -> bytes:
     return b"embedding:" + face_id.to_bytes(8, "big")
 
 
+class KeyShredded(NotFound):
+    """The record's data key was destroyed: its subject is forgotten, or being forgotten
+    (between the shred and the erase of its records, readers can still see them)."""
+
+
 class DataKey:
     """An unwrapped data key: seals and opens blobs (nonce | ciphertext | tag)."""
 
@@ -162,7 +167,7 @@ class Keyring:
                 return cached
             record = os.pread(self._file.fileno(), SLOT_SIZE, slot * SLOT_SIZE) if slot < self._count else b""
             if len(record) != SLOT_SIZE or record[0] != _IN_USE:
-                raise NotFound("the data key for this record has been shredded")
+                raise KeyShredded("the data key for this record has been shredded")
             try:
                 key = self._wrap.decrypt(record[4:16], record[16:], _aad(slot, owner))
             except InvalidTag:
@@ -172,7 +177,11 @@ class Keyring:
             return data_key
 
     def shred(self, slots: list[int]) -> int:
-        """Overwrite the slots with zeros in place and fsync. Idempotent."""
+        """Overwrite the slots with zeros in place and fsync. Idempotent.
+
+        A shredded slot is not handed out again until the next start: a reader whose
+        catalog snapshot predates the erase of the forgotten records may still look
+        the slot up, and must find it shredded (KeyShredded), not someone else's key."""
         if not slots:
             return 0
         with self._lock:
@@ -182,9 +191,6 @@ class Keyring:
                     continue
                 os.pwrite(self._file.fileno(), bytes(SLOT_SIZE), slot * SLOT_SIZE)
                 self._cache.pop(slot, None)
-                if slot not in self._free_set:
-                    heapq.heappush(self._free, slot)
-                    self._free_set.add(slot)
                 done += 1
             os.fsync(self._file.fileno())
             return done

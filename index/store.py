@@ -23,7 +23,7 @@ from facebank.index.catalog import DEFAULT_MAP_SIZE, Catalog
 from facebank.index.catalog_txn import CatalogTxn
 from facebank.index.factory import IndexFactory
 from facebank.index.identity_search import Hit, search_identities
-from facebank.index.keyring import DataKey, Keyring, embedding_aad, face_owner, identity_owner, load_master_key
+from facebank.index.keyring import DataKey, Keyring, KeyShredded, embedding_aad, face_owner, identity_owner, load_master_key
 from facebank.index.records import ENROLLED, INGESTED, CollectionRecord, FaceRecord, IdentityRecord, IndexSettings
 from facebank.index.segments import SegmentManager
 from facebank.index.snapshot_keys import SnapshotKeys
@@ -368,6 +368,9 @@ class FaceStore:
             return self.decrypt_vectors(t, face_ids)
 
     def decrypt_vectors(self, t: CatalogTxn, face_ids) -> tuple[np.ndarray, np.ndarray]:
+        """The embeddings that can still be read. A face whose key is already shredded
+        belongs to a forget in progress (its erase commits next, or is finished by
+        recovery at start): it is left out, never an error for the reader."""
         ids, rows = [], []
         for fid in face_ids:
             rec = t.get_face(int(fid))
@@ -375,7 +378,11 @@ class FaceStore:
             if sealed is None:
                 continue
             owner = identity_owner(rec.iid) if rec.iid else face_owner(rec.face_id)
-            plain = self.keyring.open(rec.key_slot, owner).open(sealed, embedding_aad(rec.face_id))
+            try:
+                key = self.keyring.open(rec.key_slot, owner)
+            except KeyShredded:
+                continue
+            plain = key.open(sealed, embedding_aad(rec.face_id))
             ids.append(rec.face_id)
             rows.append(np.frombuffer(plain, dtype="<f4"))
         dim = len(rows[0]) if rows else 0

@@ -340,7 +340,7 @@ def default_nprobe(nlist: int) -> int:
 
 def calibrate_nprobe(index: "IvfIndex", ids: np.ndarray, vectors: np.ndarray, target: float, rng: np.random.Generator,
                      queries: int = 256) -> tuple[int, float]:
-    """The smallest nprobe (doubling from nlist/64) that finds `target` of the faces
+    """The smallest nprobe (doubling from nlist/64, then bisection) that finds `target` of the faces
     that matter, measured on the collection itself.
 
     Queries stand in for new photos of enrolled people: faces of the collection
@@ -358,14 +358,28 @@ def calibrate_nprobe(index: "IvfIndex", ids: np.ndarray, vectors: np.ndarray, ta
     sims, rows = faiss.knn(q, _f32(vectors), 10, metric=faiss.METRIC_INNER_PRODUCT)
     ids = np.asarray(ids)
     relevant = [set(ids[r[s >= RELEVANT_SCORE]].tolist()) for r, s in zip(rows, sims)]
+
+    def recall_at(nprobe: int) -> float:
+        _, found = index.index.search(q, 10, params=faiss.SearchParametersIVF(nprobe=nprobe))
+        return float(np.mean([len(want & set(got.tolist())) / len(want) for want, got in zip(relevant, found) if want] or [1.0]))
+
     nlist = index.nlist
     nprobe = max(1, nlist // 64)
-    while True:
-        _, found = index.index.search(q, 10, params=faiss.SearchParametersIVF(nprobe=nprobe))
-        recall = float(np.mean([len(want & set(got.tolist())) / len(want) for want, got in zip(relevant, found) if want] or [1.0]))
-        if recall >= target or nprobe >= nlist:
-            return nprobe, recall
+    recall = recall_at(nprobe)
+    while recall < target and nprobe < nlist:  # doubling finds a bracket...
         nprobe = min(nlist, nprobe * 2)
+        recall = recall_at(nprobe)
+    if recall < target:
+        return nprobe, recall
+    low = nprobe // 2 if nprobe > max(1, nlist // 64) else 0  # ...known to fall short
+    while nprobe - low > max(1, nprobe // 8):  # ...then bisection to within 1/8: doubling alone overshoots up to 2x
+        mid = (low + nprobe) // 2
+        mid_recall = recall_at(mid)
+        if mid_recall >= target:
+            nprobe, recall = mid, mid_recall
+        else:
+            low = mid
+    return nprobe, recall
 
 
 def _selector(allowed: np.ndarray | None):

@@ -51,7 +51,12 @@ class SearchService:
 
     def search_by_embedding(self, req: pb.SearchByEmbeddingRequest) -> pb.SearchByEmbeddingResponse:
         coll = self.p.collection(req.collection)
-        queries = validate.embeddings([q.values for q in req.queries], coll.dim)
+        if req.queries_f32 and len(req.queries):
+            raise InvalidArgument("give the queries either as `queries` or as `queries_f32`, not both", reason=Reason.BAD_EMBEDDING)
+        if req.queries_f32:
+            queries = validate.packed_embeddings(req.queries_f32, coll.dim)
+        else:
+            queries = validate.embeddings([q.values for q in req.queries], coll.dim)
         matches, threshold = self._matches(coll.name, queries, req.options, coll.threshold)
         response = pb.SearchByEmbeddingResponse(threshold=threshold)
         for hits in matches:

@@ -97,18 +97,30 @@ def positive(value: int, field: str, maximum: int) -> int:
     return value
 
 
-def embeddings(rows: list, dim: int) -> np.ndarray:
+def packed_embeddings(data: bytes, dim: int) -> np.ndarray:
+    """Queries sent as one row-major little-endian float32 matrix; checked like `embeddings`."""
+    row_bytes = 4 * dim
+    if len(data) % row_bytes:
+        raise InvalidArgument(
+            f"queries_f32 holds {len(data)} bytes, not whole rows of {dim}-dimensional float32 embeddings "
+            f"({row_bytes} bytes each) as this collection's model makes", reason=Reason.BAD_EMBEDDING,
+        )
+    return embeddings(np.frombuffer(data, dtype="<f4").reshape(-1, dim), dim)
+
+
+def embeddings(rows, dim: int) -> np.ndarray:
     """Query embeddings: the right size, finite, not zero; returned L2-normalised."""
-    if not rows:
+    if len(rows) == 0:
         raise InvalidArgument("no query embeddings were given", reason=Reason.BAD_EMBEDDING)
     if len(rows) > MAX_QUERIES:
         raise InvalidArgument(f"{len(rows)} queries in one request; send at most {MAX_QUERIES}", reason=Reason.BAD_EMBEDDING)
-    for i, row in enumerate(rows):
-        if len(row) != dim:
-            raise InvalidArgument(
-                f"query {i} has {len(row)} values; this collection's model makes {dim}-dimensional embeddings",
-                reason=Reason.BAD_EMBEDDING,
-            )
+    if not isinstance(rows, np.ndarray):
+        for i, row in enumerate(rows):
+            if len(row) != dim:
+                raise InvalidArgument(
+                    f"query {i} has {len(row)} values; this collection's model makes {dim}-dimensional embeddings",
+                    reason=Reason.BAD_EMBEDDING,
+                )
     values = np.array(rows, dtype=np.float64)
     finite = np.isfinite(values).all(axis=1)
     if not finite.all():

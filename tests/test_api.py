@@ -8,6 +8,7 @@ import pytest
 
 from conftest import FACES, photos, single_person_photos
 from facebank.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from facebank.v1 import facebank_pb2 as pb
 
 GROUPS = FACES / "groups"
 
@@ -150,6 +151,11 @@ def test_search_by_embedding_matches_search_by_image(client, embedder):
     assert by_vector.results[0].matches[0].identity_id == "rose_leslie"
     assert by_vector.results[0].matches[0].score == pytest.approx(by_image.faces[0].matches[0].score, abs=1e-4)
     assert by_vector.results[1].matches == []
+    # the SDK sends the packed float32 matrix; the per-value form answers the same
+    by_values = client.transport.call("Search", "SearchByEmbedding", pb.SearchByEmbeddingRequest(
+        queries=[pb.Embedding(values=vector.tolist())], options=pb.SearchOptions(top_k=3)))
+    assert [(m.identity_id, round(m.score, 5)) for m in by_values.results[0].matches] == \
+        [(m.identity_id, round(m.score, 5)) for m in by_vector.results[0].matches]
 
 
 @pytest.mark.parametrize(
@@ -216,8 +222,6 @@ def test_failed_precondition_for_unknown_model(tmp_path, embedder):
             rec = t.get_collection("default")
             rec.model_id = "some-other-model"
             t.put_collection(rec)
-        from facebank.v1 import facebank_pb2 as pb
-
         with pytest.raises(FailedPrecondition, match="some-other-model"):
             engine.search.search_by_image(pb.SearchByImageRequest(image=pb.Image(data=single_person_photos()["obama"][0].data)))
     finally:

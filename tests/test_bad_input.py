@@ -123,6 +123,19 @@ def test_embedding_queries_are_checked(raw):
         assert got == grpc.StatusCode.INVALID_ARGUMENT and fragment in details
     got, _ = status(lambda: search(pb.SearchByEmbeddingRequest(queries=[pb.Embedding(values=[1.0] * 512)] * 1025)))
     assert got == grpc.StatusCode.INVALID_ARGUMENT
+    packed = (
+        (np.ones(511, "<f4").tobytes(), "not whole rows of 512-dimensional"),
+        (np.full(512, np.nan, "<f4").tobytes(), "NaN"),
+        (np.zeros((2, 512), "<f4").tobytes(), "all zeros"),
+        (np.ones((1025, 512), "<f4").tobytes(), "at most 1024"),
+    )
+    for data, fragment in packed:
+        got, details = status(lambda: search(pb.SearchByEmbeddingRequest(queries_f32=data)))
+        assert got == grpc.StatusCode.INVALID_ARGUMENT and fragment in details, details
+    both = pb.SearchByEmbeddingRequest(queries=[pb.Embedding(values=[1.0] * 512)], queries_f32=np.ones(512, "<f4").tobytes())
+    got, details = status(lambda: search(both))
+    assert got == grpc.StatusCode.INVALID_ARGUMENT and "not both" in details
+    assert_healthy_and_empty(raw)
 
 
 def test_zero_faces_and_hundreds_of_faces(raw):

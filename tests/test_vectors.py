@@ -154,3 +154,31 @@ def test_flat_index_is_exact_on_random_data():
     scores, found = index.search(x[:20], 7, SearchParams())
     ref_scores, ref = exact_top_k(x[:20], x, ids, 7)
     assert np.array_equal(found, ref) and np.allclose(scores, ref_scores, atol=1e-5)
+
+
+def test_calibrated_nprobe_is_the_smallest_that_reaches_the_target():
+    """Calibration must neither fall short (recall below target on new faces of
+    the same people) nor overshoot (a much smaller nprobe would have done)."""
+    from facebank.index.vectors import RELEVANT_SCORE, TARGET_RECALL
+
+    x, labels = identity_data(800, 10, seed=3)
+    ids = np.arange(len(x), dtype=np.int64)
+    index = IvfIndex.train(DIM, ids, x)
+    nprobe = index.default_nprobe
+    assert 1 <= nprobe < index.nlist and index.calibrated_recall >= TARGET_RECALL
+
+    centres = np.random.default_rng(3).standard_normal((800, DIM)).astype(np.float32)  # identity_data's, same seed
+    rng = np.random.default_rng(9)
+    people = rng.choice(800, 300)
+    queries = centres[people] + 0.6 * rng.standard_normal((300, DIM)).astype(np.float32)  # new faces of enrolled people
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    scores, truth = exact_top_k(queries, x, ids, 10)
+
+    def relevant_recall(probes: int) -> float:
+        _, found = index.search(queries, 10, SearchParams(nprobe=probes))
+        wanted = [set(t[s >= RELEVANT_SCORE].tolist()) for t, s in zip(truth, scores)]
+        return float(np.mean([len(w & set(f.tolist())) / len(w) for w, f in zip(wanted, found) if w]))
+
+    assert relevant_recall(nprobe) >= TARGET_RECALL - 0.03  # new queries, same people: within 3 points
+    if nprobe > 1:
+        assert relevant_recall(max(1, nprobe // 2)) < relevant_recall(nprobe)  # half as many probes is worse

@@ -396,14 +396,16 @@ class Embedding(_message.Message):
     def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class SearchByEmbeddingRequest(_message.Message):
-    __slots__ = ("collection", "queries", "options")
+    __slots__ = ("collection", "queries", "options", "queries_f32")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_F32_FIELD_NUMBER: _ClassVar[int]
     collection: str
     queries: _containers.RepeatedCompositeFieldContainer[Embedding]
     options: SearchOptions
-    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ...) -> None: ...
+    queries_f32: bytes
+    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ..., queries_f32: _Optional[bytes] = ...) -> None: ...
 
 class MatchList(_message.Message):
     __slots__ = ("matches",)
