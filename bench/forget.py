@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.search import enroll_synthetic
 from bench.synthetic import gallery
-
-MODEL_ID = "scrfd500m-w600kmbf"
 
 
 def _exact_faces(x: np.ndarray, alive: np.ndarray, q: np.ndarray, k: int = 10) -> np.ndarray:
@@ -33,7 +32,6 @@ def _exact_faces(x: np.ndarray, alive: np.ndarray, q: np.ndarray, k: int = 10) -
 
 
 def run(quick: bool, log=print) -> dict:
-    from facebank.index.store import NewFace
     from facebank.server.config import ServerConfig
     from facebank.server.engine import Engine
     from facebank.v1 import facebank_pb2 as pb
@@ -52,13 +50,14 @@ def run(quick: bool, log=print) -> dict:
         engine = Engine(ServerConfig(data_dir=Path(tmp) / "data", listen="127.0.0.1:0", background=True, compact_after_forget_s=1e9))
         engine.collections.create_collection(pb.CreateCollectionRequest(name="bench", index=pb.IndexOptions(kind=pb.INDEX_KIND_IVF)))
         log(f"forget: loading {len(x):,} faces of {n_ids:,} identities")
-        for start in range(0, n_ids, 1000):
-            entries = [(str(i), "", {}, [NewFace([0, 0, 1, 1], [[0, 0]] * 5, 0.9, {"passed": True}, x[i * per_id + j], f"{i * per_id + j:064x}", "", MODEL_ID)
-                                         for j in range(per_id)]) for i in range(start, min(n_ids, start + 1000))]
-            engine.store.enroll_many("bench", entries)
+        enroll_synthetic(engine, "bench", x, per_id, chunk=1000)
+        # Train the index on the whole collection before measuring, as the retrain after
+        # the forgets will be: otherwise "before" is whatever index the loading happened
+        # to leave (trained on a part, at a moment set by the background thread).
+        engine.store.segments.get(engine.store.collection("bench").id, "enrolled").retrain_pending = True
         engine.store.maintenance.clean_now()
         segment = engine.store.segments.get(engine.store.collection("bench").id, "enrolled")
-        log(f"forget: index {segment.index.kind}, nlist {segment.index.nlist}")
+        log(f"forget: index {segment.index.kind}, nlist {segment.index.nlist}, nprobe {segment.index.default_nprobe}")
 
         def search(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             """(top identity per query, its first 10 faces as rows of x) through the engine."""

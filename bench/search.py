@@ -53,21 +53,28 @@ def row(system: str, n: int, batch: int, latencies: list[float], found: np.ndarr
 FACES_PER_ID = 10
 
 
-def load_facebank(data: Path, x: np.ndarray, per_id: int = FACES_PER_ID):
-    """An engine over `data` holding x as identities "0".."n/per_id-1", per_id faces each, indexed."""
+def enroll_synthetic(engine, collection: str, x: np.ndarray, per_id: int = FACES_PER_ID, chunk: int = 500) -> None:
+    """x as identities "0".."n/per_id-1" of per_id faces each (face ids follow x's rows),
+    enrolled in bulk transactions."""
     from facebank.index.store import NewFace
+
+    n_ids = len(x) // per_id
+    for start in range(0, n_ids, chunk):
+        entries = [
+            (str(i), "", {}, [NewFace([0, 0, 1, 1], [[0, 0]] * 5, 0.9, {"passed": True}, x[i * per_id + j], f"{i * per_id + j:064x}", "", MODEL_ID)
+                              for j in range(per_id)])
+            for i in range(start, min(n_ids, start + chunk))
+        ]
+        engine.store.enroll_many(collection, entries)
+
+
+def load_facebank(data: Path, x: np.ndarray, per_id: int = FACES_PER_ID):
+    """An engine over `data` holding x in the default collection, indexed."""
     from facebank.server.config import ServerConfig
     from facebank.server.engine import Engine
 
     engine = Engine(ServerConfig(data_dir=data, listen="127.0.0.1:0", background=False))
-    n_ids = len(x) // per_id
-    for start in range(0, n_ids, 500):
-        entries = [
-            (str(i), "", {}, [NewFace([0, 0, 1, 1], [[0, 0]] * 5, 0.9, {"passed": True}, x[i * per_id + j], f"{i * per_id + j:064x}", "", MODEL_ID)
-                              for j in range(per_id)])
-            for i in range(start, min(n_ids, start + 500))
-        ]
-        engine.store.enroll_many("default", entries)
+    enroll_synthetic(engine, "default", x, per_id)
     engine.store.maintenance.clean_now()  # the auto policy's rebuild (IVF past 50k), done now
     return engine
 

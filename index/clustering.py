@@ -44,7 +44,8 @@ class ClusteringParams:
 
 def knn(vectors: np.ndarray, k: int, queries: np.ndarray | None = None, *, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """k nearest neighbours (cosine) of each query among `vectors`: exact while
-    small, IVF beyond EXACT_KNN_MAX; exact fp16 on a GPU when device is 'cuda'.
+    small, IVF beyond EXACT_KNN_MAX; on a GPU when device is 'cuda' (exact fp16
+    with torch, else the same FAISS index cloned there).
     Without queries, the vectors' own graph (self excluded)."""
     vectors = np.ascontiguousarray(vectors, np.float32)
     n, dim = vectors.shape
@@ -53,7 +54,9 @@ def knn(vectors: np.ndarray, k: int, queries: np.ndarray | None = None, *, devic
     if n == 0:
         return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
     take = min(n, k + 1 if self_graph else k)
-    if device == "cuda":
+    from facebank.index.gpu import faiss_gpus, faiss_to_gpu, torch_cuda_available
+
+    if device == "cuda" and torch_cuda_available():
         from facebank.index.gpu import TorchExactIndex
 
         index = TorchExactIndex(dim, device="cuda")
@@ -69,6 +72,8 @@ def knn(vectors: np.ndarray, k: int, queries: np.ndarray | None = None, *, devic
             rng = np.random.default_rng(0)
             index.train(vectors[np.sort(rng.choice(n, min(n, 40 * nlist), replace=False))])
             index.nprobe = max(8, nlist // 64)
+        if device == "cuda" and faiss_gpus():  # faiss-gpu without torch's CUDA
+            index = faiss_to_gpu(index)
         index.add(vectors)
         sims, nbrs = index.search(queries, take)
     if self_graph:  # drop each face itself (usually in column 0, but not always with ties)

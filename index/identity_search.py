@@ -74,6 +74,7 @@ def _group(store: "FaceStore", scores: np.ndarray, labels: np.ndarray, top_k: in
             results.append(hits)
     return results, short
 
+
 def _filter_faces(store: "FaceStore", cid: int, metadata_filter: dict[str, str]) -> np.ndarray:
     with store.catalog.read() as t:
         iids: set[int] | None = None
@@ -82,4 +83,3 @@ def _filter_faces(store: "FaceStore", cid: int, metadata_filter: dict[str, str])
             iids = found if iids is None else iids & found
         face_ids = [fid for iid in sorted(iids or ()) for fid in t.identity_face_ids(iid)]
     return np.asarray(face_ids, np.int64)
-

@@ -170,14 +170,14 @@ class FaceStore:
             try:
                 with self.catalog.write() as t:
                     coll = self.collection(collection, t)
-                    fresh = [e[0] for e in entries if t.get_identity(coll.id, e[0]) is None]
-                    first_iid = t.next_id("identity", len(set(fresh))) if fresh else 0
-                    owners = {ext: identity_owner(first_iid + i) for i, ext in enumerate(dict.fromkeys(fresh))}
-                    new_keys = self.keyring.allocate(list(owners.values())) if owners else []
-                    key_of_new = dict(zip(owners, new_keys))
+                    fresh = list(dict.fromkeys(e[0] for e in entries if t.get_identity(coll.id, e[0]) is None))
+                    first_iid = t.next_id("identity", len(fresh)) if fresh else 0
+                    iids = {ext: first_iid + i for i, ext in enumerate(fresh)}
+                    new_keys = self.keyring.allocate([identity_owner(iid) for iid in iids.values()]) if iids else []
+                    new_identities = {ext: (iid, key) for (ext, iid), key in zip(iids.items(), new_keys)}
                     results, added = [], []
                     for external_id, display_name, metadata, faces in entries:
-                        identity, stored = self._enroll_one(t, coll, external_id, display_name, metadata, faces, key_of_new, owners, added)
+                        identity, stored = self._enroll_one(t, coll, external_id, display_name, metadata, faces, new_identities, added)
                         results.append((identity, stored))
                     seq = t.append_change(coll.id, ENROLLED, add=[fid for fid, _ in added]) if added else 0
             except BaseException:
@@ -187,12 +187,12 @@ class FaceStore:
                 self.apply_to_index(coll.id, ENROLLED, seq, added, [])
         return results
 
-    def _enroll_one(self, t: CatalogTxn, coll: CollectionRecord, external_id, display_name, metadata, faces, new_keys, owners, added):
+    def _enroll_one(self, t: CatalogTxn, coll: CollectionRecord, external_id, display_name, metadata, faces, new_identities, added):
+        """One entry of enroll_many; new_identities: external id -> (iid, data key) for those created here."""
         previous = t.get_identity(coll.id, external_id)
         if previous is None:
-            key = new_keys[external_id]
-            iid = int(owners[external_id].split(b":")[1])
-            t.put_slot_owner(key.slot, owners[external_id])
+            iid, key = new_identities[external_id]
+            t.put_slot_owner(key.slot, identity_owner(iid))
             identity = IdentityRecord(iid, coll.id, external_id, display_name or external_id, dict(metadata), key.slot, now_ms())
         else:
             identity = IdentityRecord(**vars(previous))

@@ -338,6 +338,7 @@ def nlist_for(n: int) -> int:
 def default_nprobe(nlist: int) -> int:
     return int(max(8, nlist // 32))
 
+
 def calibrate_nprobe(index: "IvfIndex", ids: np.ndarray, vectors: np.ndarray, target: float, rng: np.random.Generator,
                      queries: int = 256) -> tuple[int, float]:
     """The smallest nprobe (doubling from nlist/64, then bisection) that finds `target` of the faces

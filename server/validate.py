@@ -105,23 +105,25 @@ def packed_embeddings(data: bytes, dim: int) -> np.ndarray:
             f"queries_f32 holds {len(data)} bytes, not whole rows of {dim}-dimensional float32 embeddings "
             f"({row_bytes} bytes each) as this collection's model makes", reason=Reason.BAD_EMBEDDING,
         )
-    return embeddings(np.frombuffer(data, dtype="<f4").reshape(-1, dim), dim)
+    return _unit_rows(np.frombuffer(data, dtype="<f4").reshape(-1, dim))
 
 
-def embeddings(rows, dim: int) -> np.ndarray:
-    """Query embeddings: the right size, finite, not zero; returned L2-normalised."""
-    if len(rows) == 0:
-        raise InvalidArgument("no query embeddings were given", reason=Reason.BAD_EMBEDDING)
-    if len(rows) > MAX_QUERIES:
-        raise InvalidArgument(f"{len(rows)} queries in one request; send at most {MAX_QUERIES}", reason=Reason.BAD_EMBEDDING)
-    if not isinstance(rows, np.ndarray):
-        for i, row in enumerate(rows):
-            if len(row) != dim:
-                raise InvalidArgument(
-                    f"query {i} has {len(row)} values; this collection's model makes {dim}-dimensional embeddings",
-                    reason=Reason.BAD_EMBEDDING,
-                )
-    values = np.array(rows, dtype=np.float64)
+def embeddings(rows: list, dim: int) -> np.ndarray:
+    """Query embeddings given value by value: the right size, finite, not zero; returned L2-normalised."""
+    _query_count(len(rows))  # before any work on them
+    for i, row in enumerate(rows):
+        if len(row) != dim:
+            raise InvalidArgument(
+                f"query {i} has {len(row)} values; this collection's model makes {dim}-dimensional embeddings",
+                reason=Reason.BAD_EMBEDDING,
+            )
+    return _unit_rows(np.array(rows, dtype=np.float64).reshape(len(rows), dim))
+
+
+def _unit_rows(values: np.ndarray) -> np.ndarray:
+    """A (n, dim) batch of queries: 1..MAX_QUERIES of them, finite, not zero; L2-normalised."""
+    _query_count(len(values))
+    values = values.astype(np.float64, copy=False)
     finite = np.isfinite(values).all(axis=1)
     if not finite.all():
         raise InvalidArgument(f"query {int(np.argmin(finite))} contains NaN or infinite values", reason=Reason.BAD_EMBEDDING)
@@ -131,6 +133,13 @@ def embeddings(rows, dim: int) -> np.ndarray:
     if (norms < 1e-6).any():
         raise InvalidArgument(f"query {int(np.argmax(norms < 1e-6))} is all zeros (or too close to it) to have a direction", reason=Reason.BAD_EMBEDDING)
     return (values / norms[:, None]).astype(np.float32)
+
+
+def _query_count(n: int) -> None:
+    if n == 0:
+        raise InvalidArgument("no query embeddings were given", reason=Reason.BAD_EMBEDDING)
+    if n > MAX_QUERIES:
+        raise InvalidArgument(f"{n} queries in one request; send at most {MAX_QUERIES}", reason=Reason.BAD_EMBEDDING)
 
 
 def _text(value: str, field: str, limit: int, *, reason: str = Reason.BAD_ID, allow_empty: bool = False) -> None:
