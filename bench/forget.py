@@ -53,11 +53,14 @@ def run(quick: bool, log=print) -> dict:
         enroll_synthetic(engine, "bench", x, per_id, chunk=1000)
         # Train the index on the whole collection before measuring, as the retrain after
         # the forgets will be: otherwise "before" is whatever index the loading happened
-        # to leave (trained on a part, at a moment set by the background thread).
-        engine.store.segments.get(engine.store.collection("bench").id, "enrolled").retrain_pending = True
+        # to leave (trained on a part, at a moment set by the background thread). Under the
+        # worker's lock: a rebuild in flight would otherwise swap in a segment without the flag.
+        with engine.store.maintenance.work_lock:
+            engine.store.segments.get(engine.store.collection("bench").id, "enrolled").retrain_pending = True
         engine.store.maintenance.clean_now()
         segment = engine.store.segments.get(engine.store.collection("bench").id, "enrolled")
-        log(f"forget: index {segment.index.kind}, nlist {segment.index.nlist}, nprobe {segment.index.default_nprobe}")
+        nlist, nprobe_before = segment.index.nlist, segment.index.default_nprobe
+        log(f"forget: index {segment.index.kind}, nlist {nlist}, nprobe {nprobe_before}")
 
         def search(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             """(top identity per query, its first 10 faces as rows of x) through the engine."""
@@ -106,6 +109,7 @@ def run(quick: bool, log=print) -> dict:
         t0 = time.perf_counter()
         engine.store.maintenance.clean_now()
         retrain_s = time.perf_counter() - t0
+        nprobe_after = engine.store.segments.get(engine.store.collection("bench").id, "enrolled").index.default_nprobe
         alive[np.isin(owner, forget_ids)] = False
         after = quality(alive)
         forget_hits = int(np.sum(search(probes_forget)[0] == forget_ids))
@@ -119,6 +123,7 @@ def run(quick: bool, log=print) -> dict:
         "retain_rank1_before": round(before[0], 4), "retain_rank1_after": round(after[0], 4),
         "retain_recall10_before": round(before[1], 4), "retain_recall10_after": round(after[1], 4),
         "retain_rank1_drop_points": round(100 * (before[0] - after[0]), 3), "retain_recall10_drop_points": round(100 * (before[1] - after[1]), 3),
+        "nlist": nlist, "nprobe_before": nprobe_before, "nprobe_after": nprobe_after,
         "retrains_pending_after_sequence": pending, "retrain_s": round(retrain_s, 2),
         "searches_during_forgets": searches[0], "search_errors": search_errors[:5],
     }

@@ -34,11 +34,12 @@ class IndexFactory:
             return "flat" if n < self.exact_max // 2 else "ivf"
         return "flat" if n < self.exact_max else "ivf"
 
-    def build(self, family: str, dim: int, ids: np.ndarray, vectors: np.ndarray, *, nprobe: int = 0, ef_search: int = 0) -> VectorIndex:
+    def build(self, family: str, dim: int, ids: np.ndarray, vectors: np.ndarray, *, nprobe: int = 0, ef_search: int = 0,
+              nlist: int = 0, min_nprobe: int = 0) -> VectorIndex:
         ids = np.ascontiguousarray(ids, np.int64)
         vectors = np.ascontiguousarray(vectors, np.float32).reshape(-1, dim)
         if family == "ivf" and len(ids) >= MIN_IVF:
-            index: VectorIndex = IvfIndex.train(dim, ids, vectors, nprobe=nprobe)
+            index: VectorIndex = IvfIndex.train(dim, ids, vectors, nprobe=nprobe, nlist=nlist, min_nprobe=min_nprobe)
             return GpuMirror(index, faiss_to_gpu) if self.device == "cuda" and faiss_gpus() else index
         if family == "hnsw":
             index = HnswIndex(dim, ef_search=ef_search)
@@ -134,6 +135,18 @@ class GpuMirror(VectorIndex):
     @property
     def trained_n(self) -> int:
         return getattr(self.master, "trained_n", len(self))
+
+    @property
+    def nlist(self) -> int:
+        return getattr(self.master, "nlist", 0)
+
+    @property
+    def default_nprobe(self) -> int:
+        return getattr(self.master, "default_nprobe", 0)
+
+    @property
+    def calibrated_recall(self) -> float:
+        return getattr(self.master, "calibrated_recall", 0.0)
 
     @property
     def stored_kind(self) -> str:

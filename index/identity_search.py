@@ -43,36 +43,65 @@ def search_identities(store: "FaceStore", cid: int, queries: np.ndarray, top_k: 
 
 
 def _group(store: "FaceStore", scores: np.ndarray, labels: np.ndarray, top_k: int, min_score: float = -1.0) -> tuple[list[list[Hit]], np.ndarray]:
-    """Face hits to identity hits: an identity scores its best face; its faces
-    among the hits are kept, best first. Also says which rows came up short
-    (fewer than top_k identities although every hit slot was filled)."""
-    owners = store.owners.lookup(labels)
-    results, short = [], np.zeros(len(labels), bool)
+    """Face hits to identity hits (see `group_faces`), with their records. Also
+    says which rows came up short (fewer than top_k identities although every
+    hit slot was filled)."""
+    g = group_faces(scores, labels, store.owners.lookup(labels), top_k, min_score)
+    results: list[list[Hit]] = [[] for _ in range(len(labels))]
+    faces = g.faces.tolist()
+    get = store.identities.get
     with store.catalog.lazy_read() as t:
-        for row in range(len(labels)):
-            best: dict[int, list] = {}
-            low = False
-            for face_id, iid, score in zip(labels[row].tolist(), owners[row].tolist(), scores[row].tolist()):
-                if score < min_score:
-                    low = True  # hits come best first: the rest are lower still
-                    break
-                if face_id < 0 or iid <= 0:
-                    continue
-                entry = best.get(iid)
-                if entry is None:
-                    if len(best) == top_k:
-                        continue  # hits come best first: this identity cannot make the top_k
-                    best[iid] = entry = [score, []]
-                entry[1].append(face_id)
-            hits = []
-            for iid, (score, faces) in best.items():
-                rec = store.identities.get(iid, t)
-                if rec is not None:
-                    hits.append(Hit(rec, score, faces))
-            full = labels.shape[1] > 0 and labels[row, -1] >= 0
-            short[row] = len(hits) < top_k and full and not low
-            results.append(hits)
+        for row, iid, score, start, end in zip(g.row.tolist(), g.iid.tolist(), g.score.tolist(), g.start.tolist(), g.end.tolist()):
+            rec = get(iid, t)
+            if rec is not None:  # None: forgotten since the vector search
+                results[row].append(Hit(rec, score, faces[start:end]))
+    found = np.fromiter((len(r) for r in results), np.int64, len(results))
+    short = (found < top_k) & g.full & ~g.low
     return results, short
+
+
+class GroupedHits(NamedTuple):
+    """Identity hits of a batch, by query row and best first within a row:
+    identity `iid[i]` answers query `row[i]` with `score[i]` (its best face) and
+    its faces among the hits are `faces[start[i]:end[i]]`, best first."""
+
+    row: np.ndarray
+    iid: np.ndarray
+    score: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    faces: np.ndarray
+    full: np.ndarray  # per query: every hit slot held a face
+    low: np.ndarray   # per query: some hit was cut by min_score
+
+
+def group_faces(scores: np.ndarray, labels: np.ndarray, owners: np.ndarray, top_k: int, min_score: float) -> GroupedHits:
+    """An identity scores its best face; the best top_k identities per query are
+    kept. Face hits come best first in each row (as every index returns them);
+    label -1 is an empty slot, owner <= 0 a face no identity owns. Whole-batch
+    array work: a Python loop over every face hit cost more than the search."""
+    nq = len(labels)
+    taken = labels >= 0
+    valid = taken & (owners > 0) & (scores >= min_score)
+    rows, cols = np.nonzero(valid)
+    own = owners[rows, cols]
+    order = np.lexsort((cols, own, rows))  # by query, then identity, then rank
+    rows, own, cols = rows[order], own[order], cols[order]
+    first = np.ones(len(rows), bool)
+    first[1:] = (rows[1:] != rows[:-1]) | (own[1:] != own[:-1])
+    starts = np.flatnonzero(first)  # one per (query, identity); its first face is its best
+    ends = np.append(starts[1:], len(rows)).astype(np.int64)
+    g_row, g_col = rows[starts], cols[starts]
+    ranked = np.lexsort((g_col, g_row))  # identities of each query, best first
+    ranked_rows = g_row[ranked]
+    rank = np.arange(len(ranked)) - np.searchsorted(ranked_rows, ranked_rows, side="left")
+    keep = ranked[rank < top_k]
+    return GroupedHits(
+        row=g_row[keep], iid=own[starts[keep]], score=scores[g_row[keep], g_col[keep]], start=starts[keep], end=ends[keep],
+        faces=labels[rows, cols],
+        full=taken[:, -1] if labels.shape[1] else np.zeros(nq, bool),
+        low=(taken & (scores < min_score)).any(axis=1),
+    )
 
 
 def _filter_faces(store: "FaceStore", cid: int, metadata_filter: dict[str, str]) -> np.ndarray:

@@ -29,7 +29,7 @@ from facebank.index.records import SEGMENTS, IndexSettings
 from facebank.index.rwlock import RWLock
 from facebank.index.snapshot import read_snapshot, write_snapshot
 from facebank.index.factory import IndexFactory
-from facebank.index.vectors import SearchParams, VectorIndex
+from facebank.index.vectors import SearchParams, VectorIndex, nlist_for
 
 log = logging.getLogger(__name__)
 
@@ -161,10 +161,12 @@ class SegmentManager:
             ids, vectors = self._fetch_change_vectors(change["add"]) if change["add"] else (np.zeros(0, np.int64), np.zeros((0, segment.dim), np.float32))
             segment.apply(seq, ids, vectors, np.asarray(change["remove"], np.int64))
 
-    def _build(self, cid: int, name: str, dim: int, settings: IndexSettings, generation: int = 0) -> Segment:
+    def _build(self, cid: int, name: str, dim: int, settings: IndexSettings, generation: int = 0, nlist: int = 0,
+               min_nprobe: int = 0) -> Segment:
         seq, ids, vectors = self._fetch_vectors(cid, name)
         family = self.factory.family_for(settings.kind, len(ids))
-        index = self.factory.build(family, dim, ids, vectors, nprobe=settings.nprobe, ef_search=settings.ef_search)
+        index = self.factory.build(family, dim, ids, vectors, nprobe=settings.nprobe, ef_search=settings.ef_search, nlist=nlist,
+                                   min_nprobe=min_nprobe)
         return Segment(cid, name, dim, settings, index, applied_seq=seq, generation=generation + 1, changes_since_snapshot=1)
 
     # -- rebuild and snapshot ------------------------------------------------------------
@@ -187,8 +189,17 @@ class SegmentManager:
         """Rebuild from the catalog without blocking searches, then swap in.
 
         `ordered` is the store's commit lock: held while the tail of changes
-        committed during the build is replayed and the new index swapped in."""
-        fresh = self._build(segment.cid, segment.name, segment.dim, segment.settings, segment.generation)
+        committed during the build is replayed and the new index swapped in.
+
+        A retrain (after a forget) keeps the IVF's lists and at least its nprobe:
+        it is there to take the forgotten faces out of the centroids, and must not
+        change how everyone else is searched. The size rule has steps at powers of
+        two (one face fewer can halve the lists), and a fresh calibration lands
+        anywhere on a flat recall curve. Lists change on resize only."""
+        nlist, nprobe = getattr(segment.index, "nlist", 0), getattr(segment.index, "default_nprobe", 0)
+        if self.wants_rebuild(segment) != "retrain" or not nlist_for(len(segment.index)) // 2 <= nlist <= 2 * nlist_for(len(segment.index)):
+            nlist = nprobe = 0  # sized and calibrated afresh
+        fresh = self._build(segment.cid, segment.name, segment.dim, segment.settings, segment.generation, nlist=nlist, min_nprobe=nprobe)
         with ordered:
             tail = [c for c in catalog_changes(fresh.applied_seq) if c[1]["c"] == segment.cid and c[1]["s"] == segment.name]
             self._replay(fresh, tail)

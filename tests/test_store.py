@@ -262,3 +262,25 @@ def test_a_rebuild_during_a_forget_leaves_out_the_shredded_identity(store):
     forget_identity(store, "c", "p2")  # finishing the forget leaves everything consistent
     assert store.stats(store.collection("c"))["faces"] == store.stats(store.collection("c"))["indexed"] == 10
     assert top(store, 3) == ["p3"]
+
+
+def test_a_retrain_after_a_forget_keeps_the_ivf_lists_and_effort(tmp_path):
+    """1,248 faces are the smallest collection with 32 lists (39 per list); one face
+    fewer would be sized at 16. A forget's retrain keeps 32 lists and at least the
+    nprobe it had: lists change on resize only."""
+    from facebank.index.vectors import nlist_for
+
+    s = open_store(tmp_path / "d")
+    s.create_collection("c", "m", DIM, 0.4, IndexSettings(kind="ivf"))
+    s.enroll_many("c", [(f"p{i}", "", {}, [face(i)]) for i in range(1248)])
+    s.maintenance.clean_now()
+    before = s.segments.get(s.collection("c").id, ENROLLED)
+    assert before.index.kind == "ivf" and before.index.nlist == nlist_for(1248) == 32 and nlist_for(1247) == 16
+    forget_identity(s, "c", "p0")
+    s.maintenance.clean_now()
+    after = s.segments.get(s.collection("c").id, ENROLLED)
+    assert after is not before and not after.retrain_pending and len(after.index) == 1247
+    assert after.index.nlist == 32 and after.index.trained_n == 1247
+    assert after.index.default_nprobe >= before.index.default_nprobe
+    assert top(s, 1) == ["p1"]
+    s.close()

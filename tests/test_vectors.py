@@ -134,6 +134,7 @@ def test_gpu_mirror_follows_its_master(data, master_kind):
     master = build_index(master_kind, DIM, ids[:2000], x[:2000])
     mirror = GpuMirror(master, faiss.clone_index)
     assert mirror.family == master_kind and mirror.stored_kind == master_kind
+    assert mirror.nlist == getattr(master, "nlist", 0) and mirror.default_nprobe == getattr(master, "default_nprobe", 0)
     mirror.add(ids[2000:], x[2000:])
     _, found = mirror.search(queries, 10)
     assert np.array_equal(found, master.search(queries, 10)[1])  # the copy answers as the master would
@@ -182,3 +183,37 @@ def test_calibrated_nprobe_is_the_smallest_that_reaches_the_target():
     assert relevant_recall(nprobe) >= TARGET_RECALL - 0.03  # new queries, same people: within 3 points
     if nprobe > 1:
         assert relevant_recall(max(1, nprobe // 2)) < relevant_recall(nprobe)  # half as many probes is worse
+
+
+def reference_grouping(scores, labels, owners, top_k, min_score):
+    """Identity grouping written the plain way, one face hit at a time."""
+    out = []
+    for row in range(len(labels)):
+        best: dict[int, list] = {}
+        for face, iid, score in zip(labels[row].tolist(), owners[row].tolist(), scores[row].tolist()):
+            if face < 0 or iid <= 0 or score < min_score:
+                continue
+            if iid not in best and len(best) == top_k:
+                continue
+            best.setdefault(iid, [score, []])[1].append(face)
+        out.append([(iid, score, faces) for iid, (score, faces) in best.items()])
+    return out
+
+
+def test_vectorised_identity_grouping_matches_the_plain_loop():
+    from facebank.index.identity_search import group_faces
+
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        nq, k = int(rng.integers(1, 6)), int(rng.integers(0, 30))
+        scores = -np.sort(-rng.uniform(-1, 1, (nq, k)).astype(np.float32), axis=1)
+        labels = rng.integers(0, 1000, (nq, k))
+        labels[:, k - int(rng.integers(0, k + 1)):] = -1  # padding at the end, as indexes return it
+        owners = np.where(labels < 0, -1, rng.integers(-1, 6, (nq, k)))  # few identities: many repeats; <= 0 unowned
+        top_k, min_score = int(rng.integers(1, 5)), float(rng.choice([-1.0, 0.0, 0.5]))
+        g = group_faces(scores, labels, owners, top_k, min_score)
+        got = [[] for _ in range(nq)]
+        for row, iid, score, start, end in zip(g.row, g.iid, g.score, g.start, g.end):
+            got[row].append((int(iid), float(score), g.faces[start:end].tolist()))
+        assert got == reference_grouping(scores, labels, owners, top_k, min_score)
+        assert g.low.tolist() == [bool(((labels[r] >= 0) & (scores[r] < min_score)).any()) for r in range(nq)]
