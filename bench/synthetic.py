@@ -23,7 +23,9 @@ class Gallery:
     siblings: dict[int, int]   # sibling id -> the identity it resembles
 
     def faces(self, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """One face per label, each with its own noise."""
+        """One face per label, each with its own noise. `rng` must not be a fresh
+        generator with the gallery's seed: its noise would be the centres again, and
+        face i of person j would resemble person i (a forget bench did this once)."""
         noise = rng.standard_normal((len(labels), self.centres.shape[1])).astype(np.float32)
         noise /= np.linalg.norm(noise, axis=1, keepdims=True)
         s = rng.uniform(0.5, 1.0, len(labels)).astype(np.float32)
