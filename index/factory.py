@@ -35,11 +35,12 @@ class IndexFactory:
         return "flat" if n < self.exact_max else "ivf"
 
     def build(self, family: str, dim: int, ids: np.ndarray, vectors: np.ndarray, *, nprobe: int = 0, ef_search: int = 0,
-              nlist: int = 0, min_nprobe: int = 0) -> VectorIndex:
+              like: VectorIndex | None = None) -> VectorIndex:
+        """`like`: the IVF index a retrain replaces (see IvfIndex.train)."""
         ids = np.ascontiguousarray(ids, np.int64)
         vectors = np.ascontiguousarray(vectors, np.float32).reshape(-1, dim)
         if family == "ivf" and len(ids) >= MIN_IVF:
-            index: VectorIndex = IvfIndex.train(dim, ids, vectors, nprobe=nprobe, nlist=nlist, min_nprobe=min_nprobe)
+            index: VectorIndex = IvfIndex.train(dim, ids, vectors, nprobe=nprobe, like=like)
             return GpuMirror(index, faiss_to_gpu) if self.device == "cuda" and faiss_gpus() else index
         if family == "hnsw":
             index = HnswIndex(dim, ef_search=ef_search)

@@ -29,7 +29,7 @@ from facebank.index.records import SEGMENTS, IndexSettings
 from facebank.index.rwlock import RWLock
 from facebank.index.snapshot import read_snapshot, write_snapshot
 from facebank.index.factory import IndexFactory
-from facebank.index.vectors import SearchParams, VectorIndex, nlist_for
+from facebank.index.vectors import SearchParams, VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -161,12 +161,11 @@ class SegmentManager:
             ids, vectors = self._fetch_change_vectors(change["add"]) if change["add"] else (np.zeros(0, np.int64), np.zeros((0, segment.dim), np.float32))
             segment.apply(seq, ids, vectors, np.asarray(change["remove"], np.int64))
 
-    def _build(self, cid: int, name: str, dim: int, settings: IndexSettings, generation: int = 0, nlist: int = 0,
-               min_nprobe: int = 0) -> Segment:
+    def _build(self, cid: int, name: str, dim: int, settings: IndexSettings, generation: int = 0,
+               like: VectorIndex | None = None) -> Segment:
         seq, ids, vectors = self._fetch_vectors(cid, name)
         family = self.factory.family_for(settings.kind, len(ids))
-        index = self.factory.build(family, dim, ids, vectors, nprobe=settings.nprobe, ef_search=settings.ef_search, nlist=nlist,
-                                   min_nprobe=min_nprobe)
+        index = self.factory.build(family, dim, ids, vectors, nprobe=settings.nprobe, ef_search=settings.ef_search, like=like)
         return Segment(cid, name, dim, settings, index, applied_seq=seq, generation=generation + 1, changes_since_snapshot=1)
 
     # -- rebuild and snapshot ------------------------------------------------------------
@@ -180,8 +179,7 @@ class SegmentManager:
         wanted = self.factory.family_for(segment.settings.kind, n, family)
         if wanted != family:
             return f"{family}->{wanted}"
-        trained = getattr(index, "trained_n", 0)
-        if family == "ivf" and (n > 4 * trained or 8 * n < trained):
+        if _resize_due(index):
             return "ivf-resize"
         return None
 
@@ -194,12 +192,13 @@ class SegmentManager:
         A retrain (after a forget) keeps the IVF's lists and at least its nprobe:
         it is there to take the forgotten faces out of the centroids, and must not
         change how everyone else is searched. The size rule has steps at powers of
-        two (one face fewer can halve the lists), and a fresh calibration lands
-        anywhere on a flat recall curve. Lists change on resize only."""
-        nlist, nprobe = getattr(segment.index, "nlist", 0), getattr(segment.index, "default_nprobe", 0)
-        if self.wants_rebuild(segment) != "retrain" or not nlist_for(len(segment.index)) // 2 <= nlist <= 2 * nlist_for(len(segment.index)):
-            nlist = nprobe = 0  # sized and calibrated afresh
-        fresh = self._build(segment.cid, segment.name, segment.dim, segment.settings, segment.generation, nlist=nlist, min_nprobe=nprobe)
+        two (one face fewer can halve the lists), and a fresh calibration can land
+        on another nprobe by sampling noise alone. Lists change on resize only: when
+        the collection has drifted 4x above or 8x below the size they were chosen for."""
+        index = segment.index
+        keep = index.family == "ivf" and not _resize_due(index) and \
+            self.factory.family_for(segment.settings.kind, len(index), index.family) == "ivf"
+        fresh = self._build(segment.cid, segment.name, segment.dim, segment.settings, segment.generation, like=index if keep else None)
         with ordered:
             tail = [c for c in catalog_changes(fresh.applied_seq) if c[1]["c"] == segment.cid and c[1]["s"] == segment.name]
             self._replay(fresh, tail)
@@ -246,3 +245,9 @@ class SegmentManager:
 
     def snapshot_path(self, cid: int, name: str) -> Path:
         return self.snapshot_dir / f"{cid}.{name}.snap"
+
+
+def _resize_due(index: VectorIndex) -> bool:
+    """An IVF whose collection drifted 4x above or 8x below the size its lists were chosen for."""
+    trained = getattr(index, "trained_n", 0)
+    return index.family == "ivf" and (len(index) > 4 * trained or 8 * len(index) < trained)

@@ -144,25 +144,29 @@ class IvfIndex(VectorIndex):
         self.calibrated_recall = calibrated_recall
 
     @classmethod
-    def train(cls, dim: int, ids: np.ndarray, vectors: np.ndarray, *, nlist: int = 0, nprobe: int = 0, seed: int = 0,
-              target_recall: float = TARGET_RECALL, min_nprobe: int = 0) -> "IvfIndex":
+    def train(cls, dim: int, ids: np.ndarray, vectors: np.ndarray, *, nprobe: int = 0, seed: int = 0,
+              target_recall: float = TARGET_RECALL, like: "IvfIndex | None" = None) -> "IvfIndex":
         """Train on a sample of the collection, add everything, and (unless nprobe is
-        given) choose the nprobe that reaches `target_recall` on the collection, and
-        no fewer than `min_nprobe` (a retrain keeps the effort of the index it replaces)."""
-        nlist = nlist or nlist_for(len(ids))
+        given) choose the nprobe that reaches `target_recall` on the collection.
+        `like` is the index a retrain replaces: its lists, the size they were chosen
+        for, and at least its nprobe are kept (see SegmentManager.rebuild)."""
+        nlist = like.nlist if like is not None else nlist_for(len(ids))
         rng = np.random.default_rng(seed)
         sample = np.sort(rng.choice(len(ids), size=min(len(ids), 64 * nlist), replace=False))
         quantizer = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
-        index.cp.min_points_per_centroid = 16  # a retrain keeps its lists a little below nlist_for's 39 per list
+        # nlist_for gives 39 points per list; a retrain keeps its lists until the collection
+        # shrinks 8x (then it is resized), so down to about 5 per list without FAISS's warning.
+        index.cp.min_points_per_centroid = 4
         index.train(_f32(vectors[sample]))
         index.set_direct_map_type(faiss.DirectMap.Hashtable)
-        out = cls(dim, index, np.asarray(ids)[sample], trained_n=len(ids), nprobe=nprobe or nlist)
+        out = cls(dim, index, np.asarray(ids)[sample], trained_n=like.trained_n if like is not None else len(ids), nprobe=nprobe or nlist)
         out.add(ids, vectors)
         if not nprobe:
             out.default_nprobe, out.calibrated_recall = calibrate_nprobe(out, ids, vectors, target_recall, rng)
-            out.default_nprobe = min(out.nlist, max(out.default_nprobe, min_nprobe))
+            if like is not None:
+                out.default_nprobe = min(out.nlist, max(out.default_nprobe, like.default_nprobe))
         return out
 
     def add(self, ids, vectors):

@@ -280,7 +280,14 @@ def test_a_retrain_after_a_forget_keeps_the_ivf_lists_and_effort(tmp_path):
     s.maintenance.clean_now()
     after = s.segments.get(s.collection("c").id, ENROLLED)
     assert after is not before and not after.retrain_pending and len(after.index) == 1247
-    assert after.index.nlist == 32 and after.index.trained_n == 1247
+    assert after.index.nlist == 32 and after.index.trained_n == 1248  # the size the lists were chosen for
     assert after.index.default_nprobe >= before.index.default_nprobe
     assert top(s, 1) == ["p1"]
+    # Grown past 4x that size, the next retrain re-sizes the lists instead of keeping them.
+    s.enroll_many("c", [(f"q{i}", "", {}, [face(10_000 + i)]) for i in range(4000)])
+    with s.maintenance.work_lock:  # the resize alone would be due; a forget comes first
+        forget_identity(s, "c", "p1")
+    s.maintenance.clean_now()
+    grown = s.segments.get(s.collection("c").id, ENROLLED)
+    assert len(grown.index) == 5246 and grown.index.nlist == nlist_for(5246) == 128 and grown.index.trained_n == 5246
     s.close()
