@@ -23,8 +23,9 @@ from typing import Iterator
 import lmdb
 
 from facebank.errors import FailedPrecondition
-from facebank.index.catalog_txn import TABLES, CatalogTxn
+from facebank.index.catalog_txn import COUNTED, DERIVED_VERSION, TABLES, CatalogTxn, u64
 from facebank.index.durable import fsync_dir
+from facebank.index.records import ClusterRecord, loads
 from facebank.index.rwlock import RWLock
 
 DEFAULT_MAP_SIZE = 256 * 2**30  # address space only; the file grows with the data
@@ -40,6 +41,10 @@ class Catalog:
         self._write_gate = threading.Lock()  # held by a writer, and by compaction
         self.listeners: list = []            # called with each committed write's CatalogTxn
         self._open_env()
+        with self.write() as t:
+            if t.get_meta("derived_version") != DERIVED_VERSION:
+                rebuild_derived(t)
+                t.put_meta("derived_version", DERIVED_VERSION)
 
     def _open_env(self) -> None:
         self.env = lmdb.open(
@@ -78,6 +83,7 @@ class Catalog:
             with self.env.begin(write=True) as txn:
                 view = CatalogTxn(txn, self._dbs, write=True)
                 yield view
+                view.flush_counts()
             for listener in self.listeners:
                 listener(view)
 
@@ -126,6 +132,23 @@ class Catalog:
         with self._write_gate, self._swap.write():
             self.env.close()
         self._lock_file.close()
+
+
+def rebuild_derived(t: CatalogTxn) -> None:
+    """Recompute the derived tables (counts, identity_clusters) from the records:
+    a catalog written before they existed, or by an older version. One scan, at open."""
+    for table in ("counts", "identity_clusters"):
+        t.txn.drop(t.db[table], delete=False)
+    for table, width in COUNTED.items():
+        groups: dict[bytes, int] = {}
+        for key in t.txn.cursor(db=t.db[table]).iternext(keys=True, values=False):
+            groups[key[:width]] = groups.get(key[:width], 0) + 1
+        for group, n in groups.items():
+            t.txn.put(CatalogTxn.count_key(table, group), u64(n), db=t.db["counts"])
+    for value in t.txn.cursor(db=t.db["clusters"]).iternext(keys=False, values=True):
+        rec = loads(ClusterRecord, value)
+        if rec.iid:
+            t.txn.put(u64(rec.iid) + u64(rec.cluster_id), b"", db=t.db["identity_clusters"])
 
 
 class LazyTxn:

@@ -44,7 +44,15 @@ TABLES = (
     "forget_intents",   # iid -> ForgetIntent
     "api_keys",         # key id -> ApiKeyRecord
     "key_slots",        # keyring slot -> owner tag: which record a data key belongs to
+    # Derived tables, kept in step by this class and rebuilt by `rebuild_derived`:
+    "counts",           # table \0 group -> u64: rows per collection (and segment), so no count scans
+    "identity_clusters",  # iid + cluster id -> '': the clusters named into an identity
 )
+
+# Tables whose rows are counted per group, and how many key bytes name the group
+# (cid, or cid + segment): describing a collection reads a counter, not a scan.
+COUNTED = {"identities": 4, "segment_faces": 5, "clusters": 4}
+DERIVED_VERSION = 1  # raise when a derived table changes meaning: opening rebuilds them
 
 _SEGMENT_CODE = {"enrolled": b"e", "ingested": b"i"}
 
@@ -71,6 +79,7 @@ class CatalogTxn:
         self.identities_changed: set[int] = set()
         self.collections_changed = False
         self.api_keys_changed = False
+        self._count_deltas: dict[bytes, int] = {}  # counts key -> change, written by flush_counts
 
     # -- generic helpers --------------------------------------------------------------
 
@@ -78,10 +87,17 @@ class CatalogTxn:
         return self.txn.get(key, db=self.db[table])
 
     def _put(self, table: str, key: bytes, value: bytes) -> None:
-        self.txn.put(key, value, db=self.db[table])
+        if table in COUNTED:
+            if self.txn.replace(key, value, db=self.db[table]) is None:
+                self._count(table, key, 1)
+        else:
+            self.txn.put(key, value, db=self.db[table])
 
     def _delete(self, table: str, key: bytes) -> bool:
-        return self.txn.delete(key, db=self.db[table])
+        deleted = self.txn.delete(key, db=self.db[table])
+        if deleted and table in COUNTED:
+            self._count(table, key, -1)
+        return deleted
 
     def _prefix(self, table: str, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         cursor = self.txn.cursor(db=self.db[table])
@@ -94,6 +110,34 @@ class CatalogTxn:
 
     def count(self, table: str) -> int:
         return self.txn.stat(self.db[table])["entries"]
+
+    # -- derived tables ---------------------------------------------------------------
+
+    @staticmethod
+    def count_key(table: str, key: bytes) -> bytes:
+        return table.encode() + b"\0" + key[: COUNTED[table]]
+
+    def _count(self, table: str, key: bytes, change: int) -> None:
+        name = self.count_key(table, key)
+        self._count_deltas[name] = self._count_deltas.get(name, 0) + change
+
+    def counted(self, table: str, group: bytes) -> int:
+        """Rows of `table` whose key starts with `group` (as this transaction sees them)."""
+        name = self.count_key(table, group)
+        raw = self._get("counts", name)
+        return (read_u64(raw) if raw else 0) + self._count_deltas.get(name, 0)
+
+    def flush_counts(self) -> None:
+        """Write the counts this transaction changed (the catalog calls it before commit)."""
+        for name, change in self._count_deltas.items():
+            if change:
+                raw = self._get("counts", name)
+                total = (read_u64(raw) if raw else 0) + change
+                if total:
+                    self.txn.put(name, u64(total), db=self.db["counts"])
+                else:
+                    self.txn.delete(name, db=self.db["counts"])
+        self._count_deltas.clear()
 
     # -- meta and counters ----------------------------------------------------------------
 
@@ -194,7 +238,7 @@ class CatalogTxn:
             yield loads(IdentityRecord, value)
 
     def count_identities(self, cid: int) -> int:
-        return sum(1 for _ in self._prefix("identities", u32(cid)))
+        return self.counted("identities", u32(cid))
 
     @staticmethod
     def _metadata_key(cid: int, key: str, value: str, iid: int) -> bytes:
@@ -270,7 +314,7 @@ class CatalogTxn:
         return out
 
     def count_segment(self, cid: int, segment: str) -> int:
-        return sum(1 for _ in self._prefix("segment_faces", u32(cid) + _SEGMENT_CODE[segment]))
+        return self.counted("segment_faces", u32(cid) + _SEGMENT_CODE[segment])
 
     def put_embedding(self, face_id: int, sealed: bytes) -> None:
         self._put("embeddings", u64(face_id), sealed)
@@ -329,10 +373,25 @@ class CatalogTxn:
         return None if raw is None else loads(ClusterRecord, raw)
 
     def put_cluster(self, rec: ClusterRecord) -> None:
+        previous = self.get_cluster(rec.collection_id, rec.cluster_id)
+        if previous is not None and previous.iid and previous.iid != rec.iid:
+            self._delete("identity_clusters", u64(previous.iid) + u64(rec.cluster_id))
         self._put("clusters", u32(rec.collection_id) + u64(rec.cluster_id), dumps(rec))
+        if rec.iid:
+            self._put("identity_clusters", u64(rec.iid) + u64(rec.cluster_id), b"")
 
     def delete_cluster(self, cid: int, cluster_id: int) -> None:
+        previous = self.get_cluster(cid, cluster_id)
+        if previous is not None and previous.iid:
+            self._delete("identity_clusters", u64(previous.iid) + u64(cluster_id))
         self._delete("clusters", u32(cid) + u64(cluster_id))
+
+    def count_clusters(self, cid: int) -> int:
+        return self.counted("clusters", u32(cid))
+
+    def identity_cluster_ids(self, iid: int) -> list[int]:
+        """The clusters named into identity `iid`."""
+        return [read_u64(k, 8) for k, _ in self._prefix("identity_clusters", u64(iid))]
 
     def iter_clusters(self, cid: int) -> Iterator[ClusterRecord]:
         for _, value in self._prefix("clusters", u32(cid)):

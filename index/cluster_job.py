@@ -81,7 +81,7 @@ def run_pass(store: FaceStore, cid: int, params: ClusteringParams, *, full: bool
         summary.new_clusters = len(groups) - len(reuse)
         summary.unclustered = len(ids) - int((labels >= 0).sum())
         with store.catalog.read() as t:
-            summary.clusters = sum(1 for _ in t.iter_clusters(cid))
+            summary.clusters = t.count_clusters(cid)
         yield ("save", len(todo), len(todo))
         yield summary
 

@@ -126,10 +126,9 @@ def _erase(store: FaceStore, intent: ForgetIntent) -> tuple[dict, dict]:
             t.delete_identity(identity)
             t.delete_slot_owner(identity.key_slot)
             counts["identities"] = 1
-        for cluster in list(t.iter_clusters(intent.collection_id)):
-            if cluster.iid == intent.iid:
-                t.delete_cluster(intent.collection_id, cluster.cluster_id)
-                counts["clusters"] += 1
+        for cluster_id in t.identity_cluster_ids(intent.iid):
+            t.delete_cluster(intent.collection_id, cluster_id)
+            counts["clusters"] += 1
         for name in SEGMENTS:
             current = t.get_meta(f"snapshot:{intent.collection_id}:{name}")
             if current:

@@ -429,7 +429,7 @@ class FaceStore:
             identities = t.count_identities(rec.id)
             faces = t.count_segment(rec.id, ENROLLED)
             ingested = t.count_segment(rec.id, INGESTED)
-            clusters = sum(1 for _ in t.iter_clusters(rec.id))
+            clusters = t.count_clusters(rec.id)
             seq = t.last_seq()
         enrolled = self.segments.get(rec.id, ENROLLED)
         segs = self.segments.for_collection(rec.id)

@@ -149,3 +149,21 @@ def run_cli(*args: str, server: str | None = None, check: bool = True, env: dict
     if check and result.returncode != 0:
         raise AssertionError(f"facebank {' '.join(args)} failed ({result.returncode}): {result.stderr[-2000:]}")
     return result
+
+
+def assert_derived_tables_match(store) -> None:
+    """The catalog's kept-in-step tables (per-collection counts, clusters by identity)
+    equal what a scan of the records says."""
+    from facebank.index.catalog_txn import COUNTED
+    from facebank.index.records import ClusterRecord, loads
+
+    with store.catalog.read() as t:
+        for table, width in COUNTED.items():
+            scanned: dict[bytes, int] = {}
+            for key, _ in t._prefix(table, b""):
+                scanned[key[:width]] = scanned.get(key[:width], 0) + 1
+            stored = {key.split(b"\0", 1)[1]: int.from_bytes(v, "big") for key, v in t._prefix("counts", table.encode() + b"\0")}
+            assert stored == scanned, table
+        named = sorted((c.iid, c.cluster_id) for c in (loads(ClusterRecord, v) for _, v in t._prefix("clusters", b"")) if c.iid)
+        indexed = sorted((int.from_bytes(k[:8], "big"), int.from_bytes(k[8:], "big")) for k, _ in t._prefix("identity_clusters", b""))
+        assert indexed == named

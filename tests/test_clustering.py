@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from conftest import FACES, ServerProcess, single_person_photos
+from conftest import FACES, ServerProcess, assert_derived_tables_match, single_person_photos
 from facebank.errors import FailedPrecondition
 from facebank.index.cluster_job import Summary, run_pass
 from facebank.index.clustering import ClusteringParams, cluster, knn, match_clusters
@@ -177,6 +177,40 @@ def test_edits_naming_and_names_surviving_reclustering(store):
     rec, faces = store.identity("photos", "alice")
     assert rec.face_count == 12 and rec.display_name == "Alice"  # new photos joined the named cluster
     assert clusters_of(store)[rec.cluster_id] == {f.face_id for f in faces}
+    assert_derived_tables_match(store)
+
+
+def test_counts_and_named_clusters_are_rebuilt_for_a_catalog_without_them(tmp_path):
+    """A catalog written before the derived tables existed (or by an older layout of
+    them) gets them rebuilt from its records when opened, and they stay in step after."""
+    store = FaceStore(tmp_path / "d", background=False)
+    store.create_collection("photos", "m", DIM, 0.4, IndexSettings())
+    x, labels = people(3, 5)
+    ids = ingest(store, x)
+    run(store, 1)
+    from facebank.index import cluster_store
+
+    first = next(c for c, m in clusters_of(store).items() if ids[0] in m)
+    cluster_store.name(store, 1, first, "alice", "")
+    counted = ("identities", "faces", "unassigned", "clusters")
+    before = {k: store.stats(store.collection("photos"))[k] for k in counted}
+    with store.catalog.write() as t:  # as an older version left it
+        for table in ("counts", "identity_clusters"):
+            t.txn.drop(t.db[table], delete=False)
+        t.delete_meta("derived_version")
+    assert store.stats(store.collection("photos"))["clusters"] == 0
+    store.close()
+
+    store = FaceStore(tmp_path / "d", background=False)
+    assert {k: store.stats(store.collection("photos"))[k] for k in counted} == before
+    assert before == {"identities": 1, "faces": 5, "unassigned": 10, "clusters": len(clusters_of(store))}  # naming enrolled 5
+    assert_derived_tables_match(store)
+    from facebank.index.forget import forget_identity
+
+    forget_identity(store, "photos", "alice")
+    assert first not in clusters_of(store)
+    assert_derived_tables_match(store)
+    store.close()
 
 
 def test_merging_two_faces_of_one_photo_is_refused(store):

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from conftest import SOAK
+from conftest import SOAK, assert_derived_tables_match
 from facebank.errors import DataCorruption, InvalidArgument, NotFound
 from facebank.index.forget import forget_identity
 from facebank.index.records import ENROLLED, IndexSettings
@@ -195,6 +195,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.store.create_collection("c", "m", DIM, 0.4, IndexSettings(kind="flat"))
         self.live: dict[int, str] = {}      # face seed -> identity
         self.face_ids: dict[int, int] = {}  # face seed -> face id
+        self.identities: set[str] = set()   # enrolled and not forgotten (deleting faces keeps it)
         self.seed = 0
 
     @rule(identity=st.sampled_from(["a", "b", "c", "d", "e"]))
@@ -203,6 +204,7 @@ class StoreMachine(RuleBasedStateMachine):
         _, stored = self.store.enroll("c", identity, "", {}, [face(self.seed)])
         self.live[self.seed] = identity
         self.face_ids[self.seed] = stored[0].face.face_id
+        self.identities.add(identity)
 
     @precondition(lambda self: self.live)
     @rule(data=st.data())
@@ -216,6 +218,7 @@ class StoreMachine(RuleBasedStateMachine):
     def forget(self, data):
         identity = data.draw(st.sampled_from(sorted(set(self.live.values()))))
         forget_identity(self.store, "c", identity)
+        self.identities.discard(identity)
         for seed in [s for s, i in self.live.items() if i == identity]:
             del self.live[seed]
             self.face_ids.pop(seed)
@@ -236,6 +239,12 @@ class StoreMachine(RuleBasedStateMachine):
         for seed, identity in list(self.live.items())[:5]:
             hits = self.store.search("c", vec(seed)[None], 1)[0]
             assert hits and hits[0].identity.external_id == identity and hits[0].score > 0.999
+
+    @invariant()
+    def counts_are_those_of_the_records(self):
+        assert_derived_tables_match(self.store)
+        stats = self.store.stats(self.store.collection("c"))
+        assert (stats["identities"], stats["faces"]) == (len(self.identities), len(self.live))
 
     def teardown(self):
         self.store.close()
