@@ -40,6 +40,7 @@ class IndexFactory:
         ids = np.ascontiguousarray(ids, np.int64)
         vectors = np.ascontiguousarray(vectors, np.float32).reshape(-1, dim)
         if family == "ivf" and len(ids) >= MIN_IVF:
+            like = getattr(like, "master", like)  # a GPU mirror's CPU master holds the centroids
             index: VectorIndex = IvfIndex.train(dim, ids, vectors, nprobe=nprobe, like=like)
             return GpuMirror(index, faiss_to_gpu) if self.device == "cuda" and faiss_gpus() else index
         if family == "hnsw":

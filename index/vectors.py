@@ -16,11 +16,11 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from facebank.index.ivf_calibration import RELEVANT_SCORE, TARGET_RECALL, calibrate_nprobe, keep_coverage  # noqa: F401
+
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 200
 HNSW_EF_SEARCH = 128
-TARGET_RECALL = 0.95      # IVF: nprobe is chosen to find this share of the faces that matter
-RELEVANT_SCORE = 0.3      # ...which are those scoring at least this (a match, or a near miss)
 
 # FAISS 1.15 ships with distance_compute_blas_threshold = 128000, which keeps
 # exact search (IndexFlat, and the IVF coarse quantizer) off BLAS for any batch
@@ -166,7 +166,7 @@ class IvfIndex(VectorIndex):
         if not nprobe:
             out.default_nprobe, out.calibrated_recall = calibrate_nprobe(out, ids, vectors, target_recall, rng)
             if like is not None:
-                out.default_nprobe = min(out.nlist, max(out.default_nprobe, like.default_nprobe))
+                out.default_nprobe = keep_coverage(out, like, ids, vectors, rng)
         return out
 
     def add(self, ids, vectors):
@@ -345,52 +345,6 @@ def nlist_for(n: int) -> int:
 def default_nprobe(nlist: int) -> int:
     return int(max(8, nlist // 32))
 
-
-def calibrate_nprobe(index: "IvfIndex", ids: np.ndarray, vectors: np.ndarray, target: float, rng: np.random.Generator,
-                     queries: int = 256) -> tuple[int, float]:
-    """The smallest nprobe (doubling from nlist/64, then bisection) that finds `target` of the faces
-    that matter, measured on the collection itself.
-
-    Queries stand in for new photos of enrolled people: faces of the collection
-    itself, each looking for the others (leave one out). A new photo of a person
-    relates to the gallery as another of their enrolled faces does, so this is
-    not optimistic the way a slightly moved stored face is: that one sits in the
-    very list its source was filed in. The faces that matter for each query are
-    its exact top-10 others scoring at least RELEVANT_SCORE (a match or a near
-    miss; far impostors are noise for identification). How many lists must be
-    visited depends on how the data clusters, so it is measured, not assumed."""
-    n = len(ids)
-    picks = rng.choice(n, size=min(queries, n), replace=False)
-    q = _f32(vectors[picks])
-    ids = np.asarray(ids)
-    own = ids[picks]
-    sims, rows = faiss.knn(q, _f32(vectors), 11, metric=faiss.METRIC_INNER_PRODUCT)
-    relevant = []
-    for me, r, s in zip(own.tolist(), rows, sims):
-        found = ids[r[(r >= 0) & (s >= RELEVANT_SCORE)]].tolist()
-        relevant.append(set([i for i in found if i != me][:10]))
-
-    def recall_at(nprobe: int) -> float:
-        _, found = index.index.search(q, 11, params=faiss.SearchParametersIVF(nprobe=nprobe))
-        return float(np.mean([len(want & set(got.tolist())) / len(want) for want, got in zip(relevant, found) if want] or [1.0]))
-
-    nlist = index.nlist
-    nprobe = max(1, nlist // 64)
-    recall = recall_at(nprobe)
-    while recall < target and nprobe < nlist:  # doubling finds a bracket...
-        nprobe = min(nlist, nprobe * 2)
-        recall = recall_at(nprobe)
-    if recall < target:
-        return nprobe, recall
-    low = nprobe // 2 if nprobe > max(1, nlist // 64) else 0  # ...known to fall short
-    while nprobe - low > max(1, nprobe // 8):  # ...then bisection to within 1/8: doubling alone overshoots up to 2x
-        mid = (low + nprobe) // 2
-        mid_recall = recall_at(mid)
-        if mid_recall >= target:
-            nprobe, recall = mid, mid_recall
-        else:
-            low = mid
-    return nprobe, recall
 
 
 def _selector(allowed: np.ndarray | None):

@@ -185,6 +185,51 @@ def test_calibrated_nprobe_is_the_smallest_that_reaches_the_target():
         assert relevant_recall(max(1, nprobe // 2)) < relevant_recall(nprobe)  # half as many probes is worse
 
 
+def test_list_coverage_is_the_recall_of_an_ivf_search_of_exact_neighbours():
+    """The retrain rule counts, from the centroids alone, which exact neighbours
+    sit in a visited list; an IVF search finds exactly those (no tolerance)."""
+    from facebank.index.ivf_calibration import list_coverage
+
+    x, _ = identity_data(800, 10, seed=4)
+    ids = np.arange(len(x), dtype=np.int64)
+    index = IvfIndex.train(DIM, ids, x, nprobe=1)
+    queries, _ = identity_data(800, 1, seed=4)  # new faces of the same people
+    _, truth = exact_top_k(queries[:200], x, ids, 10)
+    owner = np.repeat(np.arange(200), 10)
+    for nprobe in (1, 3, 8, index.nlist):
+        _, found = index.search(queries[:200], 10, SearchParams(nprobe=nprobe))
+        recall = np.mean([len(set(t) & set(f)) / 10 for t, f in zip(truth.tolist(), found.tolist())])
+        assert list_coverage(index.index.quantizer, queries[:200], x[truth.ravel()], owner, nprobe).mean() == pytest.approx(recall, abs=1e-12)
+
+
+def test_a_retrain_raises_nprobe_until_its_faces_are_found_as_often_as_before():
+    """Replacing an index, the new nprobe is the first step at which the collection's
+    own faces are no longer measurably worse at finding their nearest others than with
+    the old centroids and nprobe (here new centroids learned from a tenth of the people: it must climb)."""
+    from facebank.index.ivf_calibration import _relevant, keep_coverage, list_coverage, measurably_worse
+
+    x, _ = identity_data(800, 10, seed=5)
+    ids = np.arange(len(x), dtype=np.int64)
+    old = IvfIndex.train(DIM, ids, x, nprobe=16)
+    fresh = IvfIndex.train(DIM, ids[:1000], x[:1000], nprobe=1, like=old)  # same lists, learned from 100 people only
+    fresh.add(ids[1000:], x[1000:])
+    chosen = keep_coverage(fresh, old, ids, x, np.random.default_rng(11))
+
+    picks = np.random.default_rng(11).choice(len(ids), size=2048, replace=False)  # keep_coverage's own faces
+    relevant = _relevant(ids, x, picks)
+    owner = np.asarray([q for q, want in enumerate(relevant) for _ in want])
+    targets = x[np.asarray([i for want in relevant for i in want])]
+
+    def hits(index, nprobe):
+        return list_coverage(index.index.quantizer, x[picks], targets, owner, nprobe)
+
+    before = hits(old, 16)
+    assert chosen > 16 and not measurably_worse(hits(fresh, chosen), before)
+    step_below = chosen - max(1, (chosen - 1) // 8)
+    assert measurably_worse(hits(fresh, step_below), before) or step_below < 16
+    assert keep_coverage(old, old, ids, x, np.random.default_rng(11)) == 16  # the same centroids: no change
+
+
 def reference_grouping(scores, labels, owners, top_k, min_score):
     """Identity grouping written the plain way, one face hit at a time."""
     out = []
