@@ -51,18 +51,27 @@ def test_sigkill_during_bulk_enrollment(tmp_path, seed):
     sha = {item.item_id: hashlib.sha256(item.image.data).hexdigest() for item in items}
     acknowledged: list[str] = []
     fb = Client(GrpcTransport(server.address))
+    # Kill after a random number of acknowledgements, not after a random time:
+    # on a fast machine a timed kill can land after the last item.
+    kill_after = rng.randrange(1, len(items) // 2)
+    reached = threading.Event()
 
     def stream():
         try:
             for result in fb.bulk_enroll(items):
                 if result.HasField("enrolled"):
                     acknowledged.append(result.item_id)
+                if len(acknowledged) >= kill_after:
+                    reached.set()
         except FacebankError:
             pass  # the server died under us
+        finally:
+            reached.set()
 
     worker = threading.Thread(target=stream)
     worker.start()
-    time.sleep(rng.uniform(0.5, 3.0))
+    assert reached.wait(120)
+    time.sleep(rng.uniform(0.0, 0.05))  # somewhere inside the next items
     server.kill()
     worker.join()
     fb.close()
