@@ -23,7 +23,8 @@ from typing import Iterator
 import lmdb
 
 from facebank.errors import FailedPrecondition
-from facebank.index.catalog_txn import COUNTED, DERIVED_VERSION, TABLES, CatalogTxn, u64
+from facebank.index.catalog_tables import COUNTED, DERIVED_VERSION, TABLES, u64
+from facebank.index.catalog_txn import CatalogTxn
 from facebank.index.durable import fsync_dir
 from facebank.index.records import ClusterRecord, loads
 from facebank.index.rwlock import RWLock

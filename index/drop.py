@@ -8,7 +8,7 @@ finish a drop that a crash interrupted.
 
 from __future__ import annotations
 
-from facebank.index.catalog_txn import u32
+from facebank.index.catalog_tables import u32
 from facebank.index.forget import _forget_lock
 from facebank.index.records import INGESTED, SEGMENTS
 from facebank.index.store import FaceStore, now_ms

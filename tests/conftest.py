@@ -154,7 +154,7 @@ def run_cli(*args: str, server: str | None = None, check: bool = True, env: dict
 def assert_derived_tables_match(store) -> None:
     """The catalog's kept-in-step tables (per-collection counts, clusters by identity)
     equal what a scan of the records says."""
-    from facebank.index.catalog_txn import COUNTED
+    from facebank.index.catalog_tables import COUNTED
     from facebank.index.records import ClusterRecord, loads
 
     with store.catalog.read() as t:
