@@ -223,17 +223,31 @@ def test_overload_is_answered_resource_exhausted(tmp_path, embedder):
     server.stop(grace=2)
 
 
+class AnnouncingEmbedder:
+    """The real embedder, saying when it is first asked for faces: the stop below
+    then lands inside the request, however fast the machine."""
+
+    def __init__(self, inner):
+        self.inner, self.started = inner, threading.Event()
+
+    def analyze(self, *args, **kwargs):
+        self.started.set()
+        return self.inner.analyze(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
 def test_graceful_shutdown_finishes_in_flight_requests(tmp_path, embedder):
     config = make_config(tmp_path / "data")
-    server = start(config, engine=Engine(config, embedder=embedder))
+    announcing = AnnouncingEmbedder(embedder)
+    server = start(config, engine=Engine(config, embedder=announcing))
     fb = Client(GrpcTransport(f"127.0.0.1:{server.port}"))
     photos = [p.path for p in single_person_photos()["obama"]] * 2
     result: list = []
     worker = threading.Thread(target=lambda: result.append(fb.enroll("obama", photos, accept_low_quality=True)))
     worker.start()
-    import time
-
-    time.sleep(0.3)  # the enrollment is running
+    assert announcing.started.wait(60)  # the enrollment is running
     server.stop(grace=60)
     worker.join()
     assert result and result[0].identity.face_count == len(single_person_photos()["obama"])
