@@ -28,6 +28,7 @@ from facebank.server.grpc_api import SERVICES, Gate, generic_handlers
 log = logging.getLogger(__name__)
 
 GRACE_S = 30.0
+DRAIN_S = 60.0
 
 
 @dataclass
@@ -35,14 +36,30 @@ class RunningServer:
     server: grpc.Server
     engine: Engine
     health: health.HealthServicer
+    workers: futures.ThreadPoolExecutor
     address: str
     port: int
 
     def stop(self, grace: float = GRACE_S) -> None:
-        """Stop accepting calls, let in-flight ones finish (up to `grace` s), close the data."""
+        """Stop accepting calls, let in-flight ones finish (up to `grace` s), close the data.
+
+        Past the grace gRPC cancels the calls, but a handler thread cannot be
+        interrupted: it is still inside its transaction. The data closes only
+        once the handlers are out (up to DRAIN_S more), so each write commits
+        whole or not at all instead of failing on a closed environment.
+        """
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        if not _drain(self.workers, DRAIN_S):
+            log.warning("request handlers still running %.0f s after the grace period; closing the data under them", DRAIN_S)
         self.engine.close()
+
+
+def _drain(workers: futures.ThreadPoolExecutor, timeout: float) -> bool:
+    waiter = threading.Thread(target=workers.shutdown, kwargs={"wait": True}, daemon=True)
+    waiter.start()
+    waiter.join(timeout)
+    return not waiter.is_alive()
 
 
 def start(config: ServerConfig, *, engine: Engine | None = None) -> RunningServer:
@@ -57,8 +74,9 @@ def start(config: ServerConfig, *, engine: Engine | None = None) -> RunningServe
                 "--role admin, or listen on 127.0.0.1"
             )
         max_bytes = config.max_message_mb * 2**20
+        workers = futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="facebank-rpc")
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="facebank-rpc"),
+            workers,
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", max_bytes),
@@ -85,7 +103,7 @@ def start(config: ServerConfig, *, engine: Engine | None = None) -> RunningServe
     except BaseException:
         engine.close()
         raise
-    return RunningServer(server, engine, health_servicer, f"{host}:{bound}", bound)
+    return RunningServer(server, engine, health_servicer, workers, f"{host}:{bound}", bound)
 
 
 def _credentials(config: ServerConfig) -> grpc.ServerCredentials:

@@ -254,6 +254,39 @@ def test_graceful_shutdown_finishes_in_flight_requests(tmp_path, embedder):
     fb.close()
 
 
+def test_shutdown_past_grace_waits_for_handlers_then_closes(tmp_path, embedder):
+    """grace=0 cancels the call, but the handler is inside its write: the data
+    closes after it, so the enrollment is stored whole or not at all."""
+    config = make_config(tmp_path / "data")
+    announcing = AnnouncingEmbedder(embedder)
+    server = start(config, engine=Engine(config, embedder=announcing))
+    fb = Client(GrpcTransport(f"127.0.0.1:{server.port}"))
+    photos = [p.path for p in OBAMA] * 2
+    outcome: list = []
+
+    def enroll():
+        try:
+            outcome.append(fb.enroll("obama", photos, accept_low_quality=True))
+        except FacebankError as e:
+            outcome.append(e)
+
+    worker = threading.Thread(target=enroll)
+    worker.start()
+    assert announcing.started.wait(60)
+    server.stop(grace=0)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("facebank-rpc")]
+    worker.join()
+    fb.close()
+    reopened = Engine(config, embedder=embedder)
+    try:
+        stored = reopened.identities.get_identity(pb.IdentityRef(collection="default", identity_id="obama"))
+        assert stored.face_count == len(OBAMA)
+    except NotFound:
+        assert isinstance(outcome[0], FacebankError)  # nothing stored, and the client was told
+    finally:
+        reopened.close()
+
+
 ids = st.text(min_size=0, max_size=300)
 names = st.one_of(st.just("default"), st.text(max_size=80))
 
