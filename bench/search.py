@@ -57,7 +57,7 @@ FACES_PER_ID = 10
 def enroll_synthetic(engine, collection: str, x: np.ndarray, per_id: int = FACES_PER_ID, chunk: int = 500) -> None:
     """x as identities "0".."n/per_id-1" of per_id faces each (face ids follow x's rows),
     enrolled in bulk transactions."""
-    from facebank.index.store import NewFace
+    from facebank.index.sealed_faces import NewFace
 
     n_ids = len(x) // per_id
     for start in range(0, n_ids, chunk):

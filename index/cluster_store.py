@@ -16,10 +16,10 @@ import numpy as np
 from facebank.errors import FailedPrecondition, InvalidArgument, NotFound
 from facebank.index.catalog_txn import CatalogTxn
 from facebank.index.clustering import quality_weight
-from facebank.index.keyring import DataKey
+from facebank.index.keyring import DataKey, face_owner, identity_owner
 from facebank.index.records import ENROLLED, INGESTED, ClusterRecord, FaceRecord, IdentityRecord
-from facebank.index.keyring import embedding_aad, face_owner, identity_owner
-from facebank.index.store import FaceStore, now_ms
+from facebank.index.sealed_faces import now_ms, open_embedding, seal_embedding
+from facebank.index.store import FaceStore
 
 REPRESENTATIVES = 3
 
@@ -100,7 +100,7 @@ class ClusterWriter:
         updated = FaceRecord(**vars(face))
         updated.cluster_id = cluster_id
         if iid != face.iid:
-            vector = self._open(t, face)
+            vector = open_embedding(self.store.keyring, t, face)
             if iid:
                 key = self.store.keyring.open(t.get_identity_by_iid(iid).key_slot, identity_owner(iid))
             else:
@@ -109,7 +109,7 @@ class ClusterWriter:
                 self._shred.append(face.key_slot)
                 t.delete_slot_owner(face.key_slot)
             updated.iid, updated.key_slot = iid, key.slot
-            t.put_embedding(face.face_id, key.seal(vector.tobytes(), embedding_aad(face.face_id)))
+            seal_embedding(t, face.face_id, key, vector)
             self._moves[face.segment][1].append(face.face_id)
             self._moves[updated.segment][0].append((face.face_id, vector))
             for old_or_new, delta in ((face.iid, -1), (iid, +1)):
@@ -134,12 +134,6 @@ class ClusterWriter:
         self._allocated.append(key)
         t.put_slot_owner(key.slot, owner)
         return key
-
-    def _open(self, t: CatalogTxn, face: FaceRecord) -> np.ndarray:
-        owner = identity_owner(face.iid) if face.iid else face_owner(face.face_id)
-        sealed = t.get_embedding(face.face_id)
-        plain = self.store.keyring.open(face.key_slot, owner).open(sealed, embedding_aad(face.face_id))
-        return np.frombuffer(plain, dtype="<f4").copy()
 
 
 def new_cluster(t: CatalogTxn, cid: int, iid: int = 0, *, locked: bool = False, cluster_id: int = 0) -> ClusterRecord:

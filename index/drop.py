@@ -11,7 +11,8 @@ from __future__ import annotations
 from facebank.index.catalog_tables import u32
 from facebank.index.forget import _forget_lock
 from facebank.index.records import INGESTED, SEGMENTS
-from facebank.index.store import FaceStore, now_ms
+from facebank.index.sealed_faces import now_ms
+from facebank.index.store import FaceStore
 
 BATCH = 5000
 

@@ -29,7 +29,8 @@ import numpy as np
 from facebank.errors import NotFound
 from facebank.index.catalog_txn import CatalogTxn
 from facebank.index.records import ENROLLED, INGESTED, SEGMENTS, ForgetIntent
-from facebank.index.store import FaceStore, now_ms
+from facebank.index.sealed_faces import now_ms, open_vectors
+from facebank.index.store import FaceStore
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def forget_identity(store: FaceStore, collection: str, external_id: str, *, stri
             if rec is None:
                 raise NotFound(f"identity {external_id!r} does not exist in collection {collection!r} (already forgotten?)")
             face_ids = t.identity_face_ids(rec.iid)
-            _, probes = store.decrypt_vectors(t, face_ids)
+            _, probes = open_vectors(store.keyring, t, face_ids)
         enrolled = store.segments.get(coll.id, ENROLLED)
         generation_before = enrolled.generation
         intent = ForgetIntent(rec.iid, coll.id, store.keyring.subject_hash(coll.name, external_id), [], face_ids)

@@ -3,57 +3,31 @@
 This is the only way the rest of facebank stores or finds faces. Every write
 is one catalog transaction followed, under the same commit lock, by the
 matching change to the live index, so the index never gets ahead of (or
-reorders) the catalog. Embeddings are sealed with the data key of their
-subject (the identity, or the face itself while it is not enrolled).
+reorders) the catalog. Embeddings go in and come out sealed (sealed_faces.py).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from facebank.errors import AlreadyExists, InvalidArgument, NotFound
+from facebank.errors import AlreadyExists, NotFound
 from facebank.index.audit import AuditLog
 from facebank.index.catalog import DEFAULT_MAP_SIZE, Catalog
 from facebank.index.catalog_txn import CatalogTxn
 from facebank.index.factory import IndexFactory
 from facebank.index.identity_search import Hit, search_identities
-from facebank.index.keyring import DataKey, Keyring, KeyShredded, embedding_aad, face_owner, identity_owner, load_master_key
+from facebank.index.keyring import DataKey, Keyring, face_owner, identity_owner, load_master_key
 from facebank.index.records import ENROLLED, INGESTED, CollectionRecord, FaceRecord, IdentityRecord, IndexSettings
+from facebank.index.sealed_faces import NewFace, StoredFace, now_ms, open_vectors, put_sealed_face
 from facebank.index.segments import SegmentManager
 from facebank.index.snapshot_keys import SnapshotKeys
 from facebank.index.views import FaceOwners, IdentityCache, listen
 
 log = logging.getLogger(__name__)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-@dataclass(frozen=True)
-class NewFace:
-    """A face to store: what the embedder saw, and where it came from."""
-
-    box: list[float]
-    landmarks: list[list[float]]
-    detection_score: float
-    quality: dict
-    embedding: np.ndarray
-    image_sha256: str
-    source_ref: str
-    model_id: str
-
-
-@dataclass(frozen=True)
-class StoredFace:
-    face: FaceRecord
-    already: bool   # the same image was stored for this subject before
 
 
 class FaceStore:
@@ -205,7 +179,7 @@ class FaceStore:
             if existing:
                 stored.append(StoredFace(t.get_face(existing[0]), True))
                 continue
-            rec = self._put_new_face(t, coll, face, identity.iid, key)
+            rec = put_sealed_face(t, coll, face, identity.iid, key)
             t.put_image_faces(coll.id, face.image_sha256, identity.iid, [rec.face_id])
             stored.append(StoredFace(rec, False))
             added.append((rec.face_id, face.embedding))
@@ -229,7 +203,7 @@ class FaceStore:
                     records, added = [], []
                     for i, (face, key) in enumerate(zip(faces, keys)):
                         t.put_slot_owner(key.slot, owners[i])
-                        rec = self._put_new_face(t, coll, face, 0, key, face_id=first + i)
+                        rec = put_sealed_face(t, coll, face, 0, key, face_id=first + i)
                         t.mark_unclustered(coll.id, rec.face_id, True)
                         records.append(rec)
                         added.append((rec.face_id, face.embedding))
@@ -241,19 +215,6 @@ class FaceStore:
             if added:
                 self.apply_to_index(coll.id, INGESTED, seq, added, [])
         return records, False
-
-    def _put_new_face(self, t: CatalogTxn, coll: CollectionRecord, face: NewFace, iid: int, key: DataKey, face_id: int = 0) -> FaceRecord:
-        vector = np.asarray(face.embedding, dtype=np.float32)
-        if vector.shape != (coll.dim,) or not np.isfinite(vector).all():
-            raise InvalidArgument(f"an embedding of shape {vector.shape} cannot go into collection {coll.name!r} ({coll.dim}-d, finite)")
-        face_id = face_id or t.next_id("face")
-        rec = FaceRecord(
-            face_id, coll.id, iid, [float(x) for x in face.box], [[float(a), float(b)] for a, b in face.landmarks],
-            float(face.detection_score), face.quality, face.image_sha256, face.source_ref, face.model_id, now_ms(), key.slot,
-        )
-        t.put_face(rec)
-        t.put_embedding(face_id, key.seal(np.ascontiguousarray(vector, dtype="<f4").tobytes(), embedding_aad(face_id)))
-        return rec
 
     def apply_to_index(self, cid: int, segment: str, seq: int, added: list[tuple[int, np.ndarray]], removed: list[int]) -> int:
         """Apply a committed change to the live index (caller holds commit_lock)."""
@@ -360,37 +321,16 @@ class FaceStore:
             rec = t.get_identity(coll.id, external_id)
             if rec is None:
                 raise NotFound(f"identity {external_id!r} does not exist in collection {collection!r}")
-            return self.decrypt_vectors(t, t.identity_face_ids(rec.iid))
+            return open_vectors(self.keyring, t, t.identity_face_ids(rec.iid))
 
     def vectors_of(self, face_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
         """Decrypted embeddings of the faces that still exist: (ids, vectors)."""
         with self.catalog.read() as t:
-            return self.decrypt_vectors(t, face_ids)
-
-    def decrypt_vectors(self, t: CatalogTxn, face_ids) -> tuple[np.ndarray, np.ndarray]:
-        """The embeddings that can still be read. A face whose key is already shredded
-        belongs to a forget in progress (its erase commits next, or is finished by
-        recovery at start): it is left out, never an error for the reader."""
-        ids, rows = [], []
-        for fid in face_ids:
-            rec = t.get_face(int(fid))
-            sealed = t.get_embedding(int(fid)) if rec else None
-            if sealed is None:
-                continue
-            owner = identity_owner(rec.iid) if rec.iid else face_owner(rec.face_id)
-            try:
-                key = self.keyring.open(rec.key_slot, owner)
-            except KeyShredded:
-                continue
-            plain = key.open(sealed, embedding_aad(rec.face_id))
-            ids.append(rec.face_id)
-            rows.append(np.frombuffer(plain, dtype="<f4"))
-        dim = len(rows[0]) if rows else 0
-        return np.asarray(ids, np.int64), (np.stack(rows).astype(np.float32) if rows else np.zeros((0, dim), np.float32))
+            return open_vectors(self.keyring, t, face_ids)
 
     def _segment_vectors(self, cid: int, segment: str) -> tuple[int, np.ndarray, np.ndarray]:
         with self.catalog.read() as t:
-            ids, vectors = self.decrypt_vectors(t, t.segment_face_ids(cid, segment))
+            ids, vectors = open_vectors(self.keyring, t, t.segment_face_ids(cid, segment))
             coll = t.get_collection_by_id(cid)
             if len(ids) == 0 and coll is not None:
                 vectors = np.zeros((0, coll.dim), np.float32)
@@ -454,4 +394,4 @@ class FaceStore:
         self.catalog.close()
 
 
-__all__ = ["FaceStore", "NewFace", "StoredFace", "Hit"]
+__all__ = ["FaceStore", "Hit"]

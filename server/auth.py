@@ -14,7 +14,8 @@ import secrets
 
 from facebank.errors import InvalidArgument, NotFound, PermissionDenied, Reason, Unauthenticated
 from facebank.index.records import ApiKeyRecord
-from facebank.index.store import FaceStore, now_ms
+from facebank.index.sealed_faces import now_ms
+from facebank.index.store import FaceStore
 
 ROLES = ("search", "enroll", "admin")
 _RANK = {name: i for i, name in enumerate(ROLES)}

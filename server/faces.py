@@ -17,7 +17,7 @@ import numpy as np
 from facebank.embedder import FaceEmbedder, FaceObservation, ImageLimits, decode_image
 from facebank.embedder.quality import SMALL_BOUNDING_BOX
 from facebank.errors import FacebankError, InvalidArgument
-from facebank.index.store import NewFace
+from facebank.index.sealed_faces import NewFace
 
 WORK_SIDE = 4096
 GROUP = 8

@@ -13,7 +13,8 @@ from facebank.errors import FailedPrecondition
 from facebank.index.cluster_job import Summary, run_pass
 from facebank.index.clustering import ClusteringParams, cluster, knn, match_clusters
 from facebank.index.records import IndexSettings
-from facebank.index.store import FaceStore, NewFace
+from facebank.index.sealed_faces import NewFace
+from facebank.index.store import FaceStore
 from facebank.v1 import facebank_pb2 as pb
 
 DIM = 64

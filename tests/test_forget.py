@@ -191,7 +191,7 @@ def test_derived_structures_are_retrained_without_the_identity(served, monkeypat
 
 
 def _grow_with_synthetic_faces(engine, collection, n):
-    from facebank.index.store import NewFace
+    from facebank.index.sealed_faces import NewFace
 
     rng = np.random.default_rng(0)
     for i in range(n):

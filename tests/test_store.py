@@ -16,7 +16,8 @@ from facebank.errors import DataCorruption, InvalidArgument, NotFound
 from facebank.index.forget import forget_identity
 from facebank.index.records import ENROLLED, IndexSettings
 from facebank.index.snapshot import read_header
-from facebank.index.store import FaceStore, NewFace
+from facebank.index.sealed_faces import NewFace
+from facebank.index.store import FaceStore
 
 DIM = 32
 
