@@ -7,7 +7,8 @@
 """
 
 from facebank.client import Client, connect, open_local
+from facebank.packed import MatchArrays
 from facebank.errors import FacebankError
 
-__all__ = ["Client", "FacebankError", "connect", "open_local"]
+__all__ = ["Client", "FacebankError", "MatchArrays", "connect", "open_local"]
 __version__ = "0.1.0"

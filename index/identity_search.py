@@ -1,9 +1,12 @@
 """1:N search at the identity level: face hits from a vector index, grouped
 into identities (an identity scores its best face), with an optional metadata
-filter applied inside the index."""
+filter applied inside the index. The answer stays in arrays (`IdentityMatches`):
+a batch of 64 queries has 640 matches, and a Python object per match costs more
+than the vector search."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -20,44 +23,97 @@ class Hit(NamedTuple):
     face_ids: list[int]
 
 
+@dataclass(frozen=True)
+class IdentityMatches:
+    """A batch's answer as queries x top_k cells, best first in a row: query i
+    matches identity `iid[i, j]` (0: no match) with `score[i, j]` (its best face;
+    NaN: none) through `face_count[i, j]` of its faces; `face_ids` holds every
+    cell's faces, cell after cell in row-major order, best first. `records` has
+    every matched identity's record. Indexing a row gives its `Hit`s."""
+
+    iid: np.ndarray
+    score: np.ndarray
+    face_count: np.ndarray
+    face_ids: np.ndarray
+    records: dict[int, IdentityRecord]
+
+    def __len__(self) -> int:
+        return len(self.iid)
+
+    def __getitem__(self, row: int) -> list[Hit]:
+        row = range(len(self))[row]  # negative rows count from the end; IndexError past it
+        n = int(np.count_nonzero(self.iid[row]))
+        first = int(self.face_count[:row].sum())
+        hits = []
+        for iid, score, count in zip(self.iid[row, :n].tolist(), self.score[row, :n].tolist(), self.face_count[row, :n].tolist()):
+            hits.append(Hit(self.records[iid], score, self.face_ids[first : first + count].tolist()))
+            first += count
+        return hits
+
+    def __iter__(self):
+        return (self[row] for row in range(len(self)))
+
+
 def search_identities(store: "FaceStore", cid: int, queries: np.ndarray, top_k: int, metadata_filter: dict[str, str] | None,
-                      min_score: float) -> list[list[Hit]]:
+                      min_score: float) -> IdentityMatches:
     segment = store.segments.get(cid, ENROLLED)
     allowed = _filter_faces(store, cid, metadata_filter) if metadata_filter else None
-    if allowed is not None and len(allowed) == 0:
-        return [[] for _ in queries]
+    rounds: list[tuple[np.ndarray, GroupedHits]] = []
+    records: dict[int, IdentityRecord] = {}
+    todo = np.arange(len(queries)) if allowed is None or len(allowed) else np.zeros(0, np.int64)
     k = max(40, 4 * top_k)  # room for an identity's several faces; grown below if not enough
-    results: list[list[Hit]] = [[] for _ in queries]
-    todo = np.arange(len(queries))
     while len(todo):
         scores, labels = segment.search(queries[todo], k, allowed)
-        hits, short = _group(store, scores, labels, top_k, min_score)
-        for row, found in zip(todo.tolist(), hits):
-            results[row] = found
+        g = _alive(group_faces(scores, labels, store.owners.lookup(labels), top_k, min_score), store, records)
+        rounds.append((todo, g))
         # An identity with many faces can crowd the others out of the k nearest:
         # look further for those queries only.
         if k >= 1024 or k >= len(segment.index):
             break
+        short = (np.bincount(g.row, minlength=len(todo)) < top_k) & g.full & ~g.low
         todo, k = todo[short], k * 4
-    return results
+    return _assemble(len(queries), top_k, rounds, records)
 
 
-def _group(store: "FaceStore", scores: np.ndarray, labels: np.ndarray, top_k: int, min_score: float = -1.0) -> tuple[list[list[Hit]], np.ndarray]:
-    """Face hits to identity hits (see `group_faces`), with their records. Also
-    says which rows came up short (fewer than top_k identities although every
-    hit slot was filled)."""
-    g = group_faces(scores, labels, store.owners.lookup(labels), top_k, min_score)
-    results: list[list[Hit]] = [[] for _ in range(len(labels))]
-    faces = g.faces.tolist()
-    get = store.identities.get
-    with store.catalog.lazy_read() as t:
-        for row, iid, score, start, end in zip(g.row.tolist(), g.iid.tolist(), g.score.tolist(), g.start.tolist(), g.end.tolist()):
-            rec = get(iid, t)
-            if rec is not None:  # None: forgotten since the vector search
-                results[row].append(Hit(rec, score, faces[start:end]))
-    found = np.fromiter((len(r) for r in results), np.int64, len(results))
-    short = (found < top_k) & g.full & ~g.low
-    return results, short
+def _alive(g: "GroupedHits", store: "FaceStore", records: dict[int, IdentityRecord]) -> "GroupedHits":
+    """Read the records of g's identities into `records`, dropping the identities
+    forgotten since the vector search (they have none any more)."""
+    new = set(g.iid.tolist()) - records.keys()
+    if new:
+        with store.catalog.lazy_read() as t:
+            records.update(store.identities.get_many(new, t))
+    if not new - records.keys():
+        return g
+    keep = np.fromiter((iid in records for iid in g.iid.tolist()), bool, len(g.iid))
+    return g._replace(row=g.row[keep], iid=g.iid[keep], score=g.score[keep], start=g.start[keep], end=g.end[keep])
+
+
+def _assemble(nq: int, top_k: int, rounds: list[tuple[np.ndarray, "GroupedHits"]], records: dict[int, IdentityRecord]) -> IdentityMatches:
+    """One answer from the search rounds: each query's from the last round that searched it."""
+    last = np.zeros(nq, np.int64)
+    for r, (todo, _) in enumerate(rounds):
+        last[todo] = r
+    parts, faces, base = [], [], 0
+    for r, (todo, g) in enumerate(rounds):
+        row = todo[g.row]
+        keep = last[row] == r
+        parts.append((row[keep], g.iid[keep], g.score[keep], g.start[keep] + base, g.end[keep] + base))
+        faces.append(g.faces)
+        base += len(g.faces)
+    empty = np.zeros(0, np.int64)
+    row, iid, score, start, end = (np.concatenate(a) for a in zip(*parts)) if parts else (empty,) * 5
+    order = np.argsort(row, kind="stable")  # rounds answer disjoint rows, each in rank order
+    row, iid, score, start, end = row[order], iid[order], score[order], start[order], end[order]
+    col = np.arange(len(row)) - np.searchsorted(row, row, side="left")
+    count = end - start
+    out_iid = np.zeros((nq, top_k), np.int64)
+    out_score = np.full((nq, top_k), np.nan, np.float32)
+    out_count = np.zeros((nq, top_k), np.int64)
+    out_iid[row, col], out_score[row, col], out_count[row, col] = iid, score, count
+    # every cell's faces in row-major cell order, which the sorted cells already follow
+    gather = np.repeat(start - (np.cumsum(count) - count), count) + np.arange(int(count.sum()))
+    all_faces = np.concatenate(faces) if faces else empty
+    return IdentityMatches(out_iid, out_score, out_count, all_faces[gather], records)
 
 
 class GroupedHits(NamedTuple):
@@ -83,16 +139,16 @@ def group_faces(scores: np.ndarray, labels: np.ndarray, owners: np.ndarray, top_
     nq = len(labels)
     taken = labels >= 0
     valid = taken & (owners > 0) & (scores >= min_score)
-    rows, cols = np.nonzero(valid)
+    rows, cols = np.nonzero(valid)  # by query, then rank
     own = owners[rows, cols]
-    order = np.lexsort((cols, own, rows))  # by query, then identity, then rank
+    order = np.argsort(rows * (int(own.max(initial=0)) + 1) + own, kind="stable")  # by query, then identity, then rank
     rows, own, cols = rows[order], own[order], cols[order]
     first = np.ones(len(rows), bool)
     first[1:] = (rows[1:] != rows[:-1]) | (own[1:] != own[:-1])
     starts = np.flatnonzero(first)  # one per (query, identity); its first face is its best
     ends = np.append(starts[1:], len(rows)).astype(np.int64)
     g_row, g_col = rows[starts], cols[starts]
-    ranked = np.lexsort((g_col, g_row))  # identities of each query, best first
+    ranked = np.argsort(g_row * labels.shape[1] + g_col)  # identities of each query, best first
     ranked_rows = g_row[ranked]
     rank = np.arange(len(ranked)) - np.searchsorted(ranked_rows, ranked_rows, side="left")
     keep = ranked[rank < top_k]

@@ -19,7 +19,7 @@ from facebank.index.audit import AuditLog
 from facebank.index.catalog import DEFAULT_MAP_SIZE, Catalog
 from facebank.index.catalog_txn import CatalogTxn
 from facebank.index.factory import IndexFactory
-from facebank.index.identity_search import Hit, search_identities
+from facebank.index.identity_search import Hit, IdentityMatches, search_identities
 from facebank.index.keyring import DataKey, Keyring, face_owner, identity_owner, load_master_key
 from facebank.index.records import ENROLLED, INGESTED, CollectionRecord, FaceRecord, IdentityRecord, IndexSettings
 from facebank.index.sealed_faces import NewFace, StoredFace, now_ms, open_vectors, put_sealed_face
@@ -339,9 +339,9 @@ class FaceStore:
     # -- search -------------------------------------------------------------------------
 
     def search(self, collection: str, queries: np.ndarray, top_k: int, metadata_filter: dict[str, str] | None = None,
-               min_score: float = -1.0) -> list[list[Hit]]:
+               min_score: float = -1.0) -> IdentityMatches:
         """The best `top_k` identities per query (an identity scores its best face),
-        none scoring below min_score."""
+        none scoring below min_score; `answer[i]` is query i's list of `Hit`s."""
         coll = self.collection(collection)
         return search_identities(self, coll.id, queries, top_k, metadata_filter, min_score)
 
@@ -394,4 +394,4 @@ class FaceStore:
         self.catalog.close()
 
 
-__all__ = ["FaceStore", "Hit"]
+__all__ = ["FaceStore", "Hit", "IdentityMatches"]

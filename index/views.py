@@ -73,6 +73,16 @@ class IdentityCache:
                     self._items[iid] = rec
         return rec
 
+    def get_many(self, iids, t: CatalogTxn) -> dict[int, IdentityRecord]:
+        """The records of these iids that exist (a batch's answer has hundreds)."""
+        items = self._items
+        found = {iid: rec for iid in iids if (rec := items.get(iid)) is not None}
+        for iid in [iid for iid in iids if iid not in found]:
+            rec = self.get(iid, t)
+            if rec is not None:
+                found[iid] = rec
+        return found
+
     def forget(self, iids) -> None:
         if iids:
             with self._lock:

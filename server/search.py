@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from facebank.errors import InvalidArgument, Reason
-from facebank.index.identity_search import Hit
+from facebank.index.identity_search import Hit, IdentityMatches
 from facebank.server import convert, validate
 from facebank.server.engine import Parts
 from facebank.server.faces import require_face
@@ -23,6 +23,19 @@ def fill_matches(matches, hits: list[Hit]) -> None:
             match.metadata.update(rec.metadata)
 
 
+def packed_matches(m: IdentityMatches) -> pb.PackedMatches:
+    """The whole answer as arrays (see PackedMatches), with no per-match work."""
+    present = m.iid > 0
+    distinct = np.unique(m.iid[present])
+    index = np.where(present, np.searchsorted(distinct, m.iid), -1)
+    records = [m.records[iid] for iid in distinct.tolist()]
+    return pb.PackedMatches(
+        top_k=m.iid.shape[1], identity_ids=[r.external_id for r in records], display_names=[r.display_name for r in records],
+        identities_i32=index.astype("<i4").tobytes(), scores_f32=m.score.astype("<f4").tobytes(),
+        face_counts_u32=m.face_count.astype("<u4").tobytes(), face_ids_u64=m.face_ids.astype("<u8").tobytes(),
+    )
+
+
 class SearchService:
     def __init__(self, parts: Parts) -> None:
         self.p = parts
@@ -34,8 +47,7 @@ class SearchService:
 
     def _matches(self, collection: str, queries: np.ndarray, options: pb.SearchOptions, threshold_default: float):
         top_k, threshold, filter_ = self._options(options, threshold_default)
-        hits = self.p.store.search(collection, queries, top_k, filter_ or None, min_score=threshold) if len(queries) else []
-        return hits, threshold
+        return self.p.store.search(collection, queries, top_k, filter_ or None, min_score=threshold), threshold
 
     def search_by_image(self, req: pb.SearchByImageRequest) -> pb.SearchByImageResponse:
         coll = self.p.collection(req.collection)
@@ -58,6 +70,8 @@ class SearchService:
         else:
             queries = validate.embeddings([q.values for q in req.queries], coll.dim)
         matches, threshold = self._matches(coll.name, queries, req.options, coll.threshold)
+        if req.packed_answer:
+            return pb.SearchByEmbeddingResponse(threshold=threshold, packed=packed_matches(matches))
         response = pb.SearchByEmbeddingResponse(threshold=threshold)
         for hits in matches:
             fill_matches(response.results.add().matches, hits)

@@ -158,6 +158,33 @@ def test_search_by_embedding_matches_search_by_image(client, embedder):
         [(m.identity_id, round(m.score, 5)) for m in by_vector.results[0].matches]
 
 
+def test_packed_answer_holds_the_same_matches_as_the_messages(client, embedder):
+    from facebank import MatchArrays
+    from facebank.embedder import decode_image
+
+    held_back = enroll_first_photos(client)
+    client.enroll("obama", [p.path for p in held_back["obama"][:2]])  # an identity of three faces
+    probes = [shots[0] for shots in held_back.values() if shots]
+    queries = np.stack([embedder.analyze([decode_image(p.data)])[0][0].embedding for p in probes])
+    queries = np.concatenate([queries, -queries[:1]])  # and one that matches nobody above the threshold
+    for top_k, threshold in ((5, -1.0), (3, None)):  # everyone, then only the matches over the collection's threshold
+        messages = client.search_embeddings(queries, top_k=top_k, threshold=threshold)
+        packed = client.search_embeddings(queries, top_k=top_k, threshold=threshold, packed=True)
+        assert not packed.results and not messages.HasField("packed") and packed.threshold == messages.threshold
+        m = MatchArrays.from_pb(packed.packed)
+        assert m.scores.shape == (len(queries), top_k)
+        for i, result in enumerate(messages.results):
+            n = len(result.matches)
+            assert list(m.identity_ids[i, :n]) == [x.identity_id for x in result.matches]
+            assert list(m.display_names[i, :n]) == [x.display_name for x in result.matches]
+            assert m.scores[i, :n].tolist() == [x.score for x in result.matches]
+            assert [m.faces(i, j).tolist() for j in range(n)] == [list(x.face_ids) for x in result.matches]
+            assert list(m.identity_ids[i, n:]) == [""] * (top_k - n) and np.isnan(m.scores[i, n:]).all()
+            assert not m.face_counts[i, n:].any()
+        assert m.face_counts.max() == 3  # obama's probe is now one of his faces: all three are found
+    assert m.identity_ids[-1, 0] == ""  # the negated query: unknown
+
+
 @pytest.mark.parametrize(
     "vectors, fragment",
     [

@@ -60,6 +60,34 @@ def test_a_failing_enrollment_leaves_nothing(store):
     assert store.keyring.used_slots() == used_before  # the new identity's key was shredded
 
 
+def test_an_identity_with_many_faces_does_not_crowd_the_others_out(store):
+    """200 faces of one person nearest to the first query fill the first k hits;
+    the search looks further for that query only, and the batch answers exactly
+    as brute force over every face does (the index is exact at this size)."""
+    rng = np.random.default_rng(3)
+    query = vec(0)
+    crowd = query + 0.05 * rng.standard_normal((200, DIM)).astype(np.float32)
+    store.enroll("c", "crowd", "", {}, [NewFace(**{**face(1000 + i).__dict__, "embedding": v / np.linalg.norm(v)}) for i, v in enumerate(crowd)])
+    for i in range(30):
+        store.enroll("c", f"p{i}", f"P {i}", {}, [face(i + 1)])
+    queries = np.stack([query, vec(99)])
+    answer = store.search("c", queries, 5)
+    faces = {}
+    for rec_id in ["crowd", *(f"p{i}" for i in range(30))]:
+        for face_id, v in zip(*store.identity_vectors("c", rec_id)):
+            faces[face_id] = (rec_id, v)
+    for row, q in enumerate(queries):
+        best: dict[str, tuple[float, list[int]]] = {}
+        for face_id, (owner, v) in sorted(faces.items(), key=lambda kv: -float(kv[1][1] @ q)):
+            best.setdefault(owner, (float(v @ q), []))[1].append(face_id)
+        expected = sorted(best.items(), key=lambda kv: -kv[1][0])[:5]
+        got = answer[row]
+        assert [h.identity.external_id for h in got] == [owner for owner, _ in expected]
+        assert [h.score for h in got] == pytest.approx([score for _, (score, _) in expected], abs=1e-5)
+        assert len(got[0].face_ids) == (200 if row == 0 else 1)  # every face of the crowd was looked at
+    assert answer.face_count.sum() == len(answer.face_ids)
+
+
 def test_everything_survives_a_restart(tmp_path):
     s = open_store(tmp_path / "d")
     s.create_collection("c", "m", DIM, 0.4, IndexSettings())

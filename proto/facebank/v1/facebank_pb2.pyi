@@ -396,16 +396,18 @@ class Embedding(_message.Message):
     def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class SearchByEmbeddingRequest(_message.Message):
-    __slots__ = ("collection", "queries", "options", "queries_f32")
+    __slots__ = ("collection", "queries", "options", "queries_f32", "packed_answer")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     QUERIES_F32_FIELD_NUMBER: _ClassVar[int]
+    PACKED_ANSWER_FIELD_NUMBER: _ClassVar[int]
     collection: str
     queries: _containers.RepeatedCompositeFieldContainer[Embedding]
     options: SearchOptions
     queries_f32: bytes
-    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ..., queries_f32: _Optional[bytes] = ...) -> None: ...
+    packed_answer: bool
+    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ..., queries_f32: _Optional[bytes] = ..., packed_answer: _Optional[bool] = ...) -> None: ...
 
 class MatchList(_message.Message):
     __slots__ = ("matches",)
@@ -413,13 +415,33 @@ class MatchList(_message.Message):
     matches: _containers.RepeatedCompositeFieldContainer[IdentityMatch]
     def __init__(self, matches: _Optional[_Iterable[_Union[IdentityMatch, _Mapping]]] = ...) -> None: ...
 
+class PackedMatches(_message.Message):
+    __slots__ = ("top_k", "identity_ids", "display_names", "identities_i32", "scores_f32", "face_counts_u32", "face_ids_u64")
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_IDS_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAMES_FIELD_NUMBER: _ClassVar[int]
+    IDENTITIES_I32_FIELD_NUMBER: _ClassVar[int]
+    SCORES_F32_FIELD_NUMBER: _ClassVar[int]
+    FACE_COUNTS_U32_FIELD_NUMBER: _ClassVar[int]
+    FACE_IDS_U64_FIELD_NUMBER: _ClassVar[int]
+    top_k: int
+    identity_ids: _containers.RepeatedScalarFieldContainer[str]
+    display_names: _containers.RepeatedScalarFieldContainer[str]
+    identities_i32: bytes
+    scores_f32: bytes
+    face_counts_u32: bytes
+    face_ids_u64: bytes
+    def __init__(self, top_k: _Optional[int] = ..., identity_ids: _Optional[_Iterable[str]] = ..., display_names: _Optional[_Iterable[str]] = ..., identities_i32: _Optional[bytes] = ..., scores_f32: _Optional[bytes] = ..., face_counts_u32: _Optional[bytes] = ..., face_ids_u64: _Optional[bytes] = ...) -> None: ...
+
 class SearchByEmbeddingResponse(_message.Message):
-    __slots__ = ("results", "threshold")
+    __slots__ = ("results", "threshold", "packed")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    PACKED_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[MatchList]
     threshold: float
-    def __init__(self, results: _Optional[_Iterable[_Union[MatchList, _Mapping]]] = ..., threshold: _Optional[float] = ...) -> None: ...
+    packed: PackedMatches
+    def __init__(self, results: _Optional[_Iterable[_Union[MatchList, _Mapping]]] = ..., threshold: _Optional[float] = ..., packed: _Optional[_Union[PackedMatches, _Mapping]] = ...) -> None: ...
 
 class VerifyRequest(_message.Message):
     __slots__ = ("collection", "image", "other_image", "identity_id", "threshold")

@@ -1,0 +1,43 @@
+"""A packed search answer (`SearchByEmbeddingResponse.packed`) as numpy arrays.
+
+    answer = fb.search_embeddings(queries, top_k=10, packed=True)
+    m = MatchArrays.from_pb(answer.packed)
+    m.identity_ids[i, 0], m.scores[i, 0]   # query i's best match ("" / NaN: none)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from facebank.v1 import facebank_pb2 as pb
+
+
+@dataclass(frozen=True)
+class MatchArrays:
+    identity_ids: np.ndarray   # queries x top_k, str; "" where a query has fewer matches
+    display_names: np.ndarray  # queries x top_k, str
+    scores: np.ndarray         # queries x top_k, float32; NaN where no match
+    face_counts: np.ndarray    # queries x top_k: how many of each match's faces `face_ids` holds
+    face_ids: np.ndarray       # uint64, every match's faces, match after match (row-major), best first
+
+    @classmethod
+    def from_pb(cls, packed: pb.PackedMatches) -> "MatchArrays":
+        top_k = max(packed.top_k, 1)
+        index = np.frombuffer(packed.identities_i32, "<i4").reshape(-1, top_k)
+        ids = np.array([*packed.identity_ids, ""], dtype=object)  # index -1 picks the trailing ""
+        names = np.array([*packed.display_names, ""], dtype=object)
+        return cls(
+            identity_ids=ids[index], display_names=names[index],
+            scores=np.frombuffer(packed.scores_f32, "<f4").reshape(-1, top_k),
+            face_counts=np.frombuffer(packed.face_counts_u32, "<u4").reshape(-1, top_k),
+            face_ids=np.frombuffer(packed.face_ids_u64, "<u8"),
+        )
+
+    def faces(self, query: int, rank: int) -> np.ndarray:
+        """The faces through which query `query`'s match at `rank` (0 = best) was found, best first."""
+        counts = self.face_counts.ravel().astype(np.int64)
+        cell = query * self.face_counts.shape[1] + rank
+        start = int(counts[:cell].sum())
+        return self.face_ids[start : start + counts[cell]]
