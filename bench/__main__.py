@@ -12,10 +12,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench import cluster, embedding, enroll, forget, gpu, report, search
+from bench import breakdown, cluster, embedding, enroll, forget, gpu, report, search
 from bench.machine import describe
 
-SECTIONS = {"embedding": embedding, "search": search, "enrollment": enroll, "forget": forget, "clustering": cluster, "gpu": gpu}
+SECTIONS = {"embedding": embedding, "search": search, "breakdown": breakdown, "enrollment": enroll, "forget": forget, "clustering": cluster,
+            "gpu": gpu}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

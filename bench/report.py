@@ -73,7 +73,8 @@ def write(run_dir: Path, results: dict) -> None:
     for key, title in (("search", "Search"), ("embedding", "Embedding"), ("enrollment", "Enrollment"), ("clustering", "Clustering")):
         if results.get(key):
             md += [f"## {title}\n", _table(results[key])]
-    for key, title in (("forget", "Forget / retain"), ("clustering_real", "Clustering the real photos"), ("gpu", "GPU"), ("search_details", "Search details")):
+    for key, title in (("forget", "Forget / retain"), ("clustering_real", "Clustering the real photos"), ("gpu", "GPU"), ("search_details", "Search details"),
+                       ("search_breakdown", "Where a batch-64 search spends its time")):
         if results.get(key):
             md += [f"## {title}\n", "```json\n" + json.dumps(results[key], indent=2) + "\n```\n"]
     (run_dir / "results.md").write_text("\n".join(md))

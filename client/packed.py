@@ -21,6 +21,7 @@ class MatchArrays:
     scores: np.ndarray         # queries x top_k, float32; NaN where no match
     face_counts: np.ndarray    # queries x top_k: how many of each match's faces `face_ids` holds
     face_ids: np.ndarray       # uint64, every match's faces, match after match (row-major), best first
+    face_offsets: np.ndarray   # queries x top_k: where each match's faces start in `face_ids`
 
     @classmethod
     def from_pb(cls, packed: pb.PackedMatches) -> "MatchArrays":
@@ -28,16 +29,20 @@ class MatchArrays:
         index = np.frombuffer(packed.identities_i32, "<i4").reshape(-1, top_k)
         ids = np.array([*packed.identity_ids, ""], dtype=object)  # index -1 picks the trailing ""
         names = np.array([*packed.display_names, ""], dtype=object)
+        counts = np.frombuffer(packed.face_counts_u32, "<u4").reshape(-1, top_k)
+        flat = counts.ravel().astype(np.int64)
         return cls(
             identity_ids=ids[index], display_names=names[index],
             scores=np.frombuffer(packed.scores_f32, "<f4").reshape(-1, top_k),
-            face_counts=np.frombuffer(packed.face_counts_u32, "<u4").reshape(-1, top_k),
-            face_ids=np.frombuffer(packed.face_ids_u64, "<u8"),
+            face_counts=counts, face_ids=np.frombuffer(packed.face_ids_u64, "<u8"),
+            face_offsets=(np.cumsum(flat) - flat).reshape(counts.shape),
         )
 
-    def faces(self, query: int, rank: int) -> np.ndarray:
-        """The faces through which query `query`'s match at `rank` (0 = best) was found, best first."""
-        counts = self.face_counts.ravel().astype(np.int64)
-        cell = query * self.face_counts.shape[1] + rank
-        start = int(counts[:cell].sum())
-        return self.face_ids[start : start + counts[cell]]
+    def faces(self, query: int, rank: int = -1) -> np.ndarray:
+        """The faces through which query `query`'s match at `rank` (0 = best) was
+        found, best first; with no rank, those of all its matches, match after match."""
+        if rank < 0:
+            start = int(self.face_offsets[query, 0])
+            return self.face_ids[start : start + int(self.face_counts[query].sum())]
+        start = int(self.face_offsets[query, rank])
+        return self.face_ids[start : start + int(self.face_counts[query, rank])]

@@ -7,6 +7,7 @@ than the vector search."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -40,10 +41,16 @@ class IdentityMatches:
     def __len__(self) -> int:
         return len(self.iid)
 
+    @cached_property
+    def row_offset(self) -> np.ndarray:
+        """Where each query's faces start in `face_ids`."""
+        per_row = self.face_count.sum(axis=1)
+        return np.cumsum(per_row) - per_row
+
     def __getitem__(self, row: int) -> list[Hit]:
         row = range(len(self))[row]  # negative rows count from the end; IndexError past it
         n = int(np.count_nonzero(self.iid[row]))
-        first = int(self.face_count[:row].sum())
+        first = int(self.row_offset[row])
         hits = []
         for iid, score, count in zip(self.iid[row, :n].tolist(), self.score[row, :n].tolist(), self.face_count[row, :n].tolist()):
             hits.append(Hit(self.records[iid], score, self.face_ids[first : first + count].tolist()))

@@ -179,6 +179,7 @@ def test_packed_answer_holds_the_same_matches_as_the_messages(client, embedder):
             assert list(m.display_names[i, :n]) == [x.display_name for x in result.matches]
             assert m.scores[i, :n].tolist() == [x.score for x in result.matches]
             assert [m.faces(i, j).tolist() for j in range(n)] == [list(x.face_ids) for x in result.matches]
+            assert m.faces(i).tolist() == [f for x in result.matches for f in x.face_ids]
             assert list(m.identity_ids[i, n:]) == [""] * (top_k - n) and np.isnan(m.scores[i, n:]).all()
             assert not m.face_counts[i, n:].any()
         assert m.face_counts.max() == 3  # obama's probe is now one of his faces: all three are found
