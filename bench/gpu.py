@@ -21,61 +21,86 @@ def run(quick: bool, log=print) -> dict:
         return {"gpu": {"skipped": "no CUDA device in this run"}}
     name = torch.cuda.get_device_name(0)
     peak = next((bw for key, bw in PEAK_BANDWIDTH.items() if key in name), None)
-    out = {"device": name, "recognizer": _recognizer(torch, log), "exact_search": _search(torch, peak, quick, log)}
+    out = {"device": name, "recognizer": _recognizer(torch, log), "exact_search": _search(torch, peak, log)}
     return {"gpu": out}
 
 
-def _recognizer(torch, log) -> list[dict]:
+def _recognizer(torch, log, device: str = "cuda", batches=(64, 256, 1024)) -> list[dict]:
+    """faces/s of the torch backend on the recognizer's ONNX weights, fp32 then fp16,
+    with how far fp16 moves the embeddings (lowest cosine to fp32 on the same input)."""
     from facebank.embedder import default_model_spec
     from facebank.embedder.torch_onnx import TorchOnnxModel
 
     spec = default_model_spec()
-    rows = []
-    for fp16 in (True, False):
-        model = TorchOnnxModel(spec.recognizer.verified_bytes(), device="cuda", fp16=fp16)
-        for batch in (64, 256, 1024):
-            x = np.random.default_rng(0).uniform(-1, 1, (batch, 3, 112, 112)).astype(np.float32)
-            model.run(x)
+    rows, reference = [], {}
+    for fp16 in (False, True):
+        model = TorchOnnxModel(spec.recognizer.verified_bytes(), device=device, fp16=fp16)
+        for batch in batches:
+            x = np.random.default_rng(batch).uniform(-1, 1, (batch, 3, 112, 112)).astype(np.float32)
+            torch.cuda.reset_peak_memory_stats()
+            out = model.run(x)[0]
             torch.cuda.synchronize()
+            peak_mb = torch.cuda.max_memory_allocated() / 2**20
             reps = 10
             t0 = time.perf_counter()
             for _ in range(reps):
                 model.run(x)
             torch.cuda.synchronize()
             rate = batch * reps / (time.perf_counter() - t0)
-            rows.append({"backend": "torch", "fp16": fp16, "batch": batch, "faces_per_s": round(rate, 1)})
+            row = {"backend": "torch", "fp16": fp16, "batch": batch, "faces_per_s": round(rate, 1), "peak_gpu_mb": round(peak_mb)}
+            unit = out / np.linalg.norm(out, axis=1, keepdims=True)
+            if fp16:
+                row["min_cosine_to_fp32"] = round(float((unit * reference[batch]).sum(axis=1).min()), 5)
+            else:
+                reference[batch] = unit
+            rows.append(row)
             log(f"gpu: recognizer fp16={fp16} batch {batch}: {rate:.0f} faces/s")
     return rows
 
 
-def _search(torch, peak: float | None, quick: bool, log) -> list[dict]:
+def _search(torch, peak: float | None, log, device: str = "cuda", n: int = 1_000_000) -> list[dict]:
+    """Per batch size: the device kernel alone (scores and top 10 of 1M, the part the
+    bandwidth bound is about), then facebank's whole `search` call (queries from host
+    memory, ids back to it)."""
     from facebank.index.gpu import TorchExactIndex
 
-    n, dim = 1_000_000, 512
+    dim, step = 512, min(n, 100_000)
     rng = np.random.default_rng(0)
-    index = TorchExactIndex(dim, device="cuda")
-    for start in range(0, n, 100_000):
-        chunk = rng.standard_normal((100_000, dim)).astype(np.float32)
+    index = TorchExactIndex(dim, device=device)
+    for start in range(0, n, step):
+        chunk = rng.standard_normal((step, dim)).astype(np.float32)
         chunk /= np.linalg.norm(chunk, axis=1, keepdims=True)
-        index.add(np.arange(start, start + 100_000), chunk)
+        index.add(np.arange(start, start + step), chunk)
     rows = []
-    gallery_bytes = n * dim * 2
+    gallery_bytes = n * dim * (2 if index.dtype == torch.float16 else 4)
     for batch in (1, 16, 64, 256):
-        q = torch.randn(batch, dim, device="cuda", dtype=torch.float16)
-        for _ in range(5):
-            torch.topk((q @ index._vectors.T).float(), 10, dim=1)
-        torch.cuda.synchronize()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        host = rng.standard_normal((batch, dim)).astype(np.float32)
+        q = torch.from_numpy(host).to(device, index.dtype)
+        kernel_ms = _device_ms(torch, lambda q=q: index.top_k_on_device(q, 10))
+        index.search(host, 10)  # warm up
         reps = 50
-        start.record()
+        t0 = time.perf_counter()
         for _ in range(reps):
-            torch.topk((q @ index._vectors.T).float(), 10, dim=1)
-        end.record()
-        torch.cuda.synchronize()
-        ms = start.elapsed_time(end) / reps
-        row = {"n": n, "dim": dim, "batch": batch, "ms_per_batch": round(ms, 4), "gb_per_s": round(gallery_bytes / (ms / 1000) / 1e9, 1)}
+            index.search(host, 10)  # returns numpy arrays: every call waits for the device
+        call_ms = (time.perf_counter() - t0) * 1000 / reps
+        row = {"n": n, "dim": dim, "batch": batch, "ms_per_batch": round(kernel_ms, 4), "search_call_ms": round(call_ms, 4),
+               "gb_per_s": round(gallery_bytes / (kernel_ms / 1000) / 1e9, 1)}
         if peak:
-            row["fraction_of_peak_bandwidth"] = round(gallery_bytes / (ms / 1000) / peak, 3)
+            row["fraction_of_peak_bandwidth"] = round(gallery_bytes / (kernel_ms / 1000) / peak, 3)
         rows.append(row)
-        log(f"gpu: exact fp16 search 1M x 512, batch {batch}: {ms:.3f} ms")
+        log(f"gpu: exact fp16 search {n:,} x 512, batch {batch}: kernel {kernel_ms:.3f} ms, whole call {call_ms:.3f} ms")
     return rows
+
+
+def _device_ms(torch, fn, reps: int = 50) -> float:
+    """Mean device time of fn, by CUDA events around reps back-to-back launches."""
+    for _ in range(5):
+        fn()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / reps

@@ -29,22 +29,28 @@ class BatchingModel(InferenceModel):
         self.max_wait = max_wait_ms / 1000.0
         self._queue: queue.Queue[tuple[np.ndarray, Future] | None] = queue.Queue(maxsize=max_queue)
         self._closed = False
+        self._accepting = threading.Lock()
         self._worker = threading.Thread(target=self._serve, name="facebank-microbatch", daemon=True)
         self._worker.start()
         self.calls = 0  # model calls made, for tests and benchmarks
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        if self._closed:
-            raise Unavailable("the model is shutting down; retry on another server")
         future: Future = Future()
-        try:
-            self._queue.put_nowait((batch, future))
-        except queue.Full:
-            raise ResourceExhausted("the face model queue is full; retry shortly", reason=Reason.OVERLOADED) from None
+        with self._accepting:  # nothing is queued behind the close marker, where no one would answer it
+            if self._closed:
+                raise Unavailable("the model is shutting down; retry on another server")
+            try:
+                self._queue.put_nowait((batch, future))
+            except queue.Full:
+                raise ResourceExhausted("the face model queue is full; retry shortly", reason=Reason.OVERLOADED) from None
         return future.result()
 
     def close(self) -> None:
-        self._closed = True
+        """Refuse new calls; the ones already queued are still run and answered."""
+        with self._accepting:
+            if self._closed:
+                return
+            self._closed = True
         self._queue.put(None)
         self._worker.join(timeout=5)
 

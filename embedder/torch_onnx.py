@@ -52,17 +52,26 @@ class TorchOnnxModel(InferenceModel):
             if op == "Constant":
                 value = numpy_helper.to_array(attrs["value"])
                 self.weights[outputs[0]] = torch.from_numpy(value.copy())
+        # Drop each intermediate after its last reader: a large batch keeps only the
+        # live activations on the device, not every layer's.
+        last_read = {name: i for i, (_, inputs, _, _) in enumerate(self.nodes) for name in inputs}
+        keep = set(self.weights) | set(self.outputs)
+        self.free_after: list[list[str]] = [[] for _ in self.nodes]
+        for name, i in last_read.items():
+            if name and name not in keep:
+                self.free_after[i].append(name)
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         torch = self.torch
         with torch.inference_mode():
             values = dict(self.weights)
             values[self.inputs[0]] = torch.from_numpy(np.ascontiguousarray(batch, np.float32)).to(self.device, self.dtype)
-            for op, inputs, outputs, attrs in self.nodes:
-                if op == "Constant":
-                    continue
-                args = [values[i] if i else None for i in inputs]
-                values[outputs[0]] = _OPS[op](torch, args, attrs)
+            for (op, inputs, outputs, attrs), done in zip(self.nodes, self.free_after):
+                if op != "Constant":
+                    args = [values[i] if i else None for i in inputs]
+                    values[outputs[0]] = _OPS[op](torch, args, attrs)
+                for name in done:
+                    del values[name]
             return [values[name].float().cpu().numpy() for name in self.outputs]
 
 

@@ -14,7 +14,7 @@ from facebank.embedder import OnnxFaceEmbedder, decode_image, default_model_spec
 from facebank.embedder.batching import BatchingModel
 from facebank.embedder.runtime import InferenceModel, OnnxRuntimeModel, load_model, resolve_device
 from facebank.embedder.torch_onnx import TorchOnnxModel
-from facebank.errors import FailedPrecondition, ResourceExhausted
+from facebank.errors import FailedPrecondition, ResourceExhausted, Unavailable
 from facebank.index.factory import IndexFactory
 from facebank.index.gpu import TorchExactIndex
 from facebank.index.vectors import FlatIndex, exact_top_k
@@ -142,6 +142,8 @@ def test_micro_batching_shares_model_calls_across_concurrent_requests(embedder):
 
 
 def test_micro_batching_queue_is_bounded(embedder):
+    import time
+
     gate = threading.Event()
 
     class Blocked(InferenceModel):
@@ -150,18 +152,50 @@ def test_micro_batching_queue_is_bounded(embedder):
             return [batch]
 
     batching = BatchingModel(Blocked(), max_batch=1, max_wait_ms=0, max_queue=2)
-    workers = [threading.Thread(target=batching.run, args=(np.zeros((1, 1)),)) for _ in range(3)]
+    workers = [threading.Thread(target=batching.run, args=(np.zeros((1, 1)),), daemon=True) for _ in range(3)]
+    try:
+        for w in workers:
+            w.start()
+        deadline = time.monotonic() + 30
+        while batching._queue.qsize() < 2 and time.monotonic() < deadline:  # one in the model, two waiting
+            time.sleep(0.01)
+        with pytest.raises(ResourceExhausted, match="queue is full"):
+            batching.run(np.zeros((1, 1)))
+    finally:
+        gate.set()  # never leave the workers blocked, even when the check fails
     for w in workers:
-        w.start()
-    import time
-
-    time.sleep(0.2)
-    with pytest.raises(ResourceExhausted, match="queue is full"):
-        batching.run(np.zeros((1, 1)))
-    gate.set()
-    for w in workers:
-        w.join()
+        w.join(timeout=10)
+    assert not any(w.is_alive() for w in workers)
     batching.close()
+
+
+def test_micro_batching_close_never_strands_a_caller(monkeypatch):
+    """A close that lands between a caller's check and its enqueue must not leave
+    the call behind the close marker, where no one would ever answer it."""
+    import queue
+
+    class Echo(InferenceModel):
+        def run(self, batch):
+            return [batch * 2]
+
+    class CloseDuringPut(queue.Queue):
+        def put_nowait(self, item):
+            closer = threading.Thread(target=batching.close, daemon=True)
+            closer.start()
+            closer.join(timeout=0.3)  # let the close run now, if nothing holds it back
+            super().put_nowait(item)
+
+    with monkeypatch.context() as m:
+        m.setattr(queue, "Queue", CloseDuringPut)
+        batching = BatchingModel(Echo(), max_batch=4, max_wait_ms=0)
+    answers = []
+    caller = threading.Thread(target=lambda: answers.append(batching.run(np.ones((1, 1)))[0]), daemon=True)
+    caller.start()
+    caller.join(timeout=10)
+    assert not caller.is_alive(), "the call was queued behind the close and never answered"
+    assert answers[0][0, 0] == 2.0
+    with pytest.raises(Unavailable, match="shutting down"):
+        batching.run(np.zeros((1, 1)))
 
 
 def test_embedder_with_micro_batching_gives_the_same_faces(embedder):
