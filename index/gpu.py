@@ -53,20 +53,43 @@ class TorchExactIndex(VectorIndex):
         self.device = device
         self.dtype = getattr(torch, dtype)
         self.query_block = query_block
-        self._vectors = torch.empty((0, dim), dtype=self.dtype, device=device)
-        self._ids = np.zeros(0, np.int64)
+        # Rows [0, n) of a buffer with room to grow, so that enrolling one identity at
+        # a time does not copy the whole gallery on every add.
+        self._buffer = torch.empty((0, dim), dtype=self.dtype, device=device)
+        self._id_buffer = np.zeros(0, np.int64)
+        self._n = 0
+
+    @property
+    def _vectors(self):
+        return self._buffer[: self._n]
+
+    @property
+    def _ids(self) -> np.ndarray:
+        return self._id_buffer[: self._n]
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        new = self.torch.from_numpy(np.ascontiguousarray(vectors, np.float32)).to(self.device, self.dtype)
-        self._vectors = self.torch.cat([self._vectors, new])
-        self._ids = np.concatenate([self._ids, np.asarray(ids, np.int64)])
+        new = self.torch.from_numpy(np.ascontiguousarray(vectors, np.float32)).to(self.device, self.dtype).reshape(-1, self.dim)
+        n, m = self._n, len(new)
+        if n + m > len(self._buffer):
+            room = max(n + m, n + n // 2, 1024)  # grow by half: amortised O(1) per row
+            grown = self.torch.empty((room, self.dim), dtype=self.dtype, device=self.device)
+            grown[:n] = self._buffer[:n]
+            grown_ids = np.zeros(room, np.int64)
+            grown_ids[:n] = self._id_buffer[:n]
+            self._buffer, self._id_buffer = grown, grown_ids
+        self._buffer[n : n + m] = new
+        self._id_buffer[n : n + m] = np.asarray(ids, np.int64)
+        self._n = n + m
 
     def remove(self, ids: np.ndarray) -> int:
         gone = np.isin(self._ids, np.asarray(ids, np.int64))
         if gone.any():
-            keep = self.torch.from_numpy(np.nonzero(~gone)[0]).to(self.device)
-            self._vectors = self._vectors.index_select(0, keep)  # a new tensor: the old rows are freed
-            self._ids = self._ids[~gone]
+            torch = self.torch
+            self._buffer[torch.from_numpy(np.nonzero(gone)[0]).to(self.device)] = 0  # the vectors themselves, not only their rows
+            keep = torch.from_numpy(np.nonzero(~gone)[0]).to(self.device)
+            self._buffer = self._vectors.index_select(0, keep)  # a new, compact tensor: the old one is freed
+            self._id_buffer = self._ids[~gone].copy()
+            self._n = len(self._id_buffer)
         return int(gone.sum())
 
     def search(self, queries: np.ndarray, k: int, params: SearchParams = SearchParams()) -> tuple[np.ndarray, np.ndarray]:
@@ -104,13 +127,13 @@ class TorchExactIndex(VectorIndex):
         return self._ids[rows], self._vectors[self.torch.from_numpy(rows).to(self.device)].float().cpu().numpy()
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return self._n
 
     def ids(self) -> np.ndarray:
         return self._ids.copy()
 
     def state(self):
-        return {"dtype": str(self.dtype).removeprefix("torch.")}, {"vectors": self._vectors.float().cpu().numpy(), "ids": self._ids}
+        return {"dtype": str(self.dtype).removeprefix("torch.")}, {"vectors": self._vectors.float().cpu().numpy(), "ids": self._ids.copy()}
 
     @classmethod
     def restore(cls, dim: int, info: dict, arrays: dict, device: str) -> "TorchExactIndex":

@@ -106,6 +106,33 @@ def test_torch_exact_search_matches_faiss(dtype, min_agreement):
     assert np.mean([len(set(a) & set(b)) / 5 for a, b in zip(sub, ref_sub)]) >= min_agreement
 
 
+def test_torch_exact_index_grows_by_small_adds_and_compacts_on_removal():
+    """Enrollment adds a few faces at a time: the index grows in place (no copy of
+    the gallery per add) and answers exactly as one built in a single add."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3000, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids = np.arange(3000, dtype=np.int64) * 7 + 1
+    grown = TorchExactIndex(32, device="cpu", dtype="float32")
+    start = 0
+    for size in rng.integers(1, 12, 3000):
+        grown.add(ids[start : start + size], x[start : start + size])
+        start += size
+        if start >= 3000:
+            break
+    whole = TorchExactIndex(32, device="cpu", dtype="float32")
+    whole.add(ids, x)
+    q = x[::50] + 0.05 * rng.standard_normal((60, 32)).astype(np.float32)
+    assert len(grown) == 3000 and np.array_equal(np.sort(grown.ids()), ids)
+    assert np.array_equal(grown.search(q, 10)[1], whole.search(q, 10)[1])
+    assert grown.remove(ids[:1000]) == 1000 and len(grown) == 2000
+    grown.add(ids[:5], x[:5])  # ids can come back (a face moved back into this segment)
+    assert len(grown) == 2005
+    ref = FlatIndex(32)
+    ref.add(np.concatenate([ids[1000:], ids[:5]]), np.concatenate([x[1000:], x[:5]]))
+    assert np.array_equal(grown.search(q, 10)[1], ref.search(q, 10)[1])
+
+
 class SlowModel(InferenceModel):
     """A real recognizer that also records its batch sizes and takes a little longer."""
 
@@ -144,17 +171,20 @@ def test_micro_batching_shares_model_calls_across_concurrent_requests(embedder):
 def test_micro_batching_queue_is_bounded(embedder):
     import time
 
-    gate = threading.Event()
+    gate, entered = threading.Event(), threading.Event()
 
     class Blocked(InferenceModel):
         def run(self, batch):
+            entered.set()
             gate.wait()
             return [batch]
 
     batching = BatchingModel(Blocked(), max_batch=1, max_wait_ms=0, max_queue=2)
     workers = [threading.Thread(target=batching.run, args=(np.zeros((1, 1)),), daemon=True) for _ in range(3)]
     try:
-        for w in workers:
+        workers[0].start()
+        assert entered.wait(timeout=30)  # the first call is in the model, out of the queue
+        for w in workers[1:]:
             w.start()
         deadline = time.monotonic() + 30
         while batching._queue.qsize() < 2 and time.monotonic() < deadline:  # one in the model, two waiting
