@@ -1,5 +1,5 @@
-"""1:N search, side by side: facebank over gRPC and in process, raw FAISS with
-the same parameters, hnswlib, Milvus Lite and numpy brute force, on the same
+"""1:N search, side by side: facebank over gRPC and in process, raw FAISS (the
+same nlist, with the nprobe that gives facebank's recall), hnswlib, Milvus Lite and numpy brute force, on the same
 synthetic gallery (ten faces per identity) and the same queries (new faces of
 enrolled people). Speed and recall against exact ground truth, together.
 
@@ -124,14 +124,29 @@ def run(quick: bool, log=print) -> dict:
             segment = engine.store.segments.get(engine.store.collection("default").id, "enrolled")
             params = {"kind": segment.index.kind, "nlist": getattr(segment.index, "nlist", 0), "nprobe": getattr(segment.index, "default_nprobe", 0)}
             details[str(n)] = {"facebank_index": params, "faces_per_identity": FACES_PER_ID, "rounds": ROUNDS}
+            calibration = g.faces(rng.integers(0, n // FACES_PER_ID, CALIBRATION_QUERIES), rng)
+            calibration_truth = _exact(x, calibration, 10)
             faiss_index = _raw_faiss(x, params)
-            hnsw, details[str(n)]["hnswlib_ef"] = _hnswlib(x, quick, g.faces(rng.integers(0, n // FACES_PER_ID, 200), rng))
-            measure({
+            same_nprobe = _same_nprobe(params)
+            if params["kind"] == "ivf":
+                # "At equal recall": FAISS by hand gets the nprobe that matches facebank's recall on
+                # held-out queries, as a user tuning it would choose; the same nprobe on FAISS's own
+                # centroids would find more or fewer faces than facebank's.
+                facebank_search = lambda b: _faces(engine.search.search_by_embedding(_request(b, packed=True)))  # noqa: E731
+                target = _recall(np.concatenate([facebank_search(calibration[i : i + 64]) for i in range(0, len(calibration), 64)]), calibration_truth)
+                faiss_index.nprobe, faiss_recall = _nprobe_for_recall(faiss_index, calibration, calibration_truth, target, params["nprobe"])
+                details[str(n)]["faiss_equal_recall"] = {"nprobe": faiss_index.nprobe, "calibration_queries": CALIBRATION_QUERIES,
+                                                         "facebank_recall": round(target, 4), "faiss_recall": round(faiss_recall, 4)}
+            hnsw, details[str(n)]["hnswlib_ef"] = _hnswlib(x, quick, calibration[:200])
+            systems = {
                 "facebank-inproc": (lambda b: engine.search.search_by_embedding(_request(b, packed=len(b) > 1)), _faces),
                 "faiss": lambda b: faiss_index.search(b, 10)[1],
                 "hnswlib": lambda b: hnsw.knn_query(b, k=10)[0],
                 "numpy": lambda b: _numpy_topk(x, b, 10),
-            })
+            }
+            if same_nprobe is not None:
+                systems["faiss-same-nprobe"] = (lambda b: faiss_index.search(b, 10, params=same_nprobe)[1], np.asarray, (64,))
+            measure(systems)
             engine.close()
             hnsw = None
             with _served(Path(tmp) / "data") as address:
@@ -154,6 +169,8 @@ def run(quick: bool, log=print) -> dict:
         else:
             details[str(n)]["milvus-lite"] = "not run: Milvus Lite scans every vector per query (0.3 q/s at 100k on this machine)"
         details[str(n)]["facebank-grpc, batch 64 answered match by match"] = best.pop(("facebank-grpc-messages", 64))
+        if ("faiss-same-nprobe", 64) in best:
+            details[str(n)]["faiss with facebank's nlist and nprobe, batch 64"] = best.pop(("faiss-same-nprobe", 64))
         for (system, batch_size), r in sorted(best.items(), key=lambda kv: (kv[0][0] != "facebank-grpc", kv[0])):
             rows.append(r)
             log(f"  {system} batch {batch_size}: {r['qps']} q/s, p50 {r['p50_ms']} ms, recall@10 {r['recall_at_10']}")
@@ -226,6 +243,44 @@ def _numpy_topk(x: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
     part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
     order = np.take_along_axis(sims, part, axis=1).argsort(axis=1)[:, ::-1]
     return np.take_along_axis(part, order, axis=1)
+
+
+CALIBRATION_QUERIES = 1000
+
+
+def _recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)]))
+
+
+def _nprobe_for_recall(index, queries: np.ndarray, truth: np.ndarray, target: float, start: int) -> tuple[int, float]:
+    """The smallest nprobe whose recall@10 on these queries reaches target (from start,
+    doubling or halving to a bracket, then bisecting), and that recall."""
+    memo: dict[int, float] = {}
+
+    def recall(nprobe: int) -> float:
+        if nprobe not in memo:
+            index.nprobe = nprobe
+            memo[nprobe] = _recall(index.search(queries, 10)[1], truth)
+        return memo[nprobe]
+
+    nlist = index.nlist
+    lo, hi = 0, max(1, min(start, nlist))  # recall(lo) < target <= recall(hi), lo = 0 standing for "none"
+    while recall(hi) < target and hi < nlist:
+        lo, hi = hi, min(nlist, hi * 2)
+    if lo == 0:
+        while hi > 1 and recall(hi // 2) >= target:
+            hi //= 2
+        lo = hi // 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if recall(mid) >= target else (mid, hi)
+    return hi, recall(hi)
+
+
+def _same_nprobe(params: dict):
+    import faiss
+
+    return faiss.SearchParametersIVF(nprobe=params["nprobe"]) if params["kind"] == "ivf" else None
 
 
 def _raw_faiss(x: np.ndarray, params: dict):
