@@ -40,10 +40,14 @@ def run(quick: bool, log=print) -> dict:
         out = {"n": n, "batch": 64, "index": index.kind}
         for _ in range(ROUNDS):  # each keeps its best round
             faiss_ms = _per_batch_ms(lambda i: raw.search(batches[i], 10))
+            faiss_k40_ms = _per_batch_ms(lambda i: raw.search(batches[i], 40))  # as many hits as facebank asks for
             with _timed_steps(segment) as steps:
                 total_ms = _per_batch_ms(lambda i: engine.search.search_by_embedding(requests[i]))
+            searched = steps.pop("queries searched")
             if "total_ms" not in out or total_ms < out["total_ms"]:
-                out.update(faiss_k10_ms=faiss_ms, total_ms=total_ms, steps_ms={k: round(v * 1000 / BATCHES, 3) for k, v in steps.items()})
+                out.update(faiss_k10_ms=faiss_ms, faiss_k40_ms=faiss_k40_ms, total_ms=total_ms,
+                           steps_ms={k: round(v * 1000 / BATCHES, 3) for k, v in steps.items()},
+                           searched_again=round(searched / ((BATCHES + 1) * 64) - 1, 4))
         engine.close()
     out["grpc_floor_ms"] = _grpc_floor_ms(requests[0])
     python_ms = sum(v for k, v in out["steps_ms"].items() if k != "index search")
@@ -86,7 +90,13 @@ def _timed_steps(segment):
     originals = [(module, attr, getattr(module, attr)) for module, attr, _ in patches]
     for module, attr, name in patches:
         setattr(module, attr, timed(name, getattr(module, attr)))
-    segment.search = timed("index search", segment.search)  # an instance attribute over the method
+    search = timed("index search", segment.search)
+
+    def counted(queries, *args, **kwargs):  # queries an identity's many faces sent to a deeper second search count twice
+        steps["queries searched"] = steps.get("queries searched", 0) + len(queries)
+        return search(queries, *args, **kwargs)
+
+    segment.search = counted  # an instance attribute over the method
     try:
         yield steps
     finally:
