@@ -42,12 +42,12 @@ def run(quick: bool, log=print) -> dict:
             faiss_ms = _per_batch_ms(lambda i: raw.search(batches[i], 10))
             faiss_k40_ms = _per_batch_ms(lambda i: raw.search(batches[i], 40))  # as many hits as facebank asks for
             with _timed_steps(segment) as steps:
-                total_ms = _per_batch_ms(lambda i: engine.search.search_by_embedding(requests[i]))
+                total_ms = _per_batch_ms(lambda i: engine.search.search_by_embedding(requests[i]), after_warm_up=steps.clear)
             searched = steps.pop("queries searched")
             if "total_ms" not in out or total_ms < out["total_ms"]:
                 out.update(faiss_k10_ms=faiss_ms, faiss_k40_ms=faiss_k40_ms, total_ms=total_ms,
                            steps_ms={k: round(v * 1000 / BATCHES, 3) for k, v in steps.items()},
-                           searched_again=round(searched / ((BATCHES + 1) * 64) - 1, 4))
+                           searched_again=round(searched / (BATCHES * 64) - 1, 4))
         engine.close()
     out["grpc_floor_ms"] = _grpc_floor_ms(requests[0])
     python_ms = sum(v for k, v in out["steps_ms"].items() if k != "index search")
@@ -57,8 +57,9 @@ def run(quick: bool, log=print) -> dict:
     return {"search_breakdown": out}
 
 
-def _per_batch_ms(call) -> float:
+def _per_batch_ms(call, after_warm_up=lambda: None) -> float:
     call(0)  # warm up
+    after_warm_up()  # the steps timed count the measured batches only
     started = time.perf_counter()
     for i in range(BATCHES):
         call(i)
