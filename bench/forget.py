@@ -57,9 +57,9 @@ def run(quick: bool, log=print) -> dict:
         # the forgets will be: otherwise "before" is whatever index the loading happened
         # to leave (trained on a part, at a moment set by the background thread). Under the
         # worker's lock: a rebuild in flight would otherwise swap in a segment without the flag.
-        with engine.store.maintenance.work_lock:
+        with engine.maintenance.work_lock:
             engine.store.segments.get(engine.store.collection("bench").id, "enrolled").retrain_pending = True
-        engine.store.maintenance.clean_now()
+        engine.maintenance.clean_now()
         segment = engine.store.segments.get(engine.store.collection("bench").id, "enrolled")
         nlist, nprobe_before = segment.index.nlist, segment.index.default_nprobe
         log(f"forget: index {segment.index.kind}, nlist {nlist}, nprobe {nprobe_before}")
@@ -106,9 +106,9 @@ def run(quick: bool, log=print) -> dict:
             hits_right_after += int(search(probe[None])[0][0] == ident)
         stop.set()
         searcher.join()
-        pending = engine.store.maintenance.pending_retrains
+        pending = engine.maintenance.pending_retrains
         t0 = time.perf_counter()
-        engine.store.maintenance.clean_now()
+        engine.maintenance.clean_now()
         retrain_s = time.perf_counter() - t0
         nprobe_after = engine.store.segments.get(engine.store.collection("bench").id, "enrolled").index.default_nprobe
         alive[np.isin(owner, forget_ids)] = False

@@ -87,7 +87,7 @@ def load_facebank(data: Path, x: np.ndarray, per_id: int = FACES_PER_ID):
 
     engine = Engine(ServerConfig(data_dir=data, listen="127.0.0.1:0", background=False))
     enroll_synthetic(engine, "default", x, per_id)
-    engine.store.maintenance.clean_now()  # the auto policy's rebuild (IVF past 50k), done now
+    engine.maintenance.clean_now()  # the auto policy's rebuild (IVF past 50k), done now
     return engine
 
 

@@ -82,16 +82,18 @@ def keys() -> None:
 
 
 data_option = click.option("--data", "data_dir", type=click.Path(path_type=Path), help="Work on this data directory directly (server stopped).")
+keys_dir_option = click.option("--keys-dir", type=click.Path(path_type=Path), envvar="FACEBANK_KEYS_DIR",
+                               help="With --data: where its master key and data keys live (default DATA/keys).")
 
 
-def _keys_backend(ctx, data_dir: Path | None):
+def _keys_backend(ctx, data_dir: Path | None, keys_dir: Path | None):
     """The server's API, or the data directory itself when the server is not running."""
     if data_dir is None:
         return _RemoteKeys(client_from(ctx))
     from facebank.index.store import FaceStore
     from facebank.server.auth import ApiKeys
 
-    return _LocalKeys(ApiKeys(FaceStore(data_dir, background=False)))
+    return _LocalKeys(ApiKeys(FaceStore(data_dir, keys_dir=keys_dir)))
 
 
 class _RemoteKeys:
@@ -135,10 +137,11 @@ class _LocalKeys:
 @click.option("--role", type=click.Choice(["search", "enroll", "admin"]), required=True)
 @click.option("--collection", "collections", multiple=True, help="Limit the key to this collection (repeatable).")
 @data_option
+@keys_dir_option
 @click.pass_context
-def keys_create(ctx, name, role, collections, data_dir) -> None:
+def keys_create(ctx, name, role, collections, data_dir, keys_dir) -> None:
     """Create a key; its secret is printed once (only a hash is stored)."""
-    backend = _keys_backend(ctx, data_dir)
+    backend = _keys_backend(ctx, data_dir, keys_dir)
     try:
         key_id, secret = backend.create(name, role, collections)
     finally:
@@ -149,10 +152,11 @@ def keys_create(ctx, name, role, collections, data_dir) -> None:
 
 @keys.command("list")
 @data_option
+@keys_dir_option
 @json_option
 @click.pass_context
-def keys_list(ctx, data_dir, as_json) -> None:
-    backend = _keys_backend(ctx, data_dir)
+def keys_list(ctx, data_dir, keys_dir, as_json) -> None:
+    backend = _keys_backend(ctx, data_dir, keys_dir)
     try:
         rows = backend.list()
     finally:
@@ -167,9 +171,10 @@ def keys_list(ctx, data_dir, as_json) -> None:
 @keys.command("revoke")
 @click.argument("key_id")
 @data_option
+@keys_dir_option
 @click.pass_context
-def keys_revoke(ctx, key_id, data_dir) -> None:
-    backend = _keys_backend(ctx, data_dir)
+def keys_revoke(ctx, key_id, data_dir, keys_dir) -> None:
+    backend = _keys_backend(ctx, data_dir, keys_dir)
     try:
         backend.revoke(key_id)
     finally:

@@ -8,7 +8,6 @@ that the tests run side by side.
 from __future__ import annotations
 
 import os
-import re
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Iterator
@@ -21,11 +20,6 @@ DEFAULT_ADDRESS = "127.0.0.1:50051"
 SERVER_ENV = "FACEBANK_SERVER"
 API_KEY_ENV = "FACEBANK_API_KEY"
 REASON_KEY = "facebank-reason"
-
-
-def method_name(rpc: str) -> str:
-    """The engine method implementing an RPC: `CreateCollection` -> `create_collection`."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", rpc).lower()
 
 
 class Transport(ABC):
@@ -116,10 +110,10 @@ class LocalTransport(Transport):
         self.engine = engine
 
     def call(self, service, method, request):
-        return getattr(self.engine.service(service), method_name(method))(request)
+        return self.engine.method(service, method)(request)
 
     def stream(self, service, method, request_or_requests):
-        yield from getattr(self.engine.service(service), method_name(method))(request_or_requests)
+        yield from self.engine.method(service, method)(request_or_requests)
 
     def close(self) -> None:
         self.engine.close()

@@ -2,7 +2,12 @@
 
 One LMDB environment holds collections, identities, faces, sealed embeddings,
 clusters, API keys and the change log that vector indexes replay. Every write
-is one LMDB transaction, so a request that fails half way leaves nothing.
+is one LMDB transaction, so a request that fails half way leaves nothing; the
+only code that opens one is the unit of work (unit_of_work.py).
+
+The file is checked before LMDB maps it: a truncated `data.mdb` would
+otherwise kill the process with SIGBUS on the first read past its end. LMDB
+errors met later (a damaged page) become `DataCorruption` naming the file.
 
 `compact()` rewrites the environment without its free pages (where deleted
 records linger) and swaps it in atomically: writers are held off while the
@@ -15,6 +20,7 @@ import fcntl
 import itertools
 import os
 import shutil
+import struct
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,55 +28,68 @@ from typing import Iterator
 
 import lmdb
 
-from facebank.errors import FailedPrecondition
-from facebank.index.catalog_tables import COUNTED, DERIVED_VERSION, TABLES, u64
+from facebank.errors import DataCorruption, FailedPrecondition, FacebankError, ResourceExhausted
+from facebank.index.catalog_tables import TABLES, RecordMac
 from facebank.index.catalog_txn import CatalogTxn
-from facebank.index.durable import fsync_dir
-from facebank.index.records import ClusterRecord, loads
+from facebank.index.durable import fsync_dir, private_dir
 from facebank.index.rwlock import RWLock
 
 DEFAULT_MAP_SIZE = 256 * 2**30  # address space only; the file grows with the data
+DATA_FILE = "data.mdb"
+_META_MAGIC = 0xBEEFC0DE
 
 
 class Catalog:
-    def __init__(self, path: Path, *, map_size: int = DEFAULT_MAP_SIZE) -> None:
+    def __init__(self, path: Path, mac: RecordMac, *, map_size: int = DEFAULT_MAP_SIZE) -> None:
+        """Open an existing catalog or create an empty one (the caller decides which is
+        allowed: see key_binding.py). The directory lock is taken first."""
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._lock_file = _acquire_dir_lock(self.path)
-        self.map_size = map_size
-        self._swap = RWLock()               # shared by every txn, exclusive for a swap
-        self._write_gate = threading.Lock()  # held by a writer, and by compaction
-        self.listeners: list = []            # called with each committed write's CatalogTxn
-        self._open_env()
-        with self.write() as t:
-            if t.get_meta("derived_version") != DERIVED_VERSION:
-                rebuild_derived(t)
-                t.put_meta("derived_version", DERIVED_VERSION)
+        private_dir(self.path)
+        self._lock_file = acquire_dir_lock(self.path)
+        try:
+            check_data_file(self.path / DATA_FILE)
+            self.map_size = map_size
+            self.mac = mac
+            self._swap = RWLock()               # shared by every txn, exclusive for a swap
+            self._write_gate = threading.Lock()  # held by a writer, and by compaction
+            self.listeners: list = []            # called with each committed write's CatalogTxn
+            self.commits = 0                     # committed writes so far (see CatalogTxn.began_at)
+            self._open_env()
+        except BaseException:
+            self._lock_file.close()
+            raise
 
     def _open_env(self) -> None:
-        self.env = lmdb.open(
-            str(self.path),
-            map_size=self.map_size,
-            max_dbs=len(TABLES) + 2,
-            max_readers=2048,
-            subdir=True,
-            lock=True,
-            sync=True,
-            metasync=True,
-            readahead=False,
-        )
-        self._dbs = {name: self.env.open_db(name.encode()) for name in TABLES}
+        try:
+            self.env = lmdb.open(
+                str(self.path), map_size=self.map_size, max_dbs=len(TABLES) + 2, max_readers=2048, subdir=True,
+                lock=True, sync=True, metasync=True, readahead=False, mode=0o600,
+            )
+            self._dbs = {name: self.env.open_db(name.encode()) for name in TABLES}
+        except lmdb.Error as err:
+            raise DataCorruption(f"cannot open the catalog {self.path / DATA_FILE} ({err}); restore it from a backup") from None
+
+    @property
+    def is_empty(self) -> bool:
+        with self.env.begin() as txn:
+            return all(txn.stat(db)["entries"] == 0 for db in self._dbs.values())
+
+    def raw_meta(self, name: str) -> bytes | None:
+        """A meta row as stored, before its tag can be checked (the binding check needs it)."""
+        with self.env.begin() as txn:
+            return txn.get(name.encode(), db=self._dbs["meta"])
 
     @contextmanager
-    def read(self) -> Iterator[CatalogTxn]:
-        with self._swap.read():
+    def read(self, *, tolerant: bool = False) -> Iterator[CatalogTxn]:
+        with self._swap.read(), _lmdb_errors(self.path):
+            began = self.commits
             with self.env.begin(buffers=False) as txn:
-                yield CatalogTxn(txn, self._dbs, write=False)
+                yield CatalogTxn(txn, self._dbs, self.mac, write=False, began_at=began, tolerant=tolerant)
 
     @contextmanager
-    def lazy_read(self) -> Iterator["LazyTxn"]:
+    def lazy_read(self, *, tolerant: bool = False) -> Iterator["LazyTxn"]:
         """Like read(), but a transaction only begins if something is read."""
-        lazy = LazyTxn(self)
+        lazy = LazyTxn(self, tolerant)
         try:
             yield lazy
         finally:
@@ -79,12 +98,15 @@ class Catalog:
     @contextmanager
     def write(self) -> Iterator[CatalogTxn]:
         """A write transaction: committed when the block ends, aborted if it raises.
-        After a commit, every listener sees what the transaction changed."""
-        with self._write_gate, self._swap.read():
+        After a commit, every listener sees what the transaction changed.
+        Only the unit of work calls this."""
+        with self._write_gate, self._swap.read(), _lmdb_errors(self.path):
             with self.env.begin(write=True) as txn:
-                view = CatalogTxn(txn, self._dbs, write=True)
+                view = CatalogTxn(txn, self._dbs, self.mac, write=True, began_at=self.commits)
                 yield view
                 view.flush_counts()
+            self.commits += 1
+            view.committed_at = self.commits
             for listener in self.listeners:
                 listener(view)
 
@@ -98,12 +120,12 @@ class Catalog:
         bytes of records deleted from it in its unused gap, and a page copy
         would carry them over. Writers wait during the copy; readers only
         during the swap."""
-        before = (self.path / "data.mdb").stat().st_size
-        scratch = self.path.with_name(self.path.name + ".compact")
-        if scratch.exists():
-            shutil.rmtree(scratch)
-        with self._write_gate:
-            fresh = lmdb.open(str(scratch), map_size=self.map_size, max_dbs=len(TABLES) + 2, subdir=True, lock=True, sync=True)
+        before = (self.path / DATA_FILE).stat().st_size
+        scratch = scratch_dir(self.path)
+        shutil.rmtree(scratch, ignore_errors=True)
+        with self._write_gate, _lmdb_errors(self.path):
+            private_dir(scratch)
+            fresh = lmdb.open(str(scratch), map_size=self.map_size, max_dbs=len(TABLES) + 2, subdir=True, lock=True, sync=True, mode=0o600)
             try:
                 for name in TABLES:
                     self._copy_table(name, fresh)
@@ -112,11 +134,11 @@ class Catalog:
                 fresh.close()
             with self._swap.write():
                 self.env.close()
-                os.replace(scratch / "data.mdb", self.path / "data.mdb")
+                os.replace(scratch / DATA_FILE, self.path / DATA_FILE)
                 fsync_dir(self.path)
                 self._open_env()
         shutil.rmtree(scratch, ignore_errors=True)
-        return before, (self.path / "data.mdb").stat().st_size
+        return before, (self.path / DATA_FILE).stat().st_size
 
     def _copy_table(self, name: str, fresh: lmdb.Environment, batch: int = 50_000) -> None:
         target = fresh.open_db(name.encode())
@@ -135,36 +157,78 @@ class Catalog:
         self._lock_file.close()
 
 
-def rebuild_derived(t: CatalogTxn) -> None:
-    """Recompute the derived tables (counts, identity_clusters) from the records:
-    a catalog written before they existed, or by an older version. One scan, at open."""
-    for table in ("counts", "identity_clusters"):
-        t.txn.drop(t.db[table], delete=False)
-    for table, width in COUNTED.items():
-        groups: dict[bytes, int] = {}
-        for key in t.txn.cursor(db=t.db[table]).iternext(keys=True, values=False):
-            groups[key[:width]] = groups.get(key[:width], 0) + 1
-        for group, n in groups.items():
-            t.txn.put(CatalogTxn.count_key(table, group), u64(n), db=t.db["counts"])
-    for value in t.txn.cursor(db=t.db["clusters"]).iternext(keys=False, values=True):
-        rec = loads(ClusterRecord, value)
-        if rec.iid:
-            t.txn.put(u64(rec.iid) + u64(rec.cluster_id), b"", db=t.db["identity_clusters"])
+def scratch_dir(path: Path) -> Path:
+    """Where compaction builds the new file; one left by a killed compaction is removed at start."""
+    return path.with_name(path.name + ".compact")
+
+
+@contextmanager
+def _lmdb_errors(path: Path):
+    try:
+        yield
+    except lmdb.MapFullError:
+        raise ResourceExhausted(f"the catalog {path} reached its map size; raise it or compact") from None
+    except lmdb.DiskError as err:
+        raise ResourceExhausted(f"cannot write the catalog in {path.parent} ({err}); free disk space there and retry") from None
+    except (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError, lmdb.BadValsizeError) as err:
+        raise DataCorruption(f"the catalog {path / DATA_FILE} is damaged ({err}); run `facebank check` or restore it from a backup") from None
+    except FacebankError:
+        raise
+    except lmdb.Error as err:
+        if "No space" in str(err) or "Input/output" in str(err):
+            raise ResourceExhausted(f"cannot write the catalog in {path.parent} ({err}); free disk space there and retry") from None
+        raise
+
+
+def check_data_file(path: Path) -> None:
+    """Refuse a data file LMDB would crash on: not an LMDB file, or shorter than its
+    own meta pages say (a truncated copy: mapping it would end in SIGBUS)."""
+    if not path.exists():
+        return
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(2 * 65536)
+    if size == 0:
+        raise DataCorruption(f"the catalog {path} is empty (0 bytes); restore it from a backup, or remove it to start a new catalog")
+    metas = []
+    psize = 0
+    for page in (0, 1):
+        off = page * (psize or 4096)
+        if len(head) < off + 152:
+            break
+        magic, _version = struct.unpack_from("<II", head, off + 16)
+        if magic != _META_MAGIC:
+            continue
+        psize = psize or struct.unpack_from("<I", head, off + 40)[0]
+        last_pg, txnid = struct.unpack_from("<QQ", head, off + 136)
+        metas.append((txnid, last_pg))
+    if not metas or psize not in (4096, 8192, 16384, 32768, 65536):
+        raise DataCorruption(f"{path} is not an LMDB catalog (bad header); restore it from a backup")
+    _, last_pg = max(metas)
+    need = (last_pg + 1) * psize
+    if size < need:
+        raise DataCorruption(
+            f"the catalog {path} is truncated ({size:,} bytes; its own header needs {need:,}); restore it from a backup"
+        )
 
 
 class LazyTxn:
     """A read transaction begun on first use (most searches never need one)."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, tolerant: bool) -> None:
         self._catalog = catalog
+        self._tolerant = tolerant
         self._context = None
         self._txn: CatalogTxn | None = None
 
     def __getattr__(self, name: str):
         if self._txn is None:
-            self._context = self._catalog.read()
+            self._context = self._catalog.read(tolerant=self._tolerant)
             self._txn = self._context.__enter__()
         return getattr(self._txn, name)
+
+    def damaged_rows(self) -> list:
+        return self._txn.damaged if self._txn is not None else []
 
     def close(self) -> None:
         if self._context is not None:
@@ -172,14 +236,14 @@ class LazyTxn:
             self._context = self._txn = None
 
 
-def _acquire_dir_lock(path: Path):
-    handle = open(path / "facebank.lock", "a+")
+def acquire_dir_lock(path: Path, what: str = "catalog"):
+    fd = os.open(path / "facebank.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    handle = os.fdopen(fd, "a+")
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
         raise FailedPrecondition(
-            f"another facebank process is using {path.parent}; stop it first "
-            "(or talk to it through its API)"
+            f"another facebank process is using the {what} in {path}; stop it first (or talk to it through its API)"
         ) from None
     return handle

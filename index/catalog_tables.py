@@ -1,32 +1,42 @@
 """The catalog's LMDB tables at the byte level: their names, key encodings,
-prefix scans, and the per-group row counts kept in step with every write.
+prefix scans, authenticated rows, and the per-group row counts kept in step
+with every write.
 
 Keys are big-endian integers and UTF-8 strings, so that LMDB's byte order is
-the natural order (ids ascending, names alphabetical). catalog_txn.py builds
-the typed records on top of this.
+the natural order (ids ascending, names alphabetical); a text too long for an
+LMDB key (511 bytes) is keyed by a prefix and its SHA-256 (`text_key`).
+
+Every stored value ends with a 16-byte tag: keyed BLAKE2b over the table, the
+key and the value, under a key derived from the master key. A flipped bit in a
+record, or a record moved under another key, fails its tag and is reported as
+damaged (`DamagedRecord`, naming the table and key); it is never read as some
+other record. catalog_txn.py builds the typed records on top of this.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from typing import Iterator
 
 import lmdb
 
+from facebank.errors import DataCorruption
+
 TABLES = (
     "meta",             # name -> JSON value; counters
     "collections",      # name -> CollectionRecord
     "collection_ids",   # cid -> name
-    "identities",       # cid + external id -> IdentityRecord
-    "identity_iids",    # iid -> cid + external id
+    "identities",       # cid + text_key(external id) -> IdentityRecord
+    "identity_iids",    # iid -> cid + text_key(external id)
     "identity_faces",   # iid + face id -> ''
     "faces",            # face id -> FaceRecord
     "face_owner",       # face id -> iid (8 bytes): the hot lookup of search
     "segment_faces",    # cid + segment + face id -> ''
-    "embeddings",       # face id -> sealed float32 vector
+    "embeddings",       # face id -> slot (8) + sealed float32 vector
     "images",           # cid + sha256 + iid -> JSON [face ids]
-    "metadata_index",   # cid + key \0 value \0 + iid -> ''
+    "metadata_index",   # cid + text_key(key) \0 text_key(value) \0 + iid -> ''
     "changes",          # seq -> JSON {c, s, add, remove}
     "clusters",         # cid + cluster id -> ClusterRecord
     "cluster_faces",    # cluster id + face id -> ''
@@ -34,6 +44,7 @@ TABLES = (
     "forget_intents",   # iid -> ForgetIntent
     "api_keys",         # key id -> ApiKeyRecord
     "key_slots",        # keyring slot -> owner tag: which record a data key belongs to
+    "quarantine",       # table \0 key -> the damaged row's bytes, set aside by `facebank check`
     # Derived tables, kept in step by this class and rebuilt by `rebuild_derived`:
     "counts",           # table \0 group -> u64: rows per collection (and segment), so no count scans
     "identity_clusters",  # iid + cluster id -> '': the clusters named into an identity
@@ -43,6 +54,9 @@ TABLES = (
 # (cid, or cid + segment): describing a collection reads a counter, not a scan.
 COUNTED = {"identities": 4, "segment_faces": 5, "clusters": 4}
 DERIVED_VERSION = 1  # raise when a derived table changes meaning: opening rebuilds them
+TAG = 16
+KEY_TEXT_MAX = 240  # bytes of a text part of a key; longer ones are keyed by hash
+
 
 def u32(n: int) -> bytes:
     return struct.pack(">I", n)
@@ -56,13 +70,78 @@ def read_u64(b: bytes, offset: int = 0) -> int:
     return struct.unpack_from(">Q", b, offset)[0]
 
 
-class TableTxn:
-    """One LMDB transaction over the catalog's tables, with counted rows."""
+def text_key(text: str) -> bytes:
+    """A text as (part of) an LMDB key: its UTF-8 when short, else a prefix, 0xFF
+    (never in UTF-8, so no short text can collide) and its SHA-256. Keys stay
+    under LMDB's 511 bytes for any text the API accepts, and short ones sort naturally."""
+    raw = text.encode()
+    if len(raw) <= KEY_TEXT_MAX:
+        return raw
+    return raw[: KEY_TEXT_MAX - 33] + b"\xff" + hashlib.sha256(raw).digest()
 
-    def __init__(self, txn: lmdb.Transaction, dbs: dict, *, write: bool) -> None:
+
+class DamagedRecord(DataCorruption):
+    """A catalog row failed its integrity tag: named, never served as something else."""
+
+    def __init__(self, table: str, key: bytes) -> None:
+        super().__init__(
+            f"catalog record {table}/{describe_key(table, key)} is damaged (failed its integrity check); "
+            "run `facebank check` to list and quarantine damaged records, or restore the data directory from a backup"
+        )
+        self.table = table
+        self.key = key
+
+
+def describe_key(table: str, key: bytes) -> str:
+    """A key as a person reads it (ids as numbers)."""
+    if len(key) == 8 and table in ("faces", "face_owner", "embeddings", "changes", "forget_intents", "key_slots", "identity_iids"):
+        return str(read_u64(key))
+    if table in ("meta", "collections", "api_keys"):
+        return key.decode(errors="replace")
+    return key.hex()
+
+
+class RecordMac:
+    """Seals and checks the integrity tag of every catalog row."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = hashlib.sha256(b"facebank catalog rows\0" + key).digest()
+
+    def tag(self, table: str, key: bytes, value: bytes) -> bytes:
+        h = hashlib.blake2b(key=self._key, digest_size=TAG)
+        h.update(table.encode() + b"\0" + struct.pack(">H", len(key)) + key)
+        h.update(value)
+        return h.digest()
+
+    def seal(self, table: str, key: bytes, value: bytes) -> bytes:
+        return value + self.tag(table, key, value)
+
+    def check(self, table: str, key: bytes, stored: bytes) -> bytes | None:
+        """The value, or None if the row is damaged."""
+        if len(stored) < TAG:
+            return None
+        value, tag = stored[:-TAG], stored[-TAG:]
+        if self.tag(table, key, value) != tag:
+            return None
+        return value
+
+
+class TableTxn:
+    """One LMDB transaction over the catalog's tables, with authenticated, counted rows.
+
+    tolerant=True (listings, rebuilds, loading views): a damaged row is skipped and
+    recorded in `damaged`; otherwise reading one raises DamagedRecord."""
+
+    def __init__(self, txn: lmdb.Transaction, dbs: dict, mac: RecordMac, *, write: bool, began_at: int = 0,
+                 tolerant: bool = False) -> None:
         self.txn = txn
         self.db = dbs
+        self.mac = mac
         self.write = write
+        self.began_at = began_at    # the catalog's commit count when this transaction began
+        self.committed_at = 0       # its commit count once committed (write transactions)
+        self.tolerant = tolerant
+        self.damaged: list[tuple[str, bytes]] = []
         # What this transaction changed, for in-memory views updated after commit.
         self.face_owners_changed: dict[int, int] = {}   # face id -> iid (-1: gone)
         self.identities_changed: set[int] = set()
@@ -72,15 +151,25 @@ class TableTxn:
 
     # -- generic helpers --------------------------------------------------------------
 
+    def _open(self, table: str, key: bytes, stored: bytes) -> bytes | None:
+        value = self.mac.check(table, key, stored)
+        if value is None:
+            if not self.tolerant:
+                raise DamagedRecord(table, key)
+            self.damaged.append((table, key))
+        return value
+
     def _get(self, table: str, key: bytes) -> bytes | None:
-        return self.txn.get(key, db=self.db[table])
+        stored = self.txn.get(key, db=self.db[table])
+        return None if stored is None else self._open(table, key, stored)
 
     def _put(self, table: str, key: bytes, value: bytes) -> None:
+        stored = self.mac.seal(table, key, value)
         if table in COUNTED:
-            if self.txn.replace(key, value, db=self.db[table]) is None:
+            if self.txn.replace(key, stored, db=self.db[table]) is None:
                 self._count(table, key, 1)
         else:
-            self.txn.put(key, value, db=self.db[table])
+            self.txn.put(key, stored, db=self.db[table])
 
     def _delete(self, table: str, key: bytes) -> bool:
         deleted = self.txn.delete(key, db=self.db[table])
@@ -89,13 +178,20 @@ class TableTxn:
         return deleted
 
     def _prefix(self, table: str, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Rows whose key starts with prefix, in key order (damaged ones: see `tolerant`)."""
         cursor = self.txn.cursor(db=self.db[table])
         if not cursor.set_range(start if start is not None else prefix):
             return
-        for key, value in cursor:
+        for key, stored in cursor:
             if not key.startswith(prefix):
                 return
-            yield key, value
+            value = self._open(table, key, stored)
+            if value is not None:
+                yield key, value
+
+    def raw_rows(self, table: str) -> Iterator[tuple[bytes, bytes]]:
+        """Every row as stored (tag included), for integrity checks and quarantine."""
+        yield from self.txn.cursor(db=self.db[table]).iternext(keys=True, values=True)
 
     def count(self, table: str) -> int:
         return self.txn.stat(self.db[table])["entries"]
@@ -123,9 +219,9 @@ class TableTxn:
                 raw = self._get("counts", name)
                 total = (read_u64(raw) if raw else 0) + change
                 if total:
-                    self.txn.put(name, u64(total), db=self.db["counts"])
+                    self._put("counts", name, u64(total))
                 else:
-                    self.txn.delete(name, db=self.db["counts"])
+                    self._delete("counts", name)
         self._count_deltas.clear()
 
     # -- meta and counters ----------------------------------------------------------------
@@ -144,12 +240,14 @@ class TableTxn:
         return {k.decode(): json.loads(v) for k, v in self._prefix("meta", prefix.encode())}
 
     def delete_prefix(self, table: str, prefix: bytes, limit: int) -> int:
-        """Delete up to `limit` keys starting with prefix; returns how many went."""
+        """Delete up to `limit` keys starting with prefix (damaged rows too); returns how many went."""
         keys = []
-        for key, _ in self._prefix(table, prefix):
-            keys.append(key)
-            if len(keys) == limit:
-                break
+        cursor = self.txn.cursor(db=self.db[table])
+        if cursor.set_range(prefix):
+            for key in cursor.iternext(keys=True, values=False):
+                if not key.startswith(prefix) or len(keys) == limit:
+                    break
+                keys.append(key)
         for key in keys:
             self._delete(table, key)
         return len(keys)

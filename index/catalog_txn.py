@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Iterator
 
-from facebank.index.catalog_tables import TableTxn, read_u64, u32, u64
+from facebank.index.catalog_tables import COUNTED, TableTxn, read_u64, text_key, u32, u64
 from facebank.index.records import (
     ApiKeyRecord,
     ClusterRecord,
@@ -55,7 +55,7 @@ class CatalogTxn(TableTxn):
 
     @staticmethod
     def _identity_key(cid: int, external_id: str) -> bytes:
-        return u32(cid) + external_id.encode()
+        return u32(cid) + text_key(external_id)
 
     def get_identity(self, cid: int, external_id: str) -> IdentityRecord | None:
         raw = self._get("identities", self._identity_key(cid, external_id))
@@ -88,22 +88,26 @@ class CatalogTxn(TableTxn):
         for k, v in rec.metadata.items():
             self._delete("metadata_index", self._metadata_key(rec.collection_id, k, v, rec.iid))
 
-    def iter_identities(self, cid: int, after: str = "") -> Iterator[IdentityRecord]:
+    def iter_identities(self, cid: int, after: bytes = b"") -> Iterator[tuple[bytes, IdentityRecord]]:
+        """(position, record) in id order; `after` is a position from an earlier page."""
         prefix = u32(cid)
-        start = prefix + after.encode() + b"\0" if after else prefix
-        for _, value in self._prefix("identities", prefix, start):
-            yield loads(IdentityRecord, value)
+        start = prefix + after + b"\0" if after else prefix
+        for key, value in self._prefix("identities", prefix, start):
+            yield key[4:], loads(IdentityRecord, value)
 
     def count_identities(self, cid: int) -> int:
         return self.counted("identities", u32(cid))
 
     @staticmethod
-    def _metadata_key(cid: int, key: str, value: str, iid: int) -> bytes:
-        return u32(cid) + key.encode() + b"\0" + value.encode() + b"\0" + u64(iid)
+    def _metadata_prefix(cid: int, key: str, value: str) -> bytes:
+        return u32(cid) + text_key(key) + b"\0" + text_key(value) + b"\0"
+
+    def _metadata_key(self, cid: int, key: str, value: str, iid: int) -> bytes:
+        return self._metadata_prefix(cid, key, value) + u64(iid)
 
     def iids_with_metadata(self, cid: int, key: str, value: str) -> set[int]:
-        prefix = u32(cid) + key.encode() + b"\0" + value.encode() + b"\0"
-        return {read_u64(k, len(prefix)) for k, _ in self._prefix("metadata_index", prefix)}
+        prefix = self._metadata_prefix(cid, key, value)
+        return {read_u64(k, len(prefix)) for k, _ in self._prefix("metadata_index", prefix) if len(k) == len(prefix) + 8}
 
     def identity_face_ids(self, iid: int) -> list[int]:
         prefix = u64(iid)
@@ -173,11 +177,27 @@ class CatalogTxn(TableTxn):
     def count_segment(self, cid: int, segment: str) -> int:
         return self.counted("segment_faces", u32(cid) + _SEGMENT_CODE[segment])
 
-    def put_embedding(self, face_id: int, sealed: bytes) -> None:
-        self._put("embeddings", u64(face_id), sealed)
+    def put_embedding(self, face_id: int, iid: int, slot: int, sealed: bytes) -> None:
+        """A sealed embedding, with what opening it needs (owner iid, key slot) in front."""
+        self._put("embeddings", u64(face_id), u64(iid) + u64(slot) + sealed)
 
-    def get_embedding(self, face_id: int) -> bytes | None:
-        return self._get("embeddings", u64(face_id))
+    def get_embedding(self, face_id: int) -> tuple[int, int, bytes] | None:
+        """(owner iid, key slot, sealed vector)."""
+        raw = self._get("embeddings", u64(face_id))
+        return None if raw is None else (read_u64(raw), read_u64(raw, 8), raw[16:])
+
+    def iter_embeddings(self, face_ids) -> Iterator[tuple[int, int, int, bytes]]:
+        """(face id, owner iid, key slot, sealed) of those of `face_ids` (ascending) that have one,
+        read with one cursor (a rebuild reads a million)."""
+        cursor = self.txn.cursor(db=self.db["embeddings"])
+        for fid in face_ids:
+            key = u64(fid)
+            stored = cursor.get(key)
+            if stored is None:
+                continue
+            raw = self._open("embeddings", key, stored)
+            if raw is not None:
+                yield fid, read_u64(raw), read_u64(raw, 8), raw[16:]
 
     # -- image index: makes enrollment and ingestion idempotent ----------------------------
 
@@ -200,6 +220,19 @@ class CatalogTxn(TableTxn):
         """Every face stored from this image in the collection, enrolled or ingested."""
         prefix = u32(cid) + bytes.fromhex(sha256_hex)
         return [fid for _, v in self._prefix("images", prefix) for fid in json.loads(v)]
+
+    def unlink_image_faces(self, cid: int, sha256_hex: str, face_ids: set[int]) -> int:
+        """Take these faces out of every record of the image (enrolled or ingested);
+        a record left naming no face goes. Returns how many records changed."""
+        prefix = u32(cid) + bytes.fromhex(sha256_hex)
+        changed = 0
+        for key, value in list(self._prefix("images", prefix)):
+            listed = json.loads(value)
+            kept = [f for f in listed if f not in face_ids]
+            if len(kept) != len(listed):
+                changed += 1
+                self.put_image_faces(cid, sha256_hex, read_u64(key, len(prefix)), kept)
+        return changed
 
     # -- change log ------------------------------------------------------------------
 
@@ -306,3 +339,31 @@ class CatalogTxn(TableTxn):
 
     def list_api_keys(self) -> list[ApiKeyRecord]:
         return [loads(ApiKeyRecord, v) for _, v in self._prefix("api_keys", b"")]
+
+    # -- quarantine ------------------------------------------------------------------
+
+    def quarantine(self, table: str, key: bytes, stored: bytes) -> None:
+        """Set a damaged row aside: out of its table (so it is never read again), kept as it was."""
+        self.txn.delete(key, db=self.db[table])
+        self._put("quarantine", table.encode() + b"\0" + key, stored)
+
+    def quarantined(self) -> list[tuple[str, bytes]]:
+        return [(k.split(b"\0", 1)[0].decode(), k.split(b"\0", 1)[1]) for k, _ in self._prefix("quarantine", b"")]
+
+    # -- derived tables ---------------------------------------------------------------
+
+    def rebuild_derived(self) -> None:
+        """Recompute the derived tables (counts, identity_clusters) from the records:
+        a catalog written before they existed, or by an older version. One scan, at open."""
+        for table in ("counts", "identity_clusters"):
+            self.txn.drop(self.db[table], delete=False)
+        for table, width in COUNTED.items():
+            groups: dict[bytes, int] = {}
+            for key in self.txn.cursor(db=self.db[table]).iternext(keys=True, values=False):
+                groups[key[:width]] = groups.get(key[:width], 0) + 1
+            for group, n in groups.items():
+                self._put("counts", self.count_key(table, group), u64(n))
+        for _, value in self._prefix("clusters", b""):
+            rec = loads(ClusterRecord, value)
+            if rec.iid:
+                self._put("identity_clusters", u64(rec.iid) + u64(rec.cluster_id), b"")

@@ -12,19 +12,16 @@ stable, and named or edited clusters (and therefore names) are kept as they are.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 
-from facebank.index.cluster_store import ClusterState, ClusterWriter, new_cluster, read_state, refresh_cluster
+from facebank.index.cluster_records import new_cluster, refresh_cluster
+from facebank.index.cluster_store import ClusterState, ClusterWriter, read_state
 from facebank.index.clustering import ClusteringParams, assign, cluster, knn, match_clusters, quality_weight
 from facebank.index.records import ENROLLED, INGESTED
 from facebank.index.store import FaceStore
-
-_job_locks: dict[int, threading.Lock] = {}
-_job_locks_guard = threading.Lock()
 
 
 @dataclass
@@ -41,21 +38,15 @@ Progress = tuple[str, int, int]  # stage, done, total
 
 def run_pass(store: FaceStore, cid: int, params: ClusteringParams, *, full: bool = False) -> Iterator[Progress | Summary]:
     """Yields progress tuples, then the Summary."""
-    with _job_locks_guard:
-        lock = _job_locks.setdefault(cid, threading.Lock())
-    with lock:  # one pass per collection at a time
+    with store.job_lock(cid):  # one pass per collection at a time
         state = read_state(store, cid)
         summary = Summary()
         old: dict[int, set[int]] = {}
         todo = list(state.waiting)
         if full:
-            members: dict[int, set[int]] = {}
-            for fid, face in state.faces.items():
-                if face.cluster_id:
-                    members.setdefault(face.cluster_id, set()).add(fid)
             for c in state.clusters.values():
                 if not c.iid and not c.locked:
-                    old[c.cluster_id] = members.get(c.cluster_id, set())
+                    old[c.cluster_id] = set(state.members.get(c.cluster_id, []))
                     todo.extend(old[c.cluster_id])
         todo = sorted(set(todo))
         yield ("assign", 0, len(todo))
@@ -70,7 +61,8 @@ def run_pass(store: FaceStore, cid: int, params: ClusteringParams, *, full: bool
         yield ("graph", len(rest), len(rest))
 
         yield ("cluster", 0, len(ids))
-        weights = np.asarray([quality_weight(state.faces[f].quality) for f in ids.tolist()])
+        records = state.faces(ids.tolist())
+        weights = np.asarray([quality_weight(records[f].quality) for f in ids.tolist()])
         labels, summary.cannot_link_splits = cluster(sims, nbrs, state.photos_of(ids.tolist()), weights, params) if len(ids) else (np.zeros(0, np.int64), 0)
         groups = {int(lab): {int(f) for f in ids[labels == lab]} for lab in np.unique(labels[labels >= 0])}
         reuse = match_clusters(old, groups) if full else {}
@@ -80,7 +72,7 @@ def run_pass(store: FaceStore, cid: int, params: ClusteringParams, *, full: bool
         _save(store, cid, todo, joined, groups, reuse, old)
         summary.new_clusters = len(groups) - len(reuse)
         summary.unclustered = len(ids) - int((labels >= 0).sum())
-        with store.catalog.read() as t:
+        with store.read() as t:
             summary.clusters = t.count_clusters(cid)
         yield ("save", len(todo), len(todo))
         yield summary
@@ -89,44 +81,60 @@ def run_pass(store: FaceStore, cid: int, params: ClusteringParams, *, full: bool
 def _assign(store: FaceStore, cid: int, state: ClusterState, todo: list[int], params: ClusteringParams, exclude: set[int]) -> dict[int, int]:
     """face -> cluster id for the faces that confidently join an existing cluster
     (an identity that has no cluster yet is the target -iid)."""
-    target_of: dict[int, int] = {}
-    for fid, face in state.faces.items():
-        if fid in exclude:
-            continue
-        if face.cluster_id:
-            target_of[fid] = face.cluster_id
-        elif face.iid:
-            target_of[fid] = state.identity_clusters.get(face.iid, -face.iid)
-    if not target_of:
-        return {}
     ids, vectors = store.vectors_of(todo)
-    results = [store.segments.get(cid, seg).search(vectors, params.k) for seg in (ENROLLED, INGESTED)]
+    results = [store.segment(cid, seg).search(vectors, params.k) for seg in (ENROLLED, INGESTED)]
     sims = np.concatenate([r[0] for r in results], axis=1)
     nbrs = np.concatenate([r[1] for r in results], axis=1)
+    # Each neighbour's target: its cluster, else its identity (-iid), else none (-0 = 0 is "none" below).
+    cluster_of = {fid: c for c, faces in state.members.items() for fid in faces}
+    owners = store.owners.lookup(nbrs)
+    target_of: dict[int, int] = {}
+    for fid, owner in zip(nbrs.ravel().tolist(), owners.ravel().tolist()):
+        if fid < 0 or fid in exclude or fid in target_of or owner < 0:
+            continue
+        if fid in cluster_of:
+            target_of[fid] = cluster_of[fid]
+        elif owner > 0:
+            target_of[fid] = state.identity_clusters.get(owner, -owner)
+    if not target_of:
+        return {}
     dense: dict[int, int] = {}
     targets = np.full(nbrs.shape, -1, np.int64)
     for (i, j), fid in np.ndenumerate(nbrs):
         if fid in target_of:
             targets[i, j] = dense.setdefault(target_of[fid], len(dense))
-    sizes: dict[int, int] = {}
-    for target in target_of.values():
-        if target in dense:
-            sizes[dense[target]] = sizes.get(dense[target], 0) + 1
+    sizes = {dense[t]: _target_size(store, state, t) for t in dense}
     back = {v: k for k, v in dense.items()}
     photos: dict[int, set[str]] = {}
-    for fid, target in target_of.items():
-        photos.setdefault(target, set()).add(state.faces[fid].image_sha256)
     joined: dict[int, int] = {}
+    todo_faces = state.faces(ids.tolist())
     for fid, chosen in zip(ids.tolist(), assign(sims, targets, params, sizes).tolist()):
         if chosen < 0:
             continue
         target = back[chosen]
-        photo = state.faces[fid].image_sha256
-        if photo in photos[target]:  # cannot-link: this person is already in that photo
+        if target not in photos:  # cannot-link: the photos this person is already in
+            photos[target] = {f.image_sha256 for f in state.faces(_target_faces(store, state, target)).values()}
+        photo = todo_faces[fid].image_sha256
+        if photo in photos[target]:
             continue
         photos[target].add(photo)
         joined[fid] = target
     return joined
+
+
+def _target_faces(store: FaceStore, state: ClusterState, target: int) -> list[int]:
+    if target > 0:
+        return state.members.get(target, [])
+    with store.read() as t:
+        return t.identity_face_ids(-target)
+
+
+def _target_size(store: FaceStore, state: ClusterState, target: int) -> int:
+    if target > 0:
+        return len(state.members.get(target, []))
+    with store.read() as t:
+        rec = t.get_identity_by_iid(-target)
+    return rec.face_count if rec else 0
 
 
 def _save(store: FaceStore, cid: int, todo: list[int], joined: dict[int, int], groups: dict[int, set[int]], reuse: dict[int, int], old: dict[int, set[int]]) -> None:

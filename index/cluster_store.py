@@ -13,156 +13,132 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from facebank.errors import FailedPrecondition, InvalidArgument, NotFound
-from facebank.index.catalog_txn import CatalogTxn
-from facebank.index.clustering import quality_weight
-from facebank.index.keyring import DataKey, face_owner, identity_owner
-from facebank.index.records import ENROLLED, INGESTED, ClusterRecord, FaceRecord, IdentityRecord
+from facebank.errors import FailedPrecondition, InvalidArgument
+from facebank.index.cluster_records import check_cannot_link, get_cluster, new_cluster, refresh_cluster
+from facebank.index.keyring import face_owner, identity_owner
+from facebank.index.records import ClusterRecord, FaceRecord, IdentityRecord
 from facebank.index.sealed_faces import now_ms, open_embedding, seal_embedding
 from facebank.index.store import FaceStore
+from facebank.index.unit_of_work import WriteTxn
 
-REPRESENTATIVES = 3
-
-
-def refresh_cluster(t: CatalogTxn, cid: int, cluster_id: int) -> None:
-    """Recount a cluster and choose its representatives; an empty unnamed one goes."""
-    cluster = t.get_cluster(cid, cluster_id)
-    if cluster is None:
-        return
-    members = t.cluster_face_ids(cluster_id)
-    if not members and not cluster.iid:
-        t.delete_cluster(cid, cluster_id)
-        return
-    cluster.size = len(members)
-    faces = [t.get_face(f) for f in members]
-    ranked = sorted((f for f in faces if f), key=lambda f: -quality_weight(f.quality))
-    cluster.representatives = [f.face_id for f in ranked[:REPRESENTATIVES]]
-    t.put_cluster(cluster)
+__all__ = ["ClusterState", "ClusterWriter", "cluster_listing", "cluster_view", "merge", "name", "new_cluster", "read_state", "refresh_cluster", "split"]
 
 
 @dataclass
 class ClusterState:
-    """What a clustering pass needs to know about a collection, read at once."""
+    """What a clustering pass needs to know about a collection. Settled faces are
+    known by key-only scans (their cluster) and the owners view (their identity);
+    face records are decoded only for the faces a pass works on (`face`)."""
 
-    faces: dict[int, FaceRecord]
+    store: FaceStore
     clusters: dict[int, ClusterRecord]
-    waiting: list[int]                       # ingested faces in no cluster
+    members: dict[int, list[int]]              # cluster id -> its faces
+    waiting: list[int]                         # ingested faces in no cluster
     identity_clusters: dict[int, int] = field(default_factory=dict)  # iid -> its cluster
+    _faces: dict[int, FaceRecord | None] = field(default_factory=dict)
+
+    def faces(self, face_ids) -> dict[int, FaceRecord]:
+        """Records of these faces (those that exist), read once per pass."""
+        missing = [f for f in face_ids if f not in self._faces]
+        if missing:
+            with self.store.read(tolerant=True) as t:
+                self._faces.update({f: t.get_face(f) for f in missing})
+        return {f: rec for f in face_ids if (rec := self._faces.get(f)) is not None}
+
+    def face(self, face_id: int) -> FaceRecord | None:
+        return self.faces([face_id]).get(face_id)
 
     def photos_of(self, face_ids: list[int]) -> np.ndarray:
         """An integer per face naming its photo: faces of one photo cannot link."""
+        records = self.faces(face_ids)
         codes: dict[str, int] = {}
-        return np.asarray([codes.setdefault(self.faces[f].image_sha256, len(codes)) for f in face_ids], np.int64)
+        return np.asarray([codes.setdefault(records[f].image_sha256, len(codes)) for f in face_ids], np.int64)
 
 
 def read_state(store: FaceStore, cid: int) -> ClusterState:
-    with store.catalog.read() as t:
-        face_ids = t.segment_face_ids(cid, ENROLLED) + t.segment_face_ids(cid, INGESTED)
-        faces = {fid: t.get_face(fid) for fid in face_ids}
+    with store.read(tolerant=True) as t:
         clusters = {c.cluster_id: c for c in t.iter_clusters(cid)}
+        members = {cluster_id: t.cluster_face_ids(cluster_id) for cluster_id in clusters}
         waiting = t.unclustered_face_ids(cid)
     identity_clusters = {c.iid: c.cluster_id for c in clusters.values() if c.iid}
-    return ClusterState(faces, clusters, [f for f in waiting if f in faces], identity_clusters)
+    alive = store.owners.lookup(np.asarray(waiting, np.int64)) == 0 if waiting else np.zeros(0, bool)
+    return ClusterState(store, clusters, members, [f for f, ok in zip(waiting, alive.tolist()) if ok], identity_clusters)
+
+
+def cluster_listing(store: FaceStore, cid: int, include_faces: bool):
+    """Every cluster, largest first, as (record, identity id, faces) with the
+    identity ids of named ones; and the faces waiting in no cluster."""
+    state = read_state(store, cid)
+    member_ids = [f for faces in state.members.values() for f in faces] if include_faces else []
+    records = state.faces(member_ids + (state.waiting if include_faces else []))
+    with store.read(tolerant=True) as t:
+        iids = {c.iid for c in state.clusters.values() if c.iid}
+        names = {iid: rec.external_id for iid in iids if (rec := t.get_identity_by_iid(iid))}
+    clusters = []
+    for rec in sorted(state.clusters.values(), key=lambda c: (-c.size, c.cluster_id)):
+        faces = [records[f] for f in state.members.get(rec.cluster_id, []) if f in records] if include_faces else []
+        clusters.append((rec, names.get(rec.iid, ""), faces))
+    return clusters, [records[f] for f in state.waiting if f in records]
+
+
+def cluster_view(store: FaceStore, cid: int, cluster_id: int):
+    """(record, identity id or "", its faces)."""
+    with store.read() as t:
+        rec = get_cluster(t, cid, cluster_id)
+        identity = t.get_identity_by_iid(rec.iid) if rec.iid else None
+        faces = [f for f in (t.get_face(fid) for fid in t.cluster_face_ids(rec.cluster_id)) if f is not None]
+    return rec, identity.external_id if identity else "", faces
 
 
 class ClusterWriter:
-    """Applies cluster changes: catalog first, then the live indexes, in order."""
+    """Cluster edits in one unit of work: faces re-sealed for their new owner, the
+    indexes told of every move, keys a face leaves shredded after the commit."""
 
     def __init__(self, store: FaceStore, cid: int) -> None:
         self.store = store
         self.cid = cid
-        self._moves: dict[str, tuple[list, list]] = {ENROLLED: ([], []), INGESTED: ([], [])}
-        self._shred: list[int] = []
-        self._allocated: list[DataKey] = []
 
     def run(self, edit) -> object:
-        """Run `edit(txn, writer)` in one transaction, then update the indexes."""
-        store = self.store
-        with store.commit_lock:
-            try:
-                with store.catalog.write() as t:
-                    result = edit(t, self)
-                    seqs = {}
-                    for seg, (added, removed) in self._moves.items():
-                        if added or removed:
-                            seqs[seg] = t.append_change(self.cid, seg, add=[f for f, _ in added], remove=removed)
-            except BaseException:
-                store.keyring.shred([k.slot for k in self._allocated])
-                raise
-            for seg, seq in seqs.items():
-                added, removed = self._moves[seg]
-                store.apply_to_index(self.cid, seg, seq, added, removed)
-        store.keyring.shred(self._shred)
-        return result
+        """Run `edit(w, writer)` in one unit of work."""
+        with self.store.write() as w:
+            return edit(w, self)
 
-    def move(self, t: CatalogTxn, face: FaceRecord, iid: int, cluster_id: int) -> FaceRecord:
+    def move(self, w: WriteTxn, face: FaceRecord, iid: int, cluster_id: int) -> FaceRecord:
         """Put a face in a cluster and, if the owner changes, re-seal it for the new owner."""
         updated = FaceRecord(**vars(face))
         updated.cluster_id = cluster_id
         if iid != face.iid:
-            vector = open_embedding(self.store.keyring, t, face)
+            vector = open_embedding(self.store.keyring, w.t, face.face_id)
             if iid:
-                key = self.store.keyring.open(t.get_identity_by_iid(iid).key_slot, identity_owner(iid))
+                key = w.open_key(w.get_identity_by_iid(iid).key_slot, identity_owner(iid))
             else:
-                key = self.new_key(t, face_owner(face.face_id))
+                key = w.allocate_keys([face_owner(face.face_id)])[0]
             if not face.iid:
-                self._shred.append(face.key_slot)
-                t.delete_slot_owner(face.key_slot)
+                w.shred_after_commit.append(face.key_slot)
+                w.delete_slot_owner(face.key_slot)
             updated.iid, updated.key_slot = iid, key.slot
-            seal_embedding(t, face.face_id, key, vector)
-            self._moves[face.segment][1].append(face.face_id)
-            self._moves[updated.segment][0].append((face.face_id, vector))
+            seal_embedding(w, face.face_id, iid, key, vector)
+            w.index_remove(self.cid, face.segment, [face.face_id])
+            w.index_add(self.cid, updated.segment, face.face_id, vector)
             for old_or_new, delta in ((face.iid, -1), (iid, +1)):
                 if old_or_new:
-                    rec = t.get_identity_by_iid(old_or_new)
+                    rec = w.get_identity_by_iid(old_or_new)
                     rec.face_count += delta
-                    t.put_identity(rec, rec)
+                    w.put_identity(rec, rec)
             # The photo's ingest record (iid 0) stays: it says the photo was ingested.
             if face.iid:
-                left = [f for f in t.get_image_faces(self.cid, face.image_sha256, face.iid) or [] if f != face.face_id]
-                t.put_image_faces(self.cid, face.image_sha256, face.iid, left)
+                left = [f for f in w.get_image_faces(self.cid, face.image_sha256, face.iid) or [] if f != face.face_id]
+                w.put_image_faces(self.cid, face.image_sha256, face.iid, left)
             if iid:
-                joined = t.get_image_faces(self.cid, face.image_sha256, iid) or []
-                t.put_image_faces(self.cid, face.image_sha256, iid, joined + [face.face_id])
-        t.put_face(updated, face)
-        t.mark_unclustered(self.cid, face.face_id, cluster_id == 0 and iid == 0)
+                joined = w.get_image_faces(self.cid, face.image_sha256, iid) or []
+                w.put_image_faces(self.cid, face.image_sha256, iid, joined + [face.face_id])
+        w.put_face(updated, face)
+        w.mark_unclustered(self.cid, face.face_id, cluster_id == 0 and iid == 0)
         return updated
-
-    def new_key(self, t: CatalogTxn, owner: bytes) -> DataKey:
-        """A fresh data key, recorded as owned; shredded again if the edit fails."""
-        key = self.store.keyring.allocate([owner])[0]
-        self._allocated.append(key)
-        t.put_slot_owner(key.slot, owner)
-        return key
-
-
-def new_cluster(t: CatalogTxn, cid: int, iid: int = 0, *, locked: bool = False, cluster_id: int = 0) -> ClusterRecord:
-    rec = ClusterRecord(cluster_id or t.next_id("cluster"), cid, iid=iid, locked=locked, created_ms=now_ms())
-    t.put_cluster(rec)
-    return rec
-
-
-def get_cluster(t: CatalogTxn, cid: int, cluster_id: int) -> ClusterRecord:
-    rec = t.get_cluster(cid, cluster_id)
-    if rec is None:
-        raise NotFound(f"cluster {cluster_id} does not exist in this collection; list them with `facebank clusters`")
-    return rec
-
-
-def check_cannot_link(t: CatalogTxn, face_ids: list[int]) -> None:
-    photos: dict[str, int] = {}
-    for fid in face_ids:
-        face = t.get_face(fid)
-        if face.image_sha256 in photos:
-            raise FailedPrecondition(
-                f"faces {photos[face.image_sha256]} and {fid} come from the same photo; one person "
-                "appears once in a photo, so they cannot be in one cluster"
-            )
-        photos[face.image_sha256] = fid
 
 
 def merge(store: FaceStore, cid: int, into: int, others: list[int]) -> ClusterRecord:
-    def edit(t: CatalogTxn, w: ClusterWriter):
+    def edit(t: WriteTxn, w: ClusterWriter):
         target = get_cluster(t, cid, into)
         sources = [get_cluster(t, cid, o) for o in others if o != into]
         named = {c.iid for c in sources if c.iid} - {target.iid}
@@ -185,7 +161,7 @@ def merge(store: FaceStore, cid: int, into: int, others: list[int]) -> ClusterRe
 
 
 def split(store: FaceStore, cid: int, cluster_id: int, face_ids: list[int]) -> ClusterRecord:
-    def edit(t: CatalogTxn, w: ClusterWriter):
+    def edit(t: WriteTxn, w: ClusterWriter):
         source = get_cluster(t, cid, cluster_id)
         members = set(t.cluster_face_ids(cluster_id))
         if not face_ids:
@@ -208,12 +184,12 @@ def split(store: FaceStore, cid: int, cluster_id: int, face_ids: list[int]) -> C
 def name(store: FaceStore, cid: int, cluster_id: int, external_id: str, display_name: str) -> IdentityRecord:
     """Turn a cluster into an identity (new or existing): its faces become enrolled."""
 
-    def edit(t: CatalogTxn, w: ClusterWriter):
+    def edit(t: WriteTxn, w: ClusterWriter):
         cluster = get_cluster(t, cid, cluster_id)
         identity = t.get_identity(cid, external_id)
         if identity is None:
             iid = t.next_id("identity")
-            key = w.new_key(t, identity_owner(iid))
+            key = t.allocate_keys([identity_owner(iid)])[0]
             identity = IdentityRecord(iid, cid, external_id, display_name or external_id, {}, key.slot, now_ms())
             t.put_identity(identity)
         elif display_name:

@@ -3,18 +3,23 @@
 The steps, each of which survives a SIGKILL (a restart finishes the forget
 from its intent record, so an identity never comes back):
 
-1. read the identity's embeddings into memory only, as probes for step 6;
-2. write an intent: which data keys and face ids go (no biometric data);
-3. shred the identity's data key and the collection's snapshot keys, so every
-   other copy (LMDB free pages, old snapshot files, backups) is unreadable;
-4. delete every record and remove the vectors from the live index, before
-   answering;
-5. derived state: snapshots are rewritten without it, and structures trained
-   on its vectors (IVF centroids, an HNSW graph) retrained, in the background
-   or, with `strict`, before answering;
-6. verify: its own embeddings, searched against the collection, match nothing
-   above the collection's threshold;
-7. append the hash-chained receipt to the audit log, then drop the intent.
+1. read the identity's embeddings into memory only, as probes for step 5;
+2. write an intent: which data keys and face ids go (no biometric data), and
+   when the catalog must be compacted at the latest (durable: a restart keeps
+   the promise);
+3. in one unit of work: shred the identity's data key and the collection's
+   snapshot keys (every other copy, in LMDB free pages, old snapshots or
+   backups, is unreadable from here on), erase every record that names the
+   identity or its faces, and queue the vectors' removal from the live
+   indexes. From this commit on no search answers with its faces (the answer
+   filter), so the forget does not wait for the searches inside the index;
+4. derived state: the vectors leave the index at the next drain, snapshots
+   are rewritten, structures trained on them (IVF centroids, an HNSW graph)
+   retrained, in the background or, with `strict`, before answering;
+5. verify, and record only what was observed: none of its own face ids is
+   returned by a search of any of the collection's indexes with its own
+   embeddings (look-alikes enrolled under other ids are not a failure);
+6. append the signed, hash-chained receipt, then drop the intent.
 """
 
 from __future__ import annotations
@@ -22,20 +27,20 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import threading
 
 import numpy as np
 
 from facebank.errors import NotFound
 from facebank.index.catalog_txn import CatalogTxn
 from facebank.index.records import ENROLLED, INGESTED, SEGMENTS, ForgetIntent
-from facebank.index.sealed_faces import now_ms, open_vectors
+from facebank.index.sealed_faces import now_ms
 from facebank.index.store import FaceStore
 
 log = logging.getLogger(__name__)
 
 CRASH_ENV = "FACEBANK_CRASH_AT"
-_forget_lock = threading.Lock()
+PURGE_DUE = "purge_due_ms"   # meta: compact the catalog by then (a forget's plaintext records sit in free pages)
+COMPACT_AFTER_FORGET_S = 300.0
 
 
 def crash_point(name: str) -> None:
@@ -44,139 +49,173 @@ def crash_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def forget_identity(store: FaceStore, collection: str, external_id: str, *, strict: bool = False) -> dict:
+def forget_identity(store: FaceStore, maintenance, collection: str, external_id: str, *, strict: bool = False,
+                    compact_after_s: float = COMPACT_AFTER_FORGET_S) -> dict:
     """Forget one identity; returns its receipt (already in the audit log)."""
-    with _forget_lock:  # two forgets of one identity: the second finds nothing
+    with store.forget_lock:  # two forgets of one identity: the second finds nothing
         coll = store.collection(collection)
-        with store.catalog.read() as t:
+        with store.read() as t:
             rec = t.get_identity(coll.id, external_id)
             if rec is None:
                 raise NotFound(f"identity {external_id!r} does not exist in collection {collection!r} (already forgotten?)")
             face_ids = t.identity_face_ids(rec.iid)
-            _, probes = open_vectors(store.keyring, t, face_ids)
-        enrolled = store.segments.get(coll.id, ENROLLED)
-        generation_before = enrolled.generation
-        intent = ForgetIntent(rec.iid, coll.id, store.keyring.subject_hash(coll.name, external_id), [], face_ids)
-
-        with store.commit_lock:
-            with store.catalog.write() as t:
-                intent.key_slots = [rec.key_slot] + _snapshot_slots(t, coll.id)
-                t.put_intent(intent)
-            crash_point("forget:after-intent")
-            store.keyring.shred(intent.key_slots)
-            crash_point("forget:after-shred")
-            counts, seqs = _erase(store, intent)
-            crash_point("forget:after-erase")
-            counts["index_vectors"] = store.apply_to_index(coll.id, ENROLLED, seqs[ENROLLED], [], face_ids)
-            store.apply_to_index(coll.id, INGESTED, seqs[INGESTED], [], face_ids)
-            for segment in store.segments.for_collection(coll.id):
-                segment.snapshot_seq = 0  # its snapshot is gone: write a new one soon
-        crash_point("forget:after-index")
-
+            _, probes = store.open_vectors(t, face_ids, coll.dim)
+        generation_before = store.segment(coll.id).generation
+        intent = ForgetIntent(rec.iid, coll.id, store.subject_hash(coll.name, external_id), [], face_ids, now_ms())
+        with store.write() as w:
+            intent.key_slots = [rec.key_slot] + _snapshot_slots(w, coll.id)
+            w.put_intent(intent)
+            w.put_meta("forgets", w.get_meta("forgets", 0) + 1)
+            if w.get_meta(PURGE_DUE) is None:
+                w.put_meta(PURGE_DUE, now_ms() + int(compact_after_s * 1000))
+        crash_point("forget:after-intent")
+        counts, w = erase(store, intent, apply="now" if strict else "later")
+        crash_point("forget:after-erase")
         if strict:
-            store.maintenance.clean_now(coll.id)
-        else:
-            store.maintenance.wake()
-        segments = store.segments.for_collection(coll.id)
+            maintenance.clean_now(coll.id)
+        crash_point("forget:after-index")
+        segments = store.segments_of(coll.id)
+        removed_now = w.index_removed
         receipt = {
+            "kind": "forget",
             "time_ms": now_ms(),
             "collection": coll.name,
             "subject_hash": intent.subject_hash,
             "intent": rec.iid,
-            "removed": counts,
+            "removed": {**counts, "index_vectors": removed_now or 0},
+            "index_removal_pending": removed_now is None,
             "generation_before": generation_before,
-            "generation_after": store.segments.get(coll.id, ENROLLED).generation,
-            "derived_clean": not any(s.retrain_pending for s in segments),
+            "generation_after": store.segment(coll.id).generation,
+            "derived_clean": not any(_reflects(s, face_ids) for s in segments),
             "snapshot_rewritten": all(s.changes_since_snapshot == 0 for s in segments),
-            "verification": _verify(store, coll.name, coll.threshold, probes),
+            "verification": verify_forgotten(store, coll.id, coll.threshold, np.asarray(face_ids, np.int64), probes),
             "note": "",
         }
         receipt = store.audit.append(receipt)
         crash_point("forget:after-receipt")
-        with store.catalog.write() as t:
-            t.delete_intent(rec.iid)
-    store.maintenance.forgot()
+        with store.write() as w:
+            w.delete_intent(rec.iid)
     return receipt
 
 
+def _reflects(segment, face_ids: list[int]) -> bool:
+    """Does a trained structure of this segment (IVF centroids, HNSW graph) still reflect these faces?"""
+    if segment.retrain_pending:
+        return True
+    ids = np.asarray(face_ids, np.int64)
+    if np.isin(ids, segment.index.training_ids).any():
+        return True
+    return segment.index.family == "hnsw" and bool(np.isin(ids, segment.index.ids()).any())
+
+
 def _snapshot_slots(t: CatalogTxn, cid: int) -> list[int]:
-    slots = []
-    for name in SEGMENTS:
-        current = t.get_meta(f"snapshot:{cid}:{name}")
-        if current:
-            slots.append(current["slot"])
-    return slots
+    return [current["slot"] for name in SEGMENTS if (current := t.get_meta(f"snapshot:{cid}:{name}"))]
 
 
-def _erase(store: FaceStore, intent: ForgetIntent) -> tuple[dict, dict]:
-    """Delete what is left of the identity's records. Idempotent (used by recovery)."""
-    counts = {"identities": 0, "faces": 0, "embeddings": 0, "data_keys": len(intent.key_slots), "cluster_memberships": 0, "clusters": 0, "snapshots": 0}
-    with store.catalog.write() as t:
+def erase(store: FaceStore, intent: ForgetIntent, *, apply: str = "later"):
+    """Shred the intent's keys and erase what is left of the identity's records, in one
+    unit of work. Idempotent (recovery runs it again). Returns (counts, the write)."""
+    cid = intent.collection_id
+    counts = {"identities": 0, "faces": 0, "embeddings": 0, "data_keys": 0, "cluster_memberships": 0, "clusters": 0,
+              "snapshots": 0, "image_records": 0}
+    with store.write(apply=apply) as w:
+        counts["data_keys"] = w.shred_now(intent.key_slots)
+        crash_point("forget:after-shred")
+        gone = set(intent.face_ids)
         for fid in intent.face_ids:
-            face = t.get_face(fid)
+            face = w.get_face(fid)
             if face is None:
                 continue
             counts["faces"] += 1
-            counts["embeddings"] += t.get_embedding(fid) is not None
+            counts["embeddings"] += w.get_embedding(fid) is not None
             counts["cluster_memberships"] += bool(face.cluster_id)
-            t.delete_face(face)
-            remaining = [f for f in t.get_image_faces(face.collection_id, face.image_sha256, face.iid) or [] if f != fid]
-            t.put_image_faces(face.collection_id, face.image_sha256, face.iid, remaining)
-        identity = t.get_identity_by_iid(intent.iid)
+            w.delete_face(face)
+            counts["image_records"] += w.unlink_image_faces(cid, face.image_sha256, gone)
+        identity = w.get_identity_by_iid(intent.iid)
         if identity is not None:
-            t.delete_identity(identity)
-            t.delete_slot_owner(identity.key_slot)
+            w.delete_identity(identity)
+            w.delete_slot_owner(identity.key_slot)
             counts["identities"] = 1
-        for cluster_id in t.identity_cluster_ids(intent.iid):
-            t.delete_cluster(intent.collection_id, cluster_id)
+        for cluster_id in w.identity_cluster_ids(intent.iid):
+            w.delete_cluster(cid, cluster_id)
             counts["clusters"] += 1
         for name in SEGMENTS:
-            current = t.get_meta(f"snapshot:{intent.collection_id}:{name}")
+            current = w.get_meta(f"snapshot:{cid}:{name}")
             if current:
-                t.delete_slot_owner(current["slot"])
-                t.delete_meta(f"snapshot:{intent.collection_id}:{name}")
+                w.delete_slot_owner(current["slot"])
+                w.delete_meta(f"snapshot:{cid}:{name}")
                 counts["snapshots"] += 1
-        seqs = {ENROLLED: t.append_change(intent.collection_id, ENROLLED, remove=intent.face_ids)}
-        seqs[INGESTED] = t.append_change(intent.collection_id, INGESTED, remove=intent.face_ids)
-        for name in SEGMENTS:  # a snapshot older than this may hold the identity: refused
-            t.put_meta(f"forget_seq:{intent.collection_id}:{name}", seqs[name])
-    for name in SEGMENTS:  # unreadable already (key shredded); now gone too
-        store.segments.snapshot_path(intent.collection_id, name).unlink(missing_ok=True)
-    return counts, seqs
+            w.index_remove(cid, name, intent.face_ids)
+        w.refuse_older_snapshots(cid)
+        w.on_commit.append(lambda: _drop_snapshots(store, cid))
+    return counts, w
 
 
-def _verify(store: FaceStore, collection: str, threshold: float, probes: np.ndarray) -> dict:
+def _drop_snapshots(store: FaceStore, cid: int) -> None:
+    """Unreadable already (key shredded); now gone too, and due again."""
+    for segment in store.segments_of(cid):
+        segment.snapshot_seq = 0
+    for name in SEGMENTS:
+        store.segments.snapshot_path(cid, name).unlink(missing_ok=True)
+
+
+def verify_forgotten(store: FaceStore, cid: int, threshold: float, face_ids: np.ndarray, probes: np.ndarray) -> dict:
+    """What a search of every index of the collection does with the identity's own
+    embeddings, after the forget: `returned` counts its face ids that would reach an
+    answer (must be 0), `in_index` those whose vector is still in an index (its
+    removal queued; searches exclude them), `max_score` the best score any other
+    identity reached (a look-alike is not a failure)."""
     if len(probes) == 0:
-        return {"probes": 0, "max_score": 0.0, "threshold": threshold, "passed": False}
-    hits = store.search(collection, probes, top_k=1)
-    best = max((h[0].score for h in hits if h), default=-1.0)
-    return {"probes": int(len(probes)), "max_score": round(float(best), 6), "threshold": threshold, "passed": bool(best < threshold)}
+        return {"method": "own-faces", "probes": 0, "face_ids": int(len(face_ids)), "returned": 0, "in_index": 0,
+                "max_score": 0.0, "threshold": threshold, "passed": False}
+    returned = in_index = 0
+    best_other = -1.0
+    for segment in store.segments_of(cid):
+        k = min(len(segment.index), max(10, len(face_ids)))
+        if k == 0:
+            continue
+        scores, labels = segment.search(probes, k)
+        own = np.isin(labels, face_ids)
+        owners = store.owners.lookup(labels)
+        returned += int((own & (owners >= 0)).sum())
+        in_index += int(np.isin(face_ids, segment.index.ids()).sum())
+        others = (~own) & (labels >= 0) & (owners > 0)
+        if segment.name == ENROLLED and others.any():
+            best_other = max(best_other, float(scores[others].max()))
+    return {"method": "own-faces", "probes": int(len(probes)), "face_ids": int(len(face_ids)), "returned": returned,
+            "in_index": in_index, "max_score": round(best_other, 6), "threshold": threshold, "passed": returned == 0}
 
 
 def recover_interrupted_forgets(store: FaceStore) -> int:
-    """Finish every forget a crash interrupted (called at start, before indexes load)."""
-    with store.catalog.read() as t:
+    """Finish every forget a crash interrupted (at start, before the indexes load)."""
+    with store.read() as t:
         intents = t.iter_intents()
     for intent in intents:
         log.warning("finishing a forget interrupted by a restart (subject %s)", intent.subject_hash[:12])
-        store.keyring.shred(intent.key_slots)
-        counts, _ = _erase(store, intent)
+        counts, _ = erase(store, intent)
         if not any(r.get("intent") == intent.iid and r.get("subject_hash") == intent.subject_hash for r in store.audit.read()):
-            with store.catalog.read() as t:
+            with store.read() as t:
                 coll = t.get_collection_by_id(intent.collection_id)
             store.audit.append({
+                "kind": "forget",
                 "time_ms": now_ms(),
                 "collection": coll.name if coll else "",
                 "subject_hash": intent.subject_hash,
                 "intent": intent.iid,
                 "removed": counts,
+                "index_removal_pending": False,   # this start loads every index without them (replay or rebuild)
                 "generation_before": 0,
                 "generation_after": 0,
-                "derived_clean": True,   # this start rebuilds every index of the collection from the catalog
+                "derived_clean": False,
                 "snapshot_rewritten": False,
-                "verification": {"probes": 0, "max_score": 0.0, "threshold": coll.threshold if coll else 0.0, "passed": False},
-                "note": "finished at restart after an interruption; data keys shredded, records erased, indexes rebuilt from the catalog; no probes were kept across the restart",
+                "verification": {"method": "not-run", "probes": 0, "face_ids": len(intent.face_ids), "returned": 0, "in_index": 0,
+                                 "max_score": 0.0, "threshold": coll.threshold if coll else 0.0, "passed": False},
+                "note": "finished at restart after an interruption: data keys shredded and records erased again; "
+                        "its embeddings were not kept across the restart, so no search was run to verify",
             })
-        with store.catalog.write() as t:
-            t.delete_intent(intent.iid)
+        with store.write() as w:
+            w.delete_intent(intent.iid)
     return len(intents)
+
+
+__all__ = ["INGESTED", "crash_point", "erase", "forget_identity", "recover_interrupted_forgets", "verify_forgotten"]

@@ -2,7 +2,13 @@
 into identities (an identity scores its best face), with an optional metadata
 filter applied inside the index. The answer stays in arrays (`IdentityMatches`):
 a batch of 64 queries has 640 matches, and a Python object per match costs more
-than the vector search."""
+than the vector search.
+
+Hits are checked against the FaceOwners view, which a commit updates at once:
+a face removed (forgotten, deleted, moved) is dropped from every answer from
+its commit on, even while its vector is still in the index, and once more just
+before the answer leaves, for searches that were in flight during the commit.
+A damaged identity record is left out, never served."""
 
 from __future__ import annotations
 
@@ -79,7 +85,27 @@ def search_identities(store: "FaceStore", cid: int, queries: np.ndarray, top_k: 
             break
         short = (np.bincount(g.row, minlength=len(todo)) < top_k) & g.full & ~g.low
         todo, k = todo[short], k * 4
+    rounds = [(todo, _drop_removed(g, store.owners)) for todo, g in rounds]  # the last look, just before answering
     return _assemble(len(queries), top_k, rounds, records)
+
+
+def _drop_removed(g: "GroupedHits", owners) -> "GroupedHits":
+    """Faces whose owner changed since the grouping (a commit in between) leave the
+    answer; an identity whose best face left goes with it (its score was that face's)."""
+    if len(g.faces) == 0:
+        return g
+    lengths = g.end - g.start
+    expected = np.repeat(g.iid, lengths)
+    members = np.repeat(g.start - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))  # every kept group's faces
+    still = owners.lookup(g.faces[members]) == expected
+    if still.all():
+        return g
+    keep_face = np.zeros(len(g.faces), bool)
+    keep_face[members[still]] = True
+    keep = keep_face[g.start]
+    position = np.concatenate([[0], np.cumsum(keep_face)])
+    return g._replace(row=g.row[keep], iid=g.iid[keep], score=g.score[keep], start=position[g.start[keep]],
+                      end=position[g.end[keep]], faces=g.faces[keep_face])
 
 
 def _alive(g: "GroupedHits", store: "FaceStore", records: dict[int, IdentityRecord]) -> "GroupedHits":
@@ -87,8 +113,9 @@ def _alive(g: "GroupedHits", store: "FaceStore", records: dict[int, IdentityReco
     forgotten since the vector search (they have none any more)."""
     new = set(g.iid.tolist()) - records.keys()
     if new:
-        with store.catalog.lazy_read() as t:
+        with store.catalog.lazy_read(tolerant=True) as t:
             records.update(store.identities.get_many(new, t))
+            store.damage.add(t.damaged_rows())
     if not new - records.keys():
         return g
     keep = np.fromiter((iid in records for iid in g.iid.tolist()), bool, len(g.iid))
@@ -168,7 +195,7 @@ def group_faces(scores: np.ndarray, labels: np.ndarray, owners: np.ndarray, top_
 
 
 def _filter_faces(store: "FaceStore", cid: int, metadata_filter: dict[str, str]) -> np.ndarray:
-    with store.catalog.read() as t:
+    with store.read(tolerant=True) as t:
         iids: set[int] | None = None
         for key, value in metadata_filter.items():
             found = t.iids_with_metadata(cid, key, value)

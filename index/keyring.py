@@ -10,13 +10,16 @@ snapshot, a backup of the data directory), becomes unreadable at once.
 
 Slot layout: state (1 byte, 1 = in use) | 3 reserved | nonce (12) | wrapped key (48).
 The wrap binds the slot number and the owner tag, so a slot cannot be replayed
-for another subject.
+for another subject. The file starts with a header slot naming the catalog it
+belongs to (key_binding.py checks it at every open), and a lock file keeps a
+second process out.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import fcntl
 import hashlib
 import heapq
 import hmac
@@ -30,7 +33,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from facebank.errors import DataCorruption, FailedPrecondition, NotFound
-from facebank.index.durable import fsync_dir
+from facebank.index.durable import fsync_dir, private_dir, write_private_file
 
 SLOT_SIZE = 64
 _IN_USE = 1
@@ -38,6 +41,8 @@ _NONCE = 12
 MASTER_KEY_ENV = "FACEBANK_MASTER_KEY"
 MASTER_KEY_FILE = "master.key"
 SLOTS_FILE = "keyslots.bin"
+LOCK_FILE = "keyring.lock"
+_HEADER_MAGIC = b"FBKSLOT2"  # first SLOT_SIZE bytes: magic | catalog id (16) | key check value (32) | 0
 
 
 def identity_owner(iid: int) -> bytes:
@@ -83,32 +88,42 @@ class DataKey:
             raise DataCorruption("stored data failed its authentication check (wrong key or tampered)") from None
 
 
-def load_master_key(keys_dir: Path) -> bytes:
+def load_master_key(keys_dir: Path) -> bytes | None:
     """The master key: from $FACEBANK_MASTER_KEY (base64 or hex of 32 bytes), else
-    from keys_dir/master.key, created with mode 0600 on first start."""
+    from keys_dir/master.key; None if neither exists. Never creates one."""
     raw = os.environ.get(MASTER_KEY_ENV)
     if raw:
         return _parse_key(raw.strip(), f"${MASTER_KEY_ENV}")
     path = keys_dir / MASTER_KEY_FILE
-    keys_dir.mkdir(parents=True, exist_ok=True)
     if not path.exists():
-        key = AESGCM.generate_key(bit_length=256)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return load_master_key(keys_dir)
-        with os.fdopen(fd, "wb") as out:
-            out.write(base64.b64encode(key) + b"\n")
-            out.flush()
-            os.fsync(out.fileno())
-        fsync_dir(keys_dir)
-        return key
+        return None
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise FailedPrecondition(
             f"{path} is readable by other users (mode {mode:04o}); run: chmod 600 {path}"
         )
     return _parse_key(path.read_text().strip(), str(path))
+
+
+def create_master_key(keys_dir: Path) -> bytes:
+    """A new master key in keys_dir/master.key (0600). Only for a new, empty catalog."""
+    private_dir(keys_dir)
+    key = AESGCM.generate_key(bit_length=256)
+    try:
+        fd = os.open(keys_dir / MASTER_KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise FailedPrecondition(f"{keys_dir / MASTER_KEY_FILE} appeared while this catalog was being created; start again") from None
+    with os.fdopen(fd, "wb") as out:
+        out.write(base64.b64encode(key) + b"\n")
+        out.flush()
+        os.fsync(out.fileno())
+    fsync_dir(keys_dir)
+    return key
+
+
+def key_check_value(master_key: bytes, catalog_id: bytes) -> bytes:
+    """Binds a master key to one catalog: stored in both, compared at every open."""
+    return hmac.new(master_key, b"facebank key check\0" + catalog_id, hashlib.sha256).digest()
 
 
 def _parse_key(text: str, where: str) -> bytes:
@@ -122,21 +137,76 @@ def _parse_key(text: str, where: str) -> bytes:
     raise FailedPrecondition(f"{where} must hold a 32-byte key in base64 or hex")
 
 
+def read_slots_header(keys_dir: Path) -> tuple[bytes, bytes] | None:
+    """(catalog id, key check value) of keys_dir's slot file; None if there is no file.
+    A file without the header (written before catalogs were bound) reads as (b"", b"")."""
+    path = keys_dir / SLOTS_FILE
+    if not path.exists():
+        return None
+    with open(path, "rb") as f:
+        head = f.read(SLOT_SIZE)
+    if head[: len(_HEADER_MAGIC)] != _HEADER_MAGIC:
+        return b"", b""
+    return head[8:24], head[24:56]
+
+
+def write_slots_header(keys_dir: Path, catalog_id: bytes, kcv: bytes) -> None:
+    """Create the slot file for a catalog, or give a legacy one its header (slots move up one)."""
+    path = keys_dir / SLOTS_FILE
+    body = path.read_bytes() if path.exists() else b""
+    if body[: len(_HEADER_MAGIC)] == _HEADER_MAGIC:
+        raise FailedPrecondition(f"{path} is already bound to a catalog")
+    header = _HEADER_MAGIC + catalog_id + kcv + bytes(SLOT_SIZE - 56)
+    write_private_file(path, header + body)
+
+
+def legacy_slot_opens(keys_dir: Path, master_key: bytes, slot: int, owner: bytes) -> bool:
+    """Does `master_key` unwrap this slot of a slot file written before the header existed?"""
+    with open(keys_dir / SLOTS_FILE, "rb") as f:
+        f.seek(slot * SLOT_SIZE)
+        record = f.read(SLOT_SIZE)
+    if len(record) != SLOT_SIZE or record[0] != _IN_USE:
+        return False
+    try:
+        _wrapper(master_key).decrypt(record[4:16], record[16:], _aad(slot, owner))
+    except InvalidTag:
+        return False
+    return True
+
+
+def _wrapper(master_key: bytes) -> AESGCM:
+    return AESGCM(hashlib.sha256(b"facebank keyring wrap\0" + master_key).digest())
+
+
+def acquire_keys_lock(keys_dir: Path):
+    """One process at a time on a keys directory (two catalogs sharing one would corrupt each other)."""
+    fd = os.open(keys_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    handle = os.fdopen(fd, "a+")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise FailedPrecondition(
+            f"another facebank process is using the keys in {keys_dir}; each data directory needs its own keys directory"
+        ) from None
+    return handle
+
+
 class Keyring:
     """Allocates, opens and shreds per-subject data keys in `keyslots.bin`."""
 
     def __init__(self, keys_dir: Path, master_key: bytes, *, cache_size: int = 65536) -> None:
+        """Opens keys_dir's slot file, which must exist with its header (key_binding.py)."""
         self.path = keys_dir / SLOTS_FILE
-        keys_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.path, os.O_RDWR)
         self._file = os.fdopen(fd, "r+b", buffering=0)
-        self._wrap = AESGCM(hashlib.sha256(b"facebank keyring wrap\0" + master_key).digest())
+        self._wrap = _wrapper(master_key)
         self._mac_key = hashlib.sha256(b"facebank subject hash\0" + master_key).digest()
         self._lock = threading.Lock()
         self._cache: OrderedDict[int, DataKey] = OrderedDict()
         self._cache_size = cache_size
         size = os.fstat(fd).st_size
-        self._count = size // SLOT_SIZE
+        self._count = max(0, size // SLOT_SIZE - 1)
         data = self._read_all()
         self._free = [i for i in range(self._count) if data[i * SLOT_SIZE] != _IN_USE]  # a heap
         self._free_set = set(self._free)
@@ -152,7 +222,7 @@ class Keyring:
                 key = AESGCM.generate_key(bit_length=256)
                 nonce = os.urandom(_NONCE)
                 record = bytes([_IN_USE, 0, 0, 0]) + nonce + self._wrap.encrypt(nonce, key, _aad(slot, owner))
-                os.pwrite(self._file.fileno(), record, slot * SLOT_SIZE)
+                os.pwrite(self._file.fileno(), record, _offset(slot))
                 data_key = DataKey(key, slot)
                 self._remember(slot, data_key)
                 keys.append(data_key)
@@ -165,7 +235,7 @@ class Keyring:
             if cached is not None:
                 self._cache.move_to_end(slot)
                 return cached
-            record = os.pread(self._file.fileno(), SLOT_SIZE, slot * SLOT_SIZE) if slot < self._count else b""
+            record = os.pread(self._file.fileno(), SLOT_SIZE, _offset(slot)) if slot < self._count else b""
             if len(record) != SLOT_SIZE or record[0] != _IN_USE:
                 raise KeyShredded("the data key for this record has been shredded")
             try:
@@ -189,7 +259,7 @@ class Keyring:
             for slot in set(slots):
                 if slot >= self._count:
                     continue
-                os.pwrite(self._file.fileno(), bytes(SLOT_SIZE), slot * SLOT_SIZE)
+                os.pwrite(self._file.fileno(), bytes(SLOT_SIZE), _offset(slot))
                 self._cache.pop(slot, None)
                 done += 1
             os.fsync(self._file.fileno())
@@ -228,7 +298,11 @@ class Keyring:
             self._cache.popitem(last=False)
 
     def _read_all(self) -> bytes:
-        return os.pread(self._file.fileno(), self._count * SLOT_SIZE, 0)
+        return os.pread(self._file.fileno(), self._count * SLOT_SIZE, SLOT_SIZE)
+
+
+def _offset(slot: int) -> int:
+    return (slot + 1) * SLOT_SIZE  # slot 0 follows the header
 
 
 def _aad(slot: int, owner: bytes) -> bytes:

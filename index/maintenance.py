@@ -1,9 +1,12 @@
-"""Background upkeep of derived state: rebuilds, snapshots, change-log trimming
-and the compaction policy.
+"""Background upkeep of derived state: draining index changes, rebuilds,
+snapshots, change-log trimming, the compaction a forget promised, and the
+lease of scratch collections.
 
 One worker thread does all of it, so two rebuilds or two snapshot writes of a
 segment never overlap; a strict forget asks the same worker lock to clean its
-collection before it answers.
+collection before it answers. Every step goes through the store's public API.
+The compaction due after a forget is recorded in the catalog by the forget
+itself, so a restart keeps the promise.
 """
 
 from __future__ import annotations
@@ -11,28 +14,26 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from facebank.index.store import FaceStore
+from facebank.index.forget import PURGE_DUE
+from facebank.index.sealed_faces import now_ms
+from facebank.index.store import FaceStore
 
 log = logging.getLogger(__name__)
 
-COMPACT_AFTER_FORGET_S = 300.0   # compact at most this long after the first uncompacted forget
 TICK_S = 1.0
 
 
 class Maintenance:
-    def __init__(self, store: "FaceStore", *, compact_after_forget_s: float = COMPACT_AFTER_FORGET_S) -> None:
+    def __init__(self, store: FaceStore) -> None:
         self.store = store
-        self.compact_after_forget_s = compact_after_forget_s
         self.work_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._first_uncompacted_forget: float | None = None
         self._trimmed = 0
         self.last_error: str = ""
+        store.uow.after_commit.append(self._wake.set)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="facebank-maintenance", daemon=True)
@@ -47,33 +48,34 @@ class Maintenance:
     def wake(self) -> None:
         self._wake.set()
 
-    def forgot(self) -> None:
-        if self._first_uncompacted_forget is None:
-            self._first_uncompacted_forget = time.monotonic()
-        self._wake.set()
-
     @property
     def pending_retrains(self) -> int:
         return sum(1 for s in self.store.segments.all() if s.retrain_pending)
 
     def clean_now(self, cid: int | None = None) -> None:
-        """Rebuild what must be rebuilt and snapshot what changed, now (strict forget, compact)."""
+        """Apply queued changes, rebuild what must be rebuilt and snapshot what changed, now
+        (a strict forget, compaction)."""
         with self.work_lock:
+            self.store.uow.drain()
             for segment in self.store.segments.all():
                 if cid is not None and segment.cid != cid:
                     continue
                 if self.store.segments.wants_rebuild(segment):
                     segment = self._rebuild(segment)
                 if segment.changes_since_snapshot:
-                    self.store.segments.snapshot(segment)
+                    self.store.segments.snapshot(segment, self.store.uow.applying)
             self._trim()
 
     def compact(self) -> tuple[int, int]:
         """Clean every collection, then rewrite the catalog without free pages."""
         self.clean_now()
         with self.work_lock:
+            with self.store.read() as t:
+                forgets_before = t.get_meta("forgets", 0)
             before, after = self.store.catalog.compact()
-            self._first_uncompacted_forget = None
+            with self.store.write() as w:
+                if w.get_meta("forgets", 0) == forgets_before:  # no forget since the copy began
+                    w.delete_meta(PURGE_DUE)
             return before, after
 
     # -- the worker ------------------------------------------------------------------
@@ -86,12 +88,14 @@ class Maintenance:
                 return
             try:
                 self._tick()
-            except Exception as err:  # keep serving; the next tick tries again
+                self.last_error = ""
+            except Exception as err:  # keep serving; the next tick tries again, and stats show it
                 self.last_error = f"{type(err).__name__}: {err}"
                 log.exception("background maintenance failed")
                 time.sleep(TICK_S)
 
     def _tick(self) -> None:
+        self.store.uow.drain()
         with self.work_lock:
             for segment in self.store.segments.all():
                 if self._stop.is_set():
@@ -99,17 +103,20 @@ class Maintenance:
                 if self.store.segments.wants_rebuild(segment):
                     segment = self._rebuild(segment)
                 if self.store.segments.due_for_snapshot(segment) or (segment.changes_since_snapshot and segment.snapshot_seq == 0):
-                    self.store.segments.snapshot(segment)
+                    self.store.segments.snapshot(segment, self.store.uow.applying)
             self._trim()
-        due = self._first_uncompacted_forget
-        if due is not None and time.monotonic() - due >= self.compact_after_forget_s:
-            log.info("compacting the catalog (forget policy)")
+        self._expire_scratch()
+        with self.store.read() as t:
+            due = t.get_meta(PURGE_DUE)
+        if due is not None and now_ms() >= due:
+            log.info("compacting the catalog (promised after a forget)")
             self.compact()
 
     def _rebuild(self, segment):
         reason = self.store.segments.wants_rebuild(segment)
         started = time.monotonic()
-        fresh = self.store.segments.rebuild(segment, self.store.commit_lock, self._changes_after)
+        fresh = self.store.segments.build_fresh(segment)
+        fresh = self.store.uow.swap(segment, fresh, self._changes_after)
         log.info(
             "rebuilt collection %d/%s (%s): %s index of %d vectors in %.1f s",
             segment.cid, segment.name, reason, fresh.index.kind, len(fresh.index), time.monotonic() - started,
@@ -117,7 +124,7 @@ class Maintenance:
         return fresh
 
     def _changes_after(self, seq: int) -> list:
-        with self.store.catalog.read() as t:
+        with self.store.read() as t:
             return list(t.iter_changes(seq))
 
     def _trim(self) -> None:
@@ -127,6 +134,15 @@ class Maintenance:
             return
         upto = min(s.snapshot_seq for s in segments)
         if upto > self._trimmed:
-            with self.store.catalog.write() as t:
-                t.trim_changes(upto)
+            with self.store.write() as w:
+                w.trim_changes(upto)
             self._trimmed = upto
+
+    def _expire_scratch(self) -> None:
+        """Scratch collections unused for their lease are dropped (crypto-shredded)."""
+        from facebank.index.drop import drop_collection
+
+        for rec in self.store.list_collections():
+            if rec.scratch_lease_s and self.store.idle_seconds(rec.name) > rec.scratch_lease_s and not self.store.job_lock(rec.id).locked():
+                log.info("dropping scratch collection %r: unused for %d s", rec.name, rec.scratch_lease_s)
+                drop_collection(self.store, rec.name, receipt=False)

@@ -16,6 +16,10 @@ SEGMENTS = (ENROLLED, INGESTED)
 
 INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
 
+# What one identity may hold, whatever the number of calls that grew it.
+MAX_IDENTITY_METADATA_KEYS = 64
+MAX_IDENTITY_METADATA_BYTES = 16 * 1024
+
 
 def dumps(record: object) -> bytes:
     return json.dumps(asdict(record), separators=(",", ":"), ensure_ascii=False).encode()
@@ -51,6 +55,7 @@ class CollectionRecord:
     threshold: float
     created_ms: int
     index: dict = field(default_factory=lambda: asdict(IndexSettings()))
+    scratch_lease_s: int = 0   # > 0: a scratch collection, dropped when unused this long and at every start
 
     @property
     def index_settings(self) -> IndexSettings:
@@ -111,6 +116,7 @@ class ForgetIntent:
     subject_hash: str
     key_slots: list[int]
     face_ids: list[int]
+    time_ms: int = 0
 
 
 @dataclass

@@ -2,20 +2,25 @@
 
 An embedding is stored only encrypted with the data key of its subject (the
 identity, or the face itself while it is not enrolled), bound to its face id,
-so shredding that key is what makes a forgotten face unrecoverable.
+so shredding that key is what makes a forgotten face unrecoverable. Its row
+names the owner and key slot, so a rebuild reads embeddings alone, in key
+order with one cursor, without decoding a single face record.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from facebank.errors import InvalidArgument
+from facebank.errors import DataCorruption, InvalidArgument
 from facebank.index.catalog_txn import CatalogTxn
 from facebank.index.keyring import DataKey, Keyring, KeyShredded, embedding_aad, face_owner, identity_owner
 from facebank.index.records import CollectionRecord, FaceRecord
+
+log = logging.getLogger(__name__)
 
 
 def now_ms() -> int:
@@ -42,48 +47,86 @@ class StoredFace:
     already: bool   # the same image was stored for this subject before
 
 
-def put_sealed_face(t: CatalogTxn, coll: CollectionRecord, face: NewFace, iid: int, key: DataKey, face_id: int = 0) -> FaceRecord:
-    """Write the face's record and its embedding sealed with `key` (iid 0: not enrolled)."""
+def put_sealed_face(w, coll: CollectionRecord, face: NewFace, iid: int, key: DataKey, face_id: int = 0) -> FaceRecord:
+    """Write the face's record, its embedding sealed with `key` (iid 0: not enrolled),
+    and its vector into the collection's live index, in write `w` (a WriteTxn)."""
     vector = np.asarray(face.embedding, dtype=np.float32)
     if vector.shape != (coll.dim,) or not np.isfinite(vector).all():
         raise InvalidArgument(f"an embedding of shape {vector.shape} cannot go into collection {coll.name!r} ({coll.dim}-d, finite)")
-    face_id = face_id or t.next_id("face")
+    face_id = face_id or w.next_id("face")
     rec = FaceRecord(
         face_id, coll.id, iid, [float(x) for x in face.box], [[float(a), float(b)] for a, b in face.landmarks],
         float(face.detection_score), face.quality, face.image_sha256, face.source_ref, face.model_id, now_ms(), key.slot,
     )
-    t.put_face(rec)
-    seal_embedding(t, face_id, key, vector)
+    w.put_face(rec)
+    seal_embedding(w, face_id, iid, key, vector)
+    w.index_add(coll.id, rec.segment, face_id, vector)
     return rec
 
 
-def seal_embedding(t: CatalogTxn, face_id: int, key: DataKey, vector: np.ndarray) -> None:
-    t.put_embedding(face_id, key.seal(np.ascontiguousarray(vector, dtype="<f4").tobytes(), embedding_aad(face_id)))
+def seal_embedding(t: CatalogTxn, face_id: int, iid: int, key: DataKey, vector: np.ndarray) -> None:
+    t.put_embedding(face_id, iid, key.slot, key.seal(np.ascontiguousarray(vector, dtype="<f4").tobytes(), embedding_aad(face_id)))
 
 
-def open_embedding(keyring: Keyring, t: CatalogTxn, face: FaceRecord) -> np.ndarray | None:
+def owner_tag(iid: int, face_id: int) -> bytes:
+    return identity_owner(iid) if iid else face_owner(face_id)
+
+
+def open_embedding(keyring: Keyring, t: CatalogTxn, face_id: int) -> np.ndarray | None:
     """The face's embedding, read-only (None if it has none); KeyShredded once its key is gone."""
-    sealed = t.get_embedding(face.face_id)
-    if sealed is None:
+    row = t.get_embedding(face_id)
+    if row is None:
         return None
-    owner = identity_owner(face.iid) if face.iid else face_owner(face.face_id)
-    plain = keyring.open(face.key_slot, owner).open(sealed, embedding_aad(face.face_id))
+    iid, slot, sealed = row
+    plain = keyring.open(slot, owner_tag(iid, face_id)).open(sealed, embedding_aad(face_id))
     return np.frombuffer(plain, dtype="<f4")
 
 
-def open_vectors(keyring: Keyring, t: CatalogTxn, face_ids) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, embeddings) of the faces that can still be read. A face whose key is
-    already shredded belongs to a forget in progress (its erase commits next, or
-    is finished by recovery at start): it is left out, never an error for the reader."""
-    ids, rows = [], []
-    for fid in face_ids:
-        rec = t.get_face(int(fid))
-        try:
-            vector = open_embedding(keyring, t, rec) if rec else None
-        except KeyShredded:
+def open_vectors(keyring: Keyring, t: CatalogTxn, face_ids, dim: int = 0, damaged: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, embeddings) of the faces that can still be read, ascending, in one pass.
+
+    A face whose key is already shredded belongs to a forget in progress (its erase
+    commits next, or is finished by recovery at start): left out, never an error for
+    the reader. One whose seal fails is damaged: left out and named in `damaged`
+    (a rebuild must not stop the server for one bad record)."""
+    wanted = np.unique(np.asarray(face_ids, np.int64))
+    ids = np.empty(len(wanted), np.int64)
+    out: np.ndarray | None = np.empty((len(wanted), dim), np.float32) if dim else None
+    rows: list[np.ndarray] = []
+    keys: dict[int, DataKey | None] = {}
+    n = 0
+    for fid, iid, slot, sealed in t.iter_embeddings(wanted.tolist()):
+        key = keys.get(slot, False)
+        if key is False:
+            try:
+                key = keys[slot] = keyring.open(slot, owner_tag(iid, fid))
+            except KeyShredded:
+                key = keys[slot] = None
+            except DataCorruption:
+                key = keys[slot] = None
+                _report(damaged, "embeddings", fid, f"key slot {slot} failed its check")
+        if key is None:
             continue
-        if vector is not None:
-            ids.append(rec.face_id)
+        try:
+            vector = np.frombuffer(key.open(sealed, embedding_aad(fid)), dtype="<f4")
+        except DataCorruption:
+            _report(damaged, "embeddings", fid, "sealed embedding failed its authentication")
+            continue
+        if out is None:
             rows.append(vector)
-    dim = len(rows[0]) if rows else 0
-    return np.asarray(ids, np.int64), (np.stack(rows).astype(np.float32) if rows else np.zeros((0, dim), np.float32))
+        elif len(vector) == dim:
+            out[n] = vector
+        else:
+            _report(damaged, "embeddings", fid, f"{len(vector)} values where the collection has {dim}")
+            continue
+        ids[n] = fid
+        n += 1
+    if out is None:
+        out = np.stack(rows).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
+    return ids[:n], out[:n]
+
+
+def _report(damaged: list | None, table: str, face_id: int, why: str) -> None:
+    log.error("catalog record %s/%d is damaged (%s); it is left out. Run `facebank check`", table, face_id, why)
+    if damaged is not None:
+        damaged.append((table, face_id.to_bytes(8, "big")))

@@ -6,17 +6,16 @@ index plus the catalog sequence number it reflects. At start a segment is
 loaded from its snapshot and the newer catalog changes are replayed; without a
 usable snapshot it is rebuilt from the catalog's sealed embeddings.
 
-Writers commit to the catalog and apply to the segment in one ordered step
-(see FaceStore), so a segment never reflects change n+1 without change n.
-Rebuilds (IVF growth, retraining after a forget, HNSW tombstones) run in a
-background thread and swap in under the write lock after replaying whatever
-was committed meanwhile.
+Only the unit of work changes a loaded segment (unit_of_work.py): it applies
+committed changes in order, so a segment never reflects change n+1 without
+change n. Rebuilds (IVF growth, retraining after a forget, HNSW tombstones)
+are built here from the catalog without blocking anyone, and swapped in by
+the unit of work after replaying whatever was applied meanwhile.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Callable
 import numpy as np
 
 from facebank.errors import DataCorruption, NotFound
+from facebank.index.durable import private_dir
 from facebank.index.records import SEGMENTS, IndexSettings
 from facebank.index.rwlock import RWLock
 from facebank.index.snapshot import read_snapshot, write_snapshot
@@ -96,14 +96,12 @@ class SegmentManager:
         """fetch_vectors(cid, segment) -> (seq, ids, vectors): a consistent read of the catalog.
         fetch_change_vectors(face_ids) -> (ids, vectors) of those still present.
         snapshot_keys: object with new_key(cid, seg), open_key(cid, seg, slot), commit(cid, seg, key, seq), current(cid, seg)."""
-        self.snapshot_dir = snapshot_dir
-        snapshot_dir.mkdir(parents=True, exist_ok=True)
+        self.snapshot_dir = private_dir(snapshot_dir)
         self._fetch_vectors = fetch_vectors
         self._fetch_change_vectors = fetch_change_vectors
         self._keys = snapshot_keys
         self.factory = factory or IndexFactory("cpu")
         self._segments: dict[tuple[int, str], Segment] = {}
-        self._lock = threading.Lock()
 
     # -- access ----------------------------------------------------------------------
 
@@ -112,6 +110,9 @@ class SegmentManager:
             return self._segments[(cid, name)]
         except KeyError:
             raise NotFound(f"collection {cid} has no loaded {name} index") from None
+
+    def find(self, cid: int, name: str) -> Segment | None:
+        return self._segments.get((cid, name))
 
     def all(self) -> list[Segment]:
         return list(self._segments.values())
@@ -133,7 +134,7 @@ class SegmentManager:
             if segment is None:
                 segment = self._build(cid, name, dim, settings)
             else:
-                self._replay(segment, [c for c in changes if c[0] > segment.applied_seq and c[1]["c"] == cid and c[1]["s"] == name])
+                self.replay(segment, [c for c in changes if c[0] > segment.applied_seq and c[1]["c"] == cid and c[1]["s"] == name])
             self._segments[(cid, name)] = segment
 
     def _load_snapshot(self, cid: int, name: str, dim: int, settings: IndexSettings) -> Segment | None:
@@ -156,7 +157,8 @@ class SegmentManager:
             retrain_pending=bool(header.get("retrain_pending", False)) or index.needs_rebuild,
         )
 
-    def _replay(self, segment: Segment, changes: list[tuple[int, dict]]) -> None:
+    def replay(self, segment: Segment, changes: list[tuple[int, dict]]) -> None:
+        """Apply changes read back from the catalog's change log (vectors from the catalog)."""
         for seq, change in changes:
             ids, vectors = self._fetch_change_vectors(change["add"]) if change["add"] else (np.zeros(0, np.int64), np.zeros((0, segment.dim), np.float32))
             segment.apply(seq, ids, vectors, np.asarray(change["remove"], np.int64))
@@ -183,11 +185,9 @@ class SegmentManager:
             return "ivf-resize"
         return None
 
-    def rebuild(self, segment: Segment, ordered: threading.Lock, catalog_changes: Callable[[int], list[tuple[int, dict]]]) -> Segment:
-        """Rebuild from the catalog without blocking searches, then swap in.
-
-        `ordered` is the store's commit lock: held while the tail of changes
-        committed during the build is replayed and the new index swapped in.
+    def build_fresh(self, segment: Segment) -> Segment:
+        """A new segment for `segment` built from the catalog, searched by no one yet
+        (the unit of work swaps it in).
 
         A retrain (after a forget) keeps the IVF's lists and at least its nprobe:
         it is there to take the forgotten faces out of the centroids, and must not
@@ -198,23 +198,26 @@ class SegmentManager:
         index = segment.index
         keep = index.family == "ivf" and not _resize_due(index) and \
             self.factory.family_for(segment.settings.kind, len(index), index.family) == "ivf"
-        fresh = self._build(segment.cid, segment.name, segment.dim, segment.settings, segment.generation, like=index if keep else None)
-        with ordered:
-            tail = [c for c in catalog_changes(fresh.applied_seq) if c[1]["c"] == segment.cid and c[1]["s"] == segment.name]
-            self._replay(fresh, tail)
-            with segment.lock.write():
-                fresh.generation = segment.generation + 1
-                # A removal replayed from the tail may have hit the new training sample.
-                fresh.retrain_pending = fresh.retrain_pending or fresh.index.needs_rebuild
-                fresh.applied_seq = max(fresh.applied_seq, segment.applied_seq)
-                self._segments[(segment.cid, segment.name)] = fresh
-        return fresh
+        return self._build(segment.cid, segment.name, segment.dim, segment.settings, segment.generation, like=index if keep else None)
 
-    def snapshot(self, segment: Segment) -> bool:
-        """Write a new snapshot under a fresh key, then shred the previous key."""
+    def replace(self, old: Segment, fresh: Segment) -> None:
+        """Swap `fresh` in for `old` (the unit of work calls this, with index writes held off)."""
+        with old.lock.write():
+            fresh.generation = old.generation + 1
+            # A removal replayed from the tail may have hit the new training sample.
+            fresh.retrain_pending = fresh.retrain_pending or fresh.index.needs_rebuild
+            fresh.applied_seq = max(fresh.applied_seq, old.applied_seq)
+            if self._segments.get((old.cid, old.name)) is old:
+                self._segments[(old.cid, old.name)] = fresh
+
+    def snapshot(self, segment: Segment, hold_writes) -> bool:
+        """Write a new snapshot under a fresh key, then shred the previous key.
+
+        `hold_writes` (the unit of work's `applying`) keeps index writers out while
+        the index is serialised; searches go on (both only read it)."""
         key = self._keys.new_key(segment.cid, segment.name)
         try:
-            with segment.lock.read():
+            with hold_writes():
                 info, arrays = segment.index.state()
                 header = {
                     "kind": segment.index.stored_kind,

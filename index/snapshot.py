@@ -43,7 +43,7 @@ def write_snapshot(path: Path, key: DataKey, header: dict, arrays: dict[str, np.
     chunks = _chunk_count(offset)
     tmp = path.with_name(path.name + ".tmp")
     digest = hashlib.sha256()
-    with open(tmp, "wb") as out:
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
         head = MAGIC + struct.pack(">I", len(header_bytes)) + header_bytes
         digest.update(head)
         out.write(head)

@@ -17,7 +17,7 @@ class SnapshotKeys:
         self.store = store
 
     def current(self, cid: int, segment: str) -> dict | None:
-        with self.store.catalog.read() as t:
+        with self.store.read() as t:
             return t.get_meta(f"snapshot:{cid}:{segment}")
 
     def open_key(self, cid: int, segment: str, slot: int) -> DataKey:
@@ -32,8 +32,8 @@ class SnapshotKeys:
     def commit(self, cid: int, segment: str, key: DataKey, seq: int) -> bool:
         """Record the new snapshot and shred the previous key. Refused (and the new
         key shredded) if a forget happened after `seq`: that snapshot may hold it."""
-        with self.store.catalog.write() as t:
-            if t.get_collection_by_id(cid) is None or seq < t.get_meta(f"forget_seq:{cid}:{segment}", 0):
+        with self.store.uow.write() as t:
+            if t.get_collection_by_id(cid) is None or seq < t.get_meta(f"forget_at:{cid}", 0):
                 stale = True
             else:
                 stale = False

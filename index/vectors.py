@@ -22,11 +22,15 @@ HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 200
 HNSW_EF_SEARCH = 128
 
-# FAISS 1.15 ships with distance_compute_blas_threshold = 128000, which keeps
-# exact search (IndexFlat, and the IVF coarse quantizer) off BLAS for any batch
-# of fewer queries than that: on 2 cores, 64 queries against 20k vectors take
-# 120 ms instead of 14 ms. Back to the historical 20.
-faiss.cvar.distance_compute_blas_threshold = 20
+
+
+def tune_faiss() -> None:
+    """FAISS 1.15 ships with distance_compute_blas_threshold = 128000, which keeps
+    exact search (IndexFlat, and the IVF coarse quantizer) off BLAS for any batch
+    of fewer queries than that: on 2 cores, 64 queries against 20k vectors take
+    120 ms instead of 14 ms. Back to the historical 20. Process-wide: called at
+    server start-up (server/runtime.py), not on import."""
+    faiss.cvar.distance_compute_blas_threshold = 20
 
 
 @dataclass(frozen=True)

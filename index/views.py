@@ -51,23 +51,26 @@ class FaceOwners:
 
 class IdentityCache:
     """A bounded cache of identity records by iid, dropped as soon as one changes.
-    Reads take no lock (a dict lookup is atomic); eviction is first in, first out."""
+    Reads take no lock (a dict lookup is atomic); eviction is first in, first out.
+
+    A record is cached only if the transaction it was read in began after the
+    last commit that changed an identity (`CatalogTxn.began_at`): a read begun
+    before a rename committed may hold the old name, and must not keep it."""
 
     def __init__(self, size: int = 200_000) -> None:
         self._items: dict[int, IdentityRecord] = {}
         self._size = size
         self._lock = threading.Lock()
-        self._generation = 0  # bumped by every change: a read older than a change is not cached
+        self._last_change = 0  # commit count of the last commit that changed an identity
 
     def get(self, iid: int, t: CatalogTxn) -> IdentityRecord | None:
         rec = self._items.get(iid)
         if rec is not None:
             return rec
-        generation = self._generation
         rec = t.get_identity_by_iid(iid)
         if rec is not None:
             with self._lock:
-                if generation == self._generation:
+                if t.began_at >= self._last_change:
                     if len(self._items) >= self._size:
                         self._items.pop(next(iter(self._items)))
                     self._items[iid] = rec
@@ -83,10 +86,10 @@ class IdentityCache:
                 found[iid] = rec
         return found
 
-    def forget(self, iids) -> None:
+    def forget(self, iids, committed_at: int) -> None:
         if iids:
             with self._lock:
-                self._generation += 1
+                self._last_change = max(self._last_change, committed_at)
                 for iid in iids:
                     self._items.pop(iid, None)
 
@@ -94,6 +97,6 @@ class IdentityCache:
 def listen(owners: FaceOwners, identities: IdentityCache):
     def on_commit(t: CatalogTxn) -> None:
         owners.update(t.face_owners_changed)
-        identities.forget(t.identities_changed)
+        identities.forget(t.identities_changed, t.committed_at)
 
     return on_commit

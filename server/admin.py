@@ -27,11 +27,14 @@ class AdminService:
             model_id=self.p.faces.model_id,
             device=self.p.faces.embedder.device,
             data_bytes=sum(f.stat().st_size for f in store.data_dir.rglob("*") if f.is_file()),
-            pending_retrains=store.maintenance.pending_retrains,
+            pending_retrains=self.p.maintenance.pending_retrains,
+            maintenance_error=self.p.maintenance.last_error or store.uow.last_error,
+            damaged_records=len(store.damage),
+            index_changes_pending=store.uow.pending,
         )
 
     def compact(self, req: pb.CompactRequest) -> pb.CompactResponse:
-        before, after = self.p.store.maintenance.compact()
+        before, after = self.p.maintenance.compact()
         return pb.CompactResponse(bytes_before=before, bytes_after=after)
 
     def list_receipts(self, req: pb.ListReceiptsRequest) -> pb.ListReceiptsResponse:
@@ -39,6 +42,23 @@ class AdminService:
         valid, error = audit.verify()
         receipts = [convert.receipt_pb(r) for r in audit.read() if "corrupt_line" not in r]
         return pb.ListReceiptsResponse(receipts=receipts, chain_valid=valid, chain_error=error)
+
+    def receipt_key(self, req: pb.ReceiptKeyRequest) -> pb.ReceiptKeyResponse:
+        signer = self.p.store.audit.signer
+        return pb.ReceiptKeyResponse(public_key_pem=signer.public_pem(), key_id=signer.key_id)
+
+    def check_catalog(self, req: pb.CheckCatalogRequest) -> pb.CheckCatalogResponse:
+        from facebank.index.catalog_tables import describe_key
+        from facebank.index.integrity import check_catalog
+
+        checked, damaged, moved = check_catalog(self.p.store, quarantine=req.quarantine)
+        with self.p.store.read() as t:
+            aside = t.quarantined()
+        return pb.CheckCatalogResponse(
+            rows_checked=checked, quarantined=moved,
+            damaged=[pb.DamagedRecord(table=d.table, key=d.described, problem=d.problem) for d in damaged],
+            in_quarantine=[pb.DamagedRecord(table=table, key=describe_key(table, key), problem="quarantined") for table, key in aside],
+        )
 
     def create_api_key(self, req: pb.CreateApiKeyRequest) -> pb.CreateApiKeyResponse:
         role = ROLE_FROM_PB.get(req.role)

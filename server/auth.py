@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import secrets
 
-from facebank.errors import InvalidArgument, NotFound, PermissionDenied, Reason, Unauthenticated
+from facebank.errors import InvalidArgument, PermissionDenied, Reason, Unauthenticated
 from facebank.index.records import ApiKeyRecord
 from facebank.index.sealed_faces import now_ms
 from facebank.index.store import FaceStore
@@ -41,6 +41,7 @@ RPC_ROLES: dict[str, str] = {
     "Clusters/SplitCluster": "enroll",
     "Clusters/NameCluster": "enroll",
     "Admin/Stats": "search",
+    "Admin/ReceiptKey": "search",
 }
 
 
@@ -51,24 +52,22 @@ def required_role(service: str, method: str) -> str:
 class ApiKeys:
     def __init__(self, store: FaceStore) -> None:
         self.store = store
-        # Asked on every call, so kept in memory; any key change resets it, and a
-        # read that began before a change is not kept.
+        # Asked on every call, so kept in memory; any write resets it, and a read
+        # that began before a write is not kept.
         self._any: bool | None = None
         self._generation = 0
-        store.catalog.listeners.append(self._changed)
+        store.uow.after_commit.append(self._changed)
 
-    def _changed(self, t) -> None:
-        if t.api_keys_changed:
-            self._generation += 1
-            self._any = None
+    def _changed(self) -> None:
+        self._generation += 1
+        self._any = None
 
     def any(self) -> bool:
         known = self._any
         if known is not None:
             return known
         generation = self._generation
-        with self.store.catalog.read() as t:
-            found = t.count("api_keys") > 0
+        found = self.store.has_api_keys()
         if generation == self._generation:
             self._any = found
         return found
@@ -79,18 +78,14 @@ class ApiKeys:
         key_id = secrets.token_hex(6)
         secret = f"fbk_{key_id}_{secrets.token_urlsafe(32)}"
         rec = ApiKeyRecord(key_id, name, role, sorted(set(collections)), _digest(secret), now_ms())
-        with self.store.catalog.write() as t:
-            t.put_api_key(rec)
+        self.store.put_api_key(rec)
         return rec, secret
 
     def list(self) -> list[ApiKeyRecord]:
-        with self.store.catalog.read() as t:
-            return t.list_api_keys()
+        return self.store.api_keys()
 
     def revoke(self, key_id: str) -> None:
-        with self.store.catalog.write() as t:
-            if not t.delete_api_key(key_id):
-                raise NotFound(f"no API key has id {key_id!r}; list them with `facebank keys list`")
+        self.store.revoke_api_key(key_id)
 
     def authenticate(self, secret: str | None) -> ApiKeyRecord:
         if not secret:
@@ -98,8 +93,7 @@ class ApiKeys:
         parts = secret.split("_")
         rec = None
         if len(parts) >= 3 and parts[0] == "fbk":
-            with self.store.catalog.read() as t:
-                rec = t.get_api_key(parts[1])
+            rec = self.store.api_key(parts[1])
         if rec is None or not hmac.compare_digest(rec.secret_sha256, _digest(secret)):
             raise Unauthenticated("the API key is not valid (revoked or mistyped); ask an admin for a new one")
         return rec

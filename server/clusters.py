@@ -61,28 +61,16 @@ class ClustersService:
 
     def list_clusters(self, req: pb.ListClustersRequest) -> pb.ListClustersResponse:
         coll = self.p.collection(req.collection)
-        state = cluster_store.read_state(self.p.store, coll.id)
-        names = self._identity_names(state)
-        members: dict[int, list] = {}
-        if req.include_faces:
-            for face in state.faces.values():
-                if face.cluster_id:
-                    members.setdefault(face.cluster_id, []).append(convert.face_pb(face, names.get(face.iid, "")))
-        clusters = [
-            convert.cluster_pb(rec, names.get(rec.iid, ""), members.get(rec.cluster_id, []))
-            for rec in sorted(state.clusters.values(), key=lambda c: (-c.size, c.cluster_id))
-        ]
-        unclustered = [convert.face_pb(state.faces[f]) for f in state.waiting] if req.include_faces else []
-        return pb.ListClustersResponse(clusters=clusters, unclustered=unclustered)
+        clusters, waiting = cluster_store.cluster_listing(self.p.store, coll.id, req.include_faces)
+        return pb.ListClustersResponse(
+            clusters=[convert.cluster_pb(rec, name, [convert.face_pb(f, name if f.iid else "") for f in faces]) for rec, name, faces in clusters],
+            unclustered=[convert.face_pb(f) for f in waiting],
+        )
 
     def get_cluster(self, req: pb.ClusterRef) -> pb.Cluster:
         coll = self.p.collection(req.collection)
-        with self.p.store.catalog.read() as t:
-            rec = cluster_store.get_cluster(t, coll.id, req.cluster_id)
-            identity = t.get_identity_by_iid(rec.iid) if rec.iid else None
-            name = identity.external_id if identity else ""
-            faces = [convert.face_pb(t.get_face(f), name if t.get_face(f).iid else "") for f in t.cluster_face_ids(rec.cluster_id)]
-        return convert.cluster_pb(rec, name, faces)
+        rec, name, faces = cluster_store.cluster_view(self.p.store, coll.id, req.cluster_id)
+        return convert.cluster_pb(rec, name, [convert.face_pb(f, name if f.iid else "") for f in faces])
 
     def merge_clusters(self, req: pb.MergeClustersRequest) -> pb.Cluster:
         coll = self.p.collection(req.collection)
@@ -101,8 +89,3 @@ class ClustersService:
         rec = cluster_store.name(self.p.store, coll.id, req.cluster_id, external_id, name)
         _, faces = self.p.store.identity(coll.name, rec.external_id)
         return convert.identity_pb(rec, faces)
-
-    def _identity_names(self, state: cluster_store.ClusterState) -> dict[int, str]:
-        iids = {c.iid for c in state.clusters.values() if c.iid} | {f.iid for f in state.faces.values() if f.iid}
-        with self.p.store.catalog.read() as t:
-            return {iid: rec.external_id for iid in iids if (rec := t.get_identity_by_iid(iid))}

@@ -55,7 +55,7 @@ def index_options_pb(settings: IndexSettings) -> pb.IndexOptions:
 def collection_pb(rec: CollectionRecord, stats: dict | None = None) -> pb.Collection:
     out = pb.Collection(
         name=rec.name, model_id=rec.model_id, embedding_dim=rec.dim, index=index_options_pb(rec.index_settings),
-        threshold=rec.threshold, created_ms=rec.created_ms,
+        threshold=rec.threshold, created_ms=rec.created_ms, scratch_lease_seconds=rec.scratch_lease_s,
     )
     if stats is not None:
         out.stats.CopyFrom(pb.CollectionStats(**{**stats, "active_index": INDEX_KIND_TO_PB[stats["active_index"]]}))
@@ -77,9 +77,11 @@ def receipt_pb(r: dict) -> pb.ForgetReceipt:
         generation_before=r.get("generation_before", 0), generation_after=r.get("generation_after", 0),
         derived_clean=bool(r.get("derived_clean")), snapshot_rewritten=bool(r.get("snapshot_rewritten")),
         verification=pb.Verification(
-            probes=v.get("probes", 0), max_score=v.get("max_score", 0.0), threshold=v.get("threshold", 0.0), passed=bool(v.get("passed"))
+            probes=v.get("probes", 0), max_score=v.get("max_score", 0.0), threshold=v.get("threshold", 0.0), passed=bool(v.get("passed")),
+            method=v.get("method", ""), face_ids=v.get("face_ids", 0), returned=v.get("returned", 0), in_index=v.get("in_index", 0),
         ),
-        prev_hash=r.get("prev_hash", ""), hash=r.get("hash", ""), note=r.get("note", ""),
+        prev_hash=r.get("prev_hash", ""), hash=r.get("hash", ""), note=r.get("note", ""), kind=r.get("kind", "forget"),
+        key_id=r.get("key_id", ""), signature=r.get("signature", ""), index_removal_pending=bool(r.get("index_removal_pending")),
     )
 
 

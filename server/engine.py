@@ -11,11 +11,14 @@ the edge.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 from facebank.embedder import FaceEmbedder, OnnxFaceEmbedder, default_model_spec
 from facebank.embedder.models import ModelSpec
 from facebank.errors import FailedPrecondition, InvalidArgument, Reason
+from facebank.index.lifecycle import start_store, stop_store
+from facebank.index.maintenance import Maintenance
 from facebank.index.records import IndexSettings
 from facebank.index.store import FaceStore
 from facebank.server import convert, validate
@@ -32,6 +35,7 @@ class Parts:
 
     config: ServerConfig
     store: FaceStore
+    maintenance: Maintenance
     faces: FacePipeline
 
     def collection(self, name: str):
@@ -43,6 +47,11 @@ class Parts:
                 reason=Reason.MODEL_MISMATCH,
             )
         return rec
+
+
+def method_name(rpc: str) -> str:
+    """`CreateCollection` -> `create_collection`."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", rpc).lower()
 
 
 def load_embedder(config: ServerConfig) -> FaceEmbedder:
@@ -60,18 +69,20 @@ class Engine:
         from facebank.server.identities import IdentitiesService
         from facebank.server.search import SearchService
 
+        from facebank.server.runtime import configure_process
+
+        configure_process()
         self.config = config
         self._owns_embedder = embedder is None
         self.embedder = embedder or load_embedder(config)
         try:
-            store = FaceStore(config.data_dir, keys_dir=config.resolved_keys_dir, background=config.background, device=config.device)
+            self.store, self.maintenance = start_store(
+                config.data_dir, keys_dir=config.resolved_keys_dir, background=config.background, device=config.device)
         except BaseException:
             if self._owns_embedder:
                 self.embedder.close()
             raise
-        store.maintenance.compact_after_forget_s = config.compact_after_forget_s
-        self.store = store
-        self.parts = Parts(config, store, FacePipeline(self.embedder))
+        self.parts = Parts(config, self.store, self.maintenance, FacePipeline(self.embedder))
         self._ensure_default_collection()
         self.collections = CollectionsService(self.parts)
         self.enrollment = EnrollmentService(self.parts)
@@ -88,6 +99,10 @@ class Engine:
         """The implementation of the proto service `name`."""
         return self._services[name]
 
+    def method(self, service: str, rpc: str):
+        """The engine method implementing an RPC: `Collections/CreateCollection` -> `create_collection`."""
+        return getattr(self._services[service], method_name(rpc))
+
     def _ensure_default_collection(self) -> None:
         if not any(c.name == DEFAULT_COLLECTION for c in self.store.list_collections()):
             self.store.create_collection(
@@ -95,7 +110,7 @@ class Engine:
             )
 
     def close(self) -> None:
-        self.store.close()
+        stop_store(self.store, self.maintenance)
         if self._owns_embedder:
             self.embedder.close()
 
@@ -117,7 +132,9 @@ class CollectionsService:
     def create_collection(self, req: pb.CreateCollectionRequest) -> pb.Collection:
         name = validate.collection_name(req.name, "name")
         threshold = validate.threshold(req.threshold) if req.HasField("threshold") else self.p.config.default_threshold
-        rec = self.p.store.create_collection(name, self.p.faces.model_id, self.p.faces.dim, threshold, index_settings(req.index))
+        lease = validate.positive(req.scratch_lease_seconds, "scratch_lease_seconds", 7 * 24 * 3600)
+        rec = self.p.store.create_collection(name, self.p.faces.model_id, self.p.faces.dim, threshold, index_settings(req.index),
+                                             scratch_lease_s=lease)
         return convert.collection_pb(rec, self.p.store.stats(rec))
 
     def update_collection(self, req: pb.UpdateCollectionRequest) -> pb.Collection:
@@ -138,7 +155,7 @@ class CollectionsService:
         from facebank.index.drop import drop_collection
 
         name = validate.collection_name(req.name, "name")
-        counts = drop_collection(self.p.store, name)
+        counts = drop_collection(self.p.store, name, receipt=not self.p.store.collection(name).scratch_lease_s)
         if name == DEFAULT_COLLECTION:  # the default collection always exists, empty if need be
             self.p.store.create_collection(name, self.p.faces.model_id, self.p.faces.dim, self.p.config.default_threshold, IndexSettings())
         return pb.DropCollectionResponse(identities_forgotten=counts["identities"], faces_removed=counts["faces"])

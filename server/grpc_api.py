@@ -15,7 +15,6 @@ import grpc
 from facebank.errors import FacebankError, Unauthenticated
 from facebank.server.auth import ApiKeys, required_role
 from facebank.server.engine import Engine
-from facebank.transport import method_name
 from facebank.v1 import facebank_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -112,11 +111,10 @@ def _wrap(fn: Callable, gate: Gate, service: str, method: str, client_streaming:
 def generic_handlers(engine: Engine, gate: Gate) -> list[grpc.GenericRpcHandler]:
     handlers = []
     for service in SERVICES:
-        impl = engine.service(service.name)
         methods = {}
         for m in service.methods:
             req_type, resp_type = getattr(pb, m.input_type.name), getattr(pb, m.output_type.name)
-            fn = _wrap(getattr(impl, method_name(m.name)), gate, service.name, m.name, m.client_streaming, m.server_streaming)
+            fn = _wrap(engine.method(service.name, m.name), gate, service.name, m.name, m.client_streaming, m.server_streaming)
             factory = {
                 (False, False): grpc.unary_unary_rpc_method_handler,
                 (False, True): grpc.unary_stream_rpc_method_handler,

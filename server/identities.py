@@ -14,17 +14,24 @@ from facebank.v1 import facebank_pb2 as pb
 MAX_PAGE = 1000
 
 
-def _token(external_id: str) -> str:
-    return base64.urlsafe_b64encode(external_id.encode()).decode()
+_TOKEN_PREFIX = b"fbp1:"
 
 
-def _after(token: str) -> str:
+def _token(position: bytes) -> str:
+    """Where the next page starts, as an opaque token."""
+    return base64.urlsafe_b64encode(_TOKEN_PREFIX + position).decode()
+
+
+def _after(token: str) -> bytes:
     if not token:
-        return ""
+        return b""
     try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidArgument("page_token is not one this server issued; start again without it", reason=Reason.BAD_OPTION) from None
+        raw = base64.urlsafe_b64decode(token.encode())
+    except (binascii.Error, ValueError):
+        raw = b""
+    if not raw.startswith(_TOKEN_PREFIX) or len(raw) == len(_TOKEN_PREFIX):
+        raise InvalidArgument("page_token is not one this server issued; start again without it", reason=Reason.BAD_OPTION)
+    return raw[len(_TOKEN_PREFIX):]
 
 
 class IdentitiesService:
@@ -42,8 +49,8 @@ class IdentitiesService:
         rows = self.p.store.list_identities(coll.name, _after(req.page_token), size + 1)
         page, more = rows[:size], len(rows) > size
         return pb.ListIdentitiesResponse(
-            identities=[convert.identity_pb(rec, faces) for rec, faces in page],
-            next_page_token=_token(page[-1][0].external_id) if more else "",
+            identities=[convert.identity_pb(rec, faces) for _, rec, faces in page],
+            next_page_token=_token(page[-1][0]) if more else "",
         )
 
     def update_identity(self, req: pb.UpdateIdentityRequest) -> pb.Identity:
@@ -62,5 +69,6 @@ class IdentitiesService:
 
     def forget(self, req: pb.ForgetRequest) -> pb.ForgetReceipt:
         coll = self.p.store.collection(validate.collection_name(req.collection))
-        receipt = forget_identity(self.p.store, coll.name, validate.identity_id(req.identity_id), strict=req.strict)
+        receipt = forget_identity(self.p.store, self.p.maintenance, coll.name, validate.identity_id(req.identity_id), strict=req.strict,
+                                  compact_after_s=self.p.config.compact_after_forget_s)
         return convert.receipt_pb(receipt)

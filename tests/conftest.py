@@ -15,12 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from facebank.client import Client
-from facebank.embedder import OnnxFaceEmbedder, default_model_spec
-from facebank.server.app import start
-from facebank.server.config import ServerConfig
-from facebank.server.engine import Engine
-from facebank.transport import GrpcTransport, LocalTransport
+from facebank.server.runtime import configure_process
+
+configure_process()  # before FAISS loads, as `facebank serve` does
+
+from facebank.client import Client  # noqa: E402
+from facebank.embedder import OnnxFaceEmbedder, default_model_spec  # noqa: E402
+from facebank.server.app import start  # noqa: E402
+from facebank.server.config import ServerConfig  # noqa: E402
+from facebank.server.engine import Engine  # noqa: E402
+from facebank.transport import GrpcTransport, LocalTransport  # noqa: E402
 
 FACES = Path(__file__).parent / "data" / "faces"
 # FACEBANK_SOAK=N multiplies fuzz examples and SIGKILL rounds for a longer campaign
@@ -57,6 +61,16 @@ def single_person_photos() -> dict[str, list[Photo]]:
 def embedder():
     """The default models, loaded once for the whole run (pinned SHA-256 checked)."""
     return OnnxFaceEmbedder(default_model_spec(), device="cpu")
+
+
+def open_store(path: Path, **kw):
+    """A store started as the engine starts one (recovery, indexes), without the
+    background worker; tests reach its upkeep as `store.maintenance`."""
+    from facebank.index.lifecycle import start_store
+
+    store, maintenance = start_store(path, background=False, **kw)
+    store.maintenance = maintenance
+    return store
 
 
 def make_config(data_dir: Path, **overrides) -> ServerConfig:
@@ -157,7 +171,7 @@ def assert_derived_tables_match(store) -> None:
     from facebank.index.catalog_tables import COUNTED
     from facebank.index.records import ClusterRecord, loads
 
-    with store.catalog.read() as t:
+    with store.read() as t:
         for table, width in COUNTED.items():
             scanned: dict[bytes, int] = {}
             for key, _ in t._prefix(table, b""):

@@ -231,7 +231,7 @@ def _blank_jpeg() -> bytes:
 
 def test_every_rpc_is_implemented_by_the_engine(engine):
     from facebank.server.grpc_api import SERVICES
-    from facebank.transport import method_name
+    from facebank.server.engine import method_name
 
     for service in SERVICES:
         impl = engine.service(service.name)
@@ -246,7 +246,7 @@ def test_failed_precondition_for_unknown_model(tmp_path, embedder):
 
     engine = Engine(make_config(tmp_path / "d"), embedder=embedder)
     try:
-        with engine.store.catalog.write() as t:
+        with engine.store.write() as t:
             rec = t.get_collection("default")
             rec.model_id = "some-other-model"
             t.put_collection(rec)

@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from conftest import FACES, ServerProcess, assert_derived_tables_match, single_person_photos
+from conftest import open_store, FACES, ServerProcess, assert_derived_tables_match, single_person_photos
 from facebank.errors import FailedPrecondition
 from facebank.index.cluster_job import Summary, run_pass
 from facebank.index.clustering import ClusteringParams, cluster, knn, match_clusters
@@ -42,7 +42,7 @@ def new_face(v, photo: str) -> NewFace:
 
 @pytest.fixture
 def store(tmp_path):
-    s = FaceStore(tmp_path / "d", background=False)
+    s = open_store(tmp_path / "d")
     s.create_collection("photos", "m", DIM, 0.4, IndexSettings())
     yield s
     s.close()
@@ -57,7 +57,7 @@ def ingest(store, vectors, photo_of=lambda i: i, offset=0):
 
 
 def clusters_of(store, cid=1) -> dict[int, set[int]]:
-    with store.catalog.read() as t:
+    with store.read() as t:
         return {c.cluster_id: set(t.cluster_face_ids(c.cluster_id)) for c in t.iter_clusters(cid)}
 
 
@@ -80,7 +80,7 @@ def test_faces_without_confident_neighbours_stay_unclustered(store):
     ingest(store, np.concatenate([x, loners]))
     summary = run(store, 1)
     assert summary.clusters == 5 and summary.unclustered == 4
-    with store.catalog.read() as t:
+    with store.read() as t:
         assert len(t.unclustered_face_ids(1)) == 4
 
 
@@ -184,7 +184,7 @@ def test_edits_naming_and_names_surviving_reclustering(store):
 def test_counts_and_named_clusters_are_rebuilt_for_a_catalog_without_them(tmp_path):
     """A catalog written before the derived tables existed (or by an older layout of
     them) gets them rebuilt from its records when opened, and they stay in step after."""
-    store = FaceStore(tmp_path / "d", background=False)
+    store = open_store(tmp_path / "d")
     store.create_collection("photos", "m", DIM, 0.4, IndexSettings())
     x, labels = people(3, 5)
     ids = ingest(store, x)
@@ -195,20 +195,20 @@ def test_counts_and_named_clusters_are_rebuilt_for_a_catalog_without_them(tmp_pa
     cluster_store.name(store, 1, first, "alice", "")
     counted = ("identities", "faces", "unassigned", "clusters")
     before = {k: store.stats(store.collection("photos"))[k] for k in counted}
-    with store.catalog.write() as t:  # as an older version left it
+    with store.write() as t:  # as an older version left it
         for table in ("counts", "identity_clusters"):
             t.txn.drop(t.db[table], delete=False)
         t.delete_meta("derived_version")
     assert store.stats(store.collection("photos"))["clusters"] == 0
     store.close()
 
-    store = FaceStore(tmp_path / "d", background=False)
+    store = open_store(tmp_path / "d")
     assert {k: store.stats(store.collection("photos"))[k] for k in counted} == before
     assert before == {"identities": 1, "faces": 5, "unassigned": 10, "clusters": len(clusters_of(store))}  # naming enrolled 5
     assert_derived_tables_match(store)
     from facebank.index.forget import forget_identity
 
-    forget_identity(store, "photos", "alice")
+    forget_identity(store, store.maintenance, "photos", "alice")
     assert first not in clusters_of(store)
     assert_derived_tables_match(store)
     store.close()
@@ -221,7 +221,7 @@ def test_merging_two_faces_of_one_photo_is_refused(store):
     (first, a), (second, b) = sorted(clusters_of(store).items())
     from facebank.index import cluster_store
 
-    with store.catalog.write() as t:  # one face of each cluster now comes from the same photo
+    with store.write() as t:  # one face of each cluster now comes from the same photo
         fa, fb_ = t.get_face(min(a)), t.get_face(min(b))
         moved = type(fb_)(**{**vars(fb_), "image_sha256": fa.image_sha256})
         t.put_face(moved, fb_)

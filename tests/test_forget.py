@@ -14,6 +14,7 @@ from conftest import ServerProcess, make_config, single_person_photos
 from facebank.client import Client
 from facebank.errors import DataCorruption, NotFound
 from facebank.index.catalog import Catalog
+from facebank.index.catalog_tables import RecordMac
 from facebank.index.forget import CRASH_ENV
 from facebank.index.keyring import Keyring, load_master_key
 from facebank.index.snapshot import read_snapshot
@@ -88,7 +89,7 @@ def _scan(root) -> list[tuple[str, bytes]]:
 def test_after_forget_and_compact_no_byte_of_the_data_dir_holds_it(served):
     fb, engine, data = served
     enroll_everyone(fb)
-    engine.store.maintenance.clean_now()  # snapshots on disk hold every vector now
+    engine.maintenance.clean_now()  # snapshots on disk hold every vector now
     needles = _needles(engine, "rose_leslie")
     control = _needles(engine, "kit_harington")
     fb.forget("rose_leslie")
@@ -103,11 +104,11 @@ def test_after_forget_and_compact_no_byte_of_the_data_dir_holds_it(served):
 def test_copies_taken_before_the_forget_cannot_be_read_for_that_identity(served, tmp_path):
     fb, engine, data = served
     enroll_everyone(fb)
-    engine.store.maintenance.clean_now()
+    engine.maintenance.clean_now()
     backup = tmp_path / "backup"
     shutil.copytree(data / "indexes", backup / "indexes")
     shutil.copytree(data / "catalog", backup / "catalog", ignore=shutil.ignore_patterns("lock.mdb", "facebank.lock"))
-    with engine.store.catalog.read() as t:
+    with engine.store.read() as t:
         cid = t.get_collection("default").id
         snapshot_slot = t.get_meta(f"snapshot:{cid}:enrolled")["slot"]
         identity = t.get_identity(cid, "biden")
@@ -126,9 +127,9 @@ def test_copies_taken_before_the_forget_cannot_be_read_for_that_identity(served,
             continue
         with pytest.raises(DataCorruption):
             read_snapshot(backup / "indexes" / f"{cid}.enrolled.snap", key)
-    old = Catalog(backup / "catalog")  # the catalog backup still holds the sealed vectors, unreadable
+    old = Catalog(backup / "catalog", RecordMac(load_master_key(data / "keys")))  # the backup still holds the sealed vectors, unreadable
     with old.read() as t:
-        sealed = [t.get_embedding(f) for f in face_ids]
+        sealed = [t.get_embedding(f)[2] for f in face_ids]
     old.close()
     assert all(sealed)
     for slot in keyring.used_slots():
@@ -146,10 +147,15 @@ def test_receipt_is_chained_and_tampering_shows(served):
     fb, engine, data = served
     enroll_everyone(fb)
     first = fb.forget("obama")
-    second = fb.forget("biden")
+    second = fb.forget("biden", strict=True)
     assert second.prev_hash == first.hash and first.prev_hash == "0" * 64
     assert first.subject_hash and "obama" not in json.dumps(engine.store.audit.read())
-    assert first.generation_after > first.generation_before
+    # answered at commit: searches exclude its faces; the vectors leave the index right after
+    assert first.verification.passed and first.verification.returned == 0
+    observed = 0 if first.index_removal_pending else first.removed["faces"]  # the applier may have been quicker
+    assert first.removed["index_vectors"] == observed
+    assert not second.index_removal_pending and second.generation_after > second.generation_before
+    assert second.verification.in_index == 0 and second.removed["index_vectors"] == second.removed["faces"]
     listing = fb.receipts()
     assert listing.chain_valid and [r.sequence for r in listing.receipts] == [1, 2]
     log = data / "audit" / "receipts.jsonl"
@@ -169,14 +175,14 @@ def test_derived_structures_are_retrained_without_the_identity(served, monkeypat
     if kind == "ivf":
         assert seg.index.kind == "flat"  # too few faces to train IVF: becomes IVF once there are enough
         _grow_with_synthetic_faces(engine, "big", 400)
-        engine.store.maintenance.clean_now()
+        engine.maintenance.clean_now()
         seg = engine.store.segments.get(engine.store.collection("big").id, "enrolled")
         assert seg.index.kind == "ivf"
-        with engine.store.catalog.read() as t:
+        with engine.store.read() as t:
             iid = t.get_identity(seg.cid, "obama").iid
             obama_faces = t.identity_face_ids(iid)
         assert np.isin(obama_faces, seg.index.training_ids).any()
-    with engine.store.maintenance.work_lock:  # hold the background retrain back while we look
+    with engine.maintenance.work_lock:  # hold the background retrain back while we look
         receipt = fb.forget("obama", collection="big")
         assert not receipt.derived_clean  # the centroids / graph still reflect its vectors...
         assert fb.stats().pending_retrains == 1
@@ -184,7 +190,7 @@ def test_derived_structures_are_retrained_without_the_identity(served, monkeypat
     assert strict.derived_clean and strict.snapshot_rewritten  # ...strict waits for the retrain
     seg = engine.store.segments.get(engine.store.collection("big").id, "enrolled")
     assert not seg.retrain_pending and not seg.index.needs_rebuild
-    with engine.store.catalog.read() as t:
+    with engine.store.read() as t:
         remaining = set(t.segment_face_ids(seg.cid, "enrolled"))
     assert set(seg.index.training_ids.tolist()) <= remaining
     assert fb.stats().pending_retrains == 0

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from conftest import SOAK, assert_derived_tables_match
-from facebank.errors import DataCorruption, InvalidArgument, NotFound
+from conftest import SOAK, assert_derived_tables_match, open_store
+from facebank.errors import DataCorruption, FailedPrecondition, InvalidArgument, NotFound
 from facebank.index.forget import forget_identity
 from facebank.index.records import ENROLLED, IndexSettings
 from facebank.index.snapshot import read_header
@@ -29,10 +29,6 @@ def vec(seed: int) -> np.ndarray:
 
 def face(seed: int, sha: int | None = None) -> NewFace:
     return NewFace([0, 0, 50, 50], [[10, 10]] * 5, 0.9, {"passed": True}, vec(seed), f"{seed if sha is None else sha:064x}", f"photo-{seed}.jpg", "m")
-
-
-def open_store(path, **kw) -> FaceStore:
-    return FaceStore(path, background=False, **kw)
 
 
 @pytest.fixture
@@ -113,8 +109,7 @@ def test_snapshot_plus_replay_of_newer_changes(tmp_path):
     s.delete_face("c", s.identity("c", "p3")[1][0].face_id)
     # simulate a crash: no close(), so no new snapshot; release the locks by hand
     s.maintenance.stop()
-    s.keyring.close()
-    s.catalog.close()
+    s._release()
     s = open_store(tmp_path / "d")
     seg = s.segments.get(1, ENROLLED)
     assert seg.snapshot_seq == snap_seq and seg.applied_seq > snap_seq  # loaded, then replayed
@@ -184,9 +179,8 @@ def test_wrong_master_key_cannot_open_the_data(tmp_path, monkeypatch):
     s.close()
     (tmp_path / "d" / "keys" / "master.key").unlink()
     monkeypatch.setenv("FACEBANK_MASTER_KEY", "A" * 43 + "=")
-    with pytest.raises(DataCorruption):
-        s = open_store(tmp_path / "d")
-        s.identity_vectors("c", "p")
+    with pytest.raises(FailedPrecondition, match="is not the one the catalog .* was created with"):
+        open_store(tmp_path / "d")
 
 
 def test_master_key_file_is_private(tmp_path):
@@ -225,6 +219,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.live: dict[int, str] = {}      # face seed -> identity
         self.face_ids: dict[int, int] = {}  # face seed -> face id
         self.identities: set[str] = set()   # enrolled and not forgotten (deleting faces keeps it)
+        self.gone: dict[int, str] = {}      # face seed -> identity, for faces deleted or forgotten
         self.seed = 0
 
     @rule(identity=st.sampled_from(["a", "b", "c", "d", "e"]))
@@ -240,16 +235,16 @@ class StoreMachine(RuleBasedStateMachine):
     def delete_face(self, data):
         seed = data.draw(st.sampled_from(sorted(self.live)))
         self.store.delete_face("c", self.face_ids.pop(seed))
-        del self.live[seed]
+        self.gone[seed] = self.live.pop(seed)
 
     @precondition(lambda self: self.live)
     @rule(data=st.data())
     def forget(self, data):
         identity = data.draw(st.sampled_from(sorted(set(self.live.values()))))
-        forget_identity(self.store, "c", identity)
+        forget_identity(self.store, self.store.maintenance, "c", identity)
         self.identities.discard(identity)
         for seed in [s for s, i in self.live.items() if i == identity]:
-            del self.live[seed]
+            self.gone[seed] = self.live.pop(seed)
             self.face_ids.pop(seed)
 
     @rule()
@@ -263,6 +258,10 @@ class StoreMachine(RuleBasedStateMachine):
 
     @invariant()
     def search_finds_exactly_the_live_faces(self):
+        for seed in list(self.gone)[-5:]:  # at once, before the index drops their vectors
+            hits = self.store.search("c", vec(seed)[None], 5)[0]
+            assert all(h.score < 0.999 for h in hits), "a removed face was still returned"
+        self.store.uow.drain()
         seg = self.store.segments.get(1, ENROLLED)
         assert sorted(seg.index.ids().tolist()) == sorted(self.face_ids.values())
         for seed, identity in list(self.live.items())[:5]:
@@ -297,7 +296,7 @@ def test_a_rebuild_during_a_forget_leaves_out_the_shredded_identity(store):
     store.maintenance.clean_now()  # rebuilds from the catalog: must not fail on p2
     rebuilt = store.segments.get(store.collection("c").id, ENROLLED)
     assert rebuilt is not segment and len(rebuilt.index) == 10 and "p2" not in top(store, 2, k=3)
-    forget_identity(store, "c", "p2")  # finishing the forget leaves everything consistent
+    forget_identity(store, store.maintenance, "c", "p2")  # finishing the forget leaves everything consistent
     assert store.stats(store.collection("c"))["faces"] == store.stats(store.collection("c"))["indexed"] == 10
     assert top(store, 3) == ["p3"]
 
@@ -314,7 +313,7 @@ def test_a_retrain_after_a_forget_keeps_the_ivf_lists_and_effort(tmp_path):
     s.maintenance.clean_now()
     before = s.segments.get(s.collection("c").id, ENROLLED)
     assert before.index.kind == "ivf" and before.index.nlist == nlist_for(1248) == 32 and nlist_for(1247) == 16
-    forget_identity(s, "c", "p0")
+    forget_identity(s, s.maintenance, "c", "p0")
     s.maintenance.clean_now()
     after = s.segments.get(s.collection("c").id, ENROLLED)
     assert after is not before and not after.retrain_pending and len(after.index) == 1247
@@ -324,7 +323,7 @@ def test_a_retrain_after_a_forget_keeps_the_ivf_lists_and_effort(tmp_path):
     # Grown past 4x that size, the next retrain re-sizes the lists instead of keeping them.
     s.enroll_many("c", [(f"q{i}", "", {}, [face(10_000 + i)]) for i in range(4000)])
     with s.maintenance.work_lock:  # the resize alone would be due; a forget comes first
-        forget_identity(s, "c", "p1")
+        forget_identity(s, s.maintenance, "c", "p1")
     s.maintenance.clean_now()
     grown = s.segments.get(s.collection("c").id, ENROLLED)
     assert len(grown.index) == 5246 and grown.index.nlist == nlist_for(5246) == 128 and grown.index.trained_n == 5246

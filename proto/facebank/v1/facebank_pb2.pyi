@@ -165,7 +165,7 @@ class CollectionStats(_message.Message):
     def __init__(self, identities: _Optional[int] = ..., faces: _Optional[int] = ..., indexed: _Optional[int] = ..., unassigned: _Optional[int] = ..., clusters: _Optional[int] = ..., active_index: _Optional[_Union[IndexKind, str]] = ..., index_generation: _Optional[int] = ..., catalog_seq: _Optional[int] = ..., snapshot_seq: _Optional[int] = ..., retrain_pending: _Optional[bool] = ..., nprobe: _Optional[int] = ..., calibrated_recall: _Optional[float] = ...) -> None: ...
 
 class Collection(_message.Message):
-    __slots__ = ("name", "model_id", "embedding_dim", "index", "threshold", "created_ms", "stats")
+    __slots__ = ("name", "model_id", "embedding_dim", "index", "threshold", "created_ms", "stats", "scratch_lease_seconds")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_DIM_FIELD_NUMBER: _ClassVar[int]
@@ -173,6 +173,7 @@ class Collection(_message.Message):
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     CREATED_MS_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
+    SCRATCH_LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     model_id: str
     embedding_dim: int
@@ -180,17 +181,20 @@ class Collection(_message.Message):
     threshold: float
     created_ms: int
     stats: CollectionStats
-    def __init__(self, name: _Optional[str] = ..., model_id: _Optional[str] = ..., embedding_dim: _Optional[int] = ..., index: _Optional[_Union[IndexOptions, _Mapping]] = ..., threshold: _Optional[float] = ..., created_ms: _Optional[int] = ..., stats: _Optional[_Union[CollectionStats, _Mapping]] = ...) -> None: ...
+    scratch_lease_seconds: int
+    def __init__(self, name: _Optional[str] = ..., model_id: _Optional[str] = ..., embedding_dim: _Optional[int] = ..., index: _Optional[_Union[IndexOptions, _Mapping]] = ..., threshold: _Optional[float] = ..., created_ms: _Optional[int] = ..., stats: _Optional[_Union[CollectionStats, _Mapping]] = ..., scratch_lease_seconds: _Optional[int] = ...) -> None: ...
 
 class CreateCollectionRequest(_message.Message):
-    __slots__ = ("name", "index", "threshold")
+    __slots__ = ("name", "index", "threshold", "scratch_lease_seconds")
     NAME_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    SCRATCH_LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     index: IndexOptions
     threshold: float
-    def __init__(self, name: _Optional[str] = ..., index: _Optional[_Union[IndexOptions, _Mapping]] = ..., threshold: _Optional[float] = ...) -> None: ...
+    scratch_lease_seconds: int
+    def __init__(self, name: _Optional[str] = ..., index: _Optional[_Union[IndexOptions, _Mapping]] = ..., threshold: _Optional[float] = ..., scratch_lease_seconds: _Optional[int] = ...) -> None: ...
 
 class UpdateCollectionRequest(_message.Message):
     __slots__ = ("name", "threshold", "index")
@@ -541,19 +545,27 @@ class ForgetRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., identity_id: _Optional[str] = ..., strict: _Optional[bool] = ...) -> None: ...
 
 class Verification(_message.Message):
-    __slots__ = ("probes", "max_score", "threshold", "passed")
+    __slots__ = ("probes", "max_score", "threshold", "passed", "method", "face_ids", "returned", "in_index")
     PROBES_FIELD_NUMBER: _ClassVar[int]
     MAX_SCORE_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     PASSED_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    FACE_IDS_FIELD_NUMBER: _ClassVar[int]
+    RETURNED_FIELD_NUMBER: _ClassVar[int]
+    IN_INDEX_FIELD_NUMBER: _ClassVar[int]
     probes: int
     max_score: float
     threshold: float
     passed: bool
-    def __init__(self, probes: _Optional[int] = ..., max_score: _Optional[float] = ..., threshold: _Optional[float] = ..., passed: _Optional[bool] = ...) -> None: ...
+    method: str
+    face_ids: int
+    returned: int
+    in_index: int
+    def __init__(self, probes: _Optional[int] = ..., max_score: _Optional[float] = ..., threshold: _Optional[float] = ..., passed: _Optional[bool] = ..., method: _Optional[str] = ..., face_ids: _Optional[int] = ..., returned: _Optional[int] = ..., in_index: _Optional[int] = ...) -> None: ...
 
 class ForgetReceipt(_message.Message):
-    __slots__ = ("sequence", "time_ms", "collection", "subject_hash", "removed", "generation_before", "generation_after", "derived_clean", "snapshot_rewritten", "verification", "prev_hash", "hash", "note")
+    __slots__ = ("sequence", "time_ms", "collection", "subject_hash", "removed", "generation_before", "generation_after", "derived_clean", "snapshot_rewritten", "verification", "prev_hash", "hash", "note", "kind", "key_id", "signature", "index_removal_pending")
     class RemovedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -574,6 +586,10 @@ class ForgetReceipt(_message.Message):
     PREV_HASH_FIELD_NUMBER: _ClassVar[int]
     HASH_FIELD_NUMBER: _ClassVar[int]
     NOTE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    INDEX_REMOVAL_PENDING_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     time_ms: int
     collection: str
@@ -587,7 +603,11 @@ class ForgetReceipt(_message.Message):
     prev_hash: str
     hash: str
     note: str
-    def __init__(self, sequence: _Optional[int] = ..., time_ms: _Optional[int] = ..., collection: _Optional[str] = ..., subject_hash: _Optional[str] = ..., removed: _Optional[_Mapping[str, int]] = ..., generation_before: _Optional[int] = ..., generation_after: _Optional[int] = ..., derived_clean: _Optional[bool] = ..., snapshot_rewritten: _Optional[bool] = ..., verification: _Optional[_Union[Verification, _Mapping]] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+    kind: str
+    key_id: str
+    signature: str
+    index_removal_pending: bool
+    def __init__(self, sequence: _Optional[int] = ..., time_ms: _Optional[int] = ..., collection: _Optional[str] = ..., subject_hash: _Optional[str] = ..., removed: _Optional[_Mapping[str, int]] = ..., generation_before: _Optional[int] = ..., generation_after: _Optional[int] = ..., derived_clean: _Optional[bool] = ..., snapshot_rewritten: _Optional[bool] = ..., verification: _Optional[_Union[Verification, _Mapping]] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ..., note: _Optional[str] = ..., kind: _Optional[str] = ..., key_id: _Optional[str] = ..., signature: _Optional[str] = ..., index_removal_pending: _Optional[bool] = ...) -> None: ...
 
 class IngestItem(_message.Message):
     __slots__ = ("item_id", "collection", "image")
@@ -720,18 +740,24 @@ class StatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("collections", "model_id", "device", "data_bytes", "pending_retrains")
+    __slots__ = ("collections", "model_id", "device", "data_bytes", "pending_retrains", "maintenance_error", "damaged_records", "index_changes_pending")
     COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     DATA_BYTES_FIELD_NUMBER: _ClassVar[int]
     PENDING_RETRAINS_FIELD_NUMBER: _ClassVar[int]
+    MAINTENANCE_ERROR_FIELD_NUMBER: _ClassVar[int]
+    DAMAGED_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    INDEX_CHANGES_PENDING_FIELD_NUMBER: _ClassVar[int]
     collections: _containers.RepeatedCompositeFieldContainer[Collection]
     model_id: str
     device: str
     data_bytes: int
     pending_retrains: int
-    def __init__(self, collections: _Optional[_Iterable[_Union[Collection, _Mapping]]] = ..., model_id: _Optional[str] = ..., device: _Optional[str] = ..., data_bytes: _Optional[int] = ..., pending_retrains: _Optional[int] = ...) -> None: ...
+    maintenance_error: str
+    damaged_records: int
+    index_changes_pending: int
+    def __init__(self, collections: _Optional[_Iterable[_Union[Collection, _Mapping]]] = ..., model_id: _Optional[str] = ..., device: _Optional[str] = ..., data_bytes: _Optional[int] = ..., pending_retrains: _Optional[int] = ..., maintenance_error: _Optional[str] = ..., damaged_records: _Optional[int] = ..., index_changes_pending: _Optional[int] = ...) -> None: ...
 
 class CompactRequest(_message.Message):
     __slots__ = ()
@@ -758,6 +784,46 @@ class ListReceiptsResponse(_message.Message):
     chain_valid: bool
     chain_error: str
     def __init__(self, receipts: _Optional[_Iterable[_Union[ForgetReceipt, _Mapping]]] = ..., chain_valid: _Optional[bool] = ..., chain_error: _Optional[str] = ...) -> None: ...
+
+class ReceiptKeyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ReceiptKeyResponse(_message.Message):
+    __slots__ = ("public_key_pem", "key_id")
+    PUBLIC_KEY_PEM_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    public_key_pem: str
+    key_id: str
+    def __init__(self, public_key_pem: _Optional[str] = ..., key_id: _Optional[str] = ...) -> None: ...
+
+class CheckCatalogRequest(_message.Message):
+    __slots__ = ("quarantine",)
+    QUARANTINE_FIELD_NUMBER: _ClassVar[int]
+    quarantine: bool
+    def __init__(self, quarantine: _Optional[bool] = ...) -> None: ...
+
+class DamagedRecord(_message.Message):
+    __slots__ = ("table", "key", "problem")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    key: str
+    problem: str
+    def __init__(self, table: _Optional[str] = ..., key: _Optional[str] = ..., problem: _Optional[str] = ...) -> None: ...
+
+class CheckCatalogResponse(_message.Message):
+    __slots__ = ("rows_checked", "damaged", "quarantined", "in_quarantine")
+    ROWS_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    DAMAGED_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINED_FIELD_NUMBER: _ClassVar[int]
+    IN_QUARANTINE_FIELD_NUMBER: _ClassVar[int]
+    rows_checked: int
+    damaged: _containers.RepeatedCompositeFieldContainer[DamagedRecord]
+    quarantined: int
+    in_quarantine: _containers.RepeatedCompositeFieldContainer[DamagedRecord]
+    def __init__(self, rows_checked: _Optional[int] = ..., damaged: _Optional[_Iterable[_Union[DamagedRecord, _Mapping]]] = ..., quarantined: _Optional[int] = ..., in_quarantine: _Optional[_Iterable[_Union[DamagedRecord, _Mapping]]] = ...) -> None: ...
 
 class ApiKey(_message.Message):
     __slots__ = ("key_id", "name", "role", "collections", "created_ms")

@@ -1144,6 +1144,16 @@ class AdminStub:
                 request_serializer=facebank_dot_v1_dot_facebank__pb2.ListReceiptsRequest.SerializeToString,
                 response_deserializer=facebank_dot_v1_dot_facebank__pb2.ListReceiptsResponse.FromString,
                 _registered_method=True)
+        self.ReceiptKey = channel.unary_unary(
+                '/facebank.v1.Admin/ReceiptKey',
+                request_serializer=facebank_dot_v1_dot_facebank__pb2.ReceiptKeyRequest.SerializeToString,
+                response_deserializer=facebank_dot_v1_dot_facebank__pb2.ReceiptKeyResponse.FromString,
+                _registered_method=True)
+        self.CheckCatalog = channel.unary_unary(
+                '/facebank.v1.Admin/CheckCatalog',
+                request_serializer=facebank_dot_v1_dot_facebank__pb2.CheckCatalogRequest.SerializeToString,
+                response_deserializer=facebank_dot_v1_dot_facebank__pb2.CheckCatalogResponse.FromString,
+                _registered_method=True)
         self.CreateApiKey = channel.unary_unary(
                 '/facebank.v1.Admin/CreateApiKey',
                 request_serializer=facebank_dot_v1_dot_facebank__pb2.CreateApiKeyRequest.SerializeToString,
@@ -1178,6 +1188,19 @@ class AdminServicer:
 
     def ListReceipts(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReceiptKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckCatalog(self, request, context):
+        """Every catalog row's integrity tag and every sealed embedding, checked.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -1217,6 +1240,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ListReceipts,
                     request_deserializer=facebank_dot_v1_dot_facebank__pb2.ListReceiptsRequest.FromString,
                     response_serializer=facebank_dot_v1_dot_facebank__pb2.ListReceiptsResponse.SerializeToString,
+            ),
+            'ReceiptKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReceiptKey,
+                    request_deserializer=facebank_dot_v1_dot_facebank__pb2.ReceiptKeyRequest.FromString,
+                    response_serializer=facebank_dot_v1_dot_facebank__pb2.ReceiptKeyResponse.SerializeToString,
+            ),
+            'CheckCatalog': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckCatalog,
+                    request_deserializer=facebank_dot_v1_dot_facebank__pb2.CheckCatalogRequest.FromString,
+                    response_serializer=facebank_dot_v1_dot_facebank__pb2.CheckCatalogResponse.SerializeToString,
             ),
             'CreateApiKey': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateApiKey,
@@ -1315,6 +1348,60 @@ class Admin:
             '/facebank.v1.Admin/ListReceipts',
             facebank_dot_v1_dot_facebank__pb2.ListReceiptsRequest.SerializeToString,
             facebank_dot_v1_dot_facebank__pb2.ListReceiptsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReceiptKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facebank.v1.Admin/ReceiptKey',
+            facebank_dot_v1_dot_facebank__pb2.ReceiptKeyRequest.SerializeToString,
+            facebank_dot_v1_dot_facebank__pb2.ReceiptKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckCatalog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facebank.v1.Admin/CheckCatalog',
+            facebank_dot_v1_dot_facebank__pb2.CheckCatalogRequest.SerializeToString,
+            facebank_dot_v1_dot_facebank__pb2.CheckCatalogResponse.FromString,
             options,
             channel_credentials,
             insecure,
