@@ -68,6 +68,7 @@ FACES_PER_ID = 10
 def enroll_synthetic(engine, collection: str, x: np.ndarray, per_id: int = FACES_PER_ID, chunk: int = 500) -> None:
     """x as identities "0".."n/per_id-1" of per_id faces each (face ids follow x's rows),
     enrolled in bulk transactions."""
+    from facebank.index import identities
     from facebank.index.sealed_faces import NewFace
 
     n_ids = len(x) // per_id
@@ -77,7 +78,7 @@ def enroll_synthetic(engine, collection: str, x: np.ndarray, per_id: int = FACES
                               for j in range(per_id)])
             for i in range(start, min(n_ids, start + chunk))
         ]
-        engine.store.enroll_many(collection, entries)
+        identities.enroll_many(engine.store, collection, entries)
 
 
 def load_facebank(data: Path, x: np.ndarray, per_id: int = FACES_PER_ID):

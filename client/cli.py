@@ -76,6 +76,9 @@ def serve(data_dir, listen, keys_dir, device, backend, model_spec, threads, max_
     """Start the server (embedded LMDB + FAISS in a local data directory)."""
     import logging
 
+    from facebank.server.runtime import configure_process
+
+    configure_process()  # before anything loads FAISS
     from facebank.server.app import serve_forever
     from facebank.server.config import ServerConfig
 
@@ -110,9 +113,15 @@ def stats(ctx, as_json: bool) -> None:
         for c in s.collections
     ]
     if as_json:
-        emit_json({"collections": collections, "model_id": s.model_id, "device": s.device, "data_bytes": s.data_bytes, "pending_retrains": s.pending_retrains})
+        emit_json({"collections": collections, "model_id": s.model_id, "device": s.device, "data_bytes": s.data_bytes,
+                   "pending_retrains": s.pending_retrains, "index_changes_pending": s.index_changes_pending,
+                   "damaged_records": s.damaged_records, "maintenance_error": s.maintenance_error})
         return
     click.echo(f"model {s.model_id} on {s.device}; data {s.data_bytes / 2**20:.1f} MiB; pending retrains: {s.pending_retrains}")
+    if s.damaged_records:
+        click.echo(f"warning: {s.damaged_records} damaged catalog record(s) are left out of every answer; run `facebank check`", err=True)
+    if s.maintenance_error:
+        click.echo(f"warning: background upkeep failed: {s.maintenance_error} (see the server log)", err=True)
     for c in collections:
         click.echo(
             f"{c['name']}: {c['identities']} identities, {c['faces']} faces, {c['indexed']} indexed ({c['index']}), "
@@ -138,33 +147,80 @@ def compact(ctx) -> None:
 def receipt_dict(r) -> dict:
     v = r.verification
     return {
-        "sequence": r.sequence, "time_ms": r.time_ms, "collection": r.collection, "subject_hash": r.subject_hash,
-        "removed": dict(sorted(r.removed.items())), "generation_before": r.generation_before, "generation_after": r.generation_after,
+        "sequence": r.sequence, "kind": r.kind, "time_ms": r.time_ms, "collection": r.collection, "subject_hash": r.subject_hash,
+        "removed": dict(sorted(r.removed.items())), "index_removal_pending": r.index_removal_pending,
+        "generation_before": r.generation_before, "generation_after": r.generation_after,
         "derived_clean": r.derived_clean, "snapshot_rewritten": r.snapshot_rewritten,
-        "verification": {"probes": v.probes, "max_score": round(v.max_score, 6), "threshold": round(v.threshold, 6), "passed": v.passed},
-        "note": r.note, "prev_hash": r.prev_hash, "hash": r.hash,
+        "verification": {"method": v.method, "probes": v.probes, "face_ids": v.face_ids, "returned": v.returned, "in_index": v.in_index,
+                         "max_score": round(v.max_score, 6), "threshold": round(v.threshold, 6), "passed": v.passed},
+        "note": r.note, "prev_hash": r.prev_hash, "hash": r.hash, "key_id": r.key_id, "signature": r.signature,
     }
 
 
 @main.command()
 @json_option
+@click.option("--public-key", "public_key", is_flag=True, help="Print the server's receipt public key (PEM) and exit.")
+@click.option("--verify", "verify_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Check a copy of receipts.jsonl offline (no server) against --key.")
+@click.option("--key", "key_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="The receipt public key (PEM) for --verify.")
 @click.pass_context
-def receipts(ctx, as_json: bool) -> None:
-    """List forget receipts and check their hash chain."""
+def receipts(ctx, as_json: bool, public_key: bool, verify_file: Path | None, key_file: Path | None) -> None:
+    """List forget receipts and check their chain and signatures."""
+    if verify_file is not None:
+        _verify_offline(verify_file, key_file)
+        return
     with client_from(ctx) as fb:
+        if public_key:
+            click.echo(fb.receipt_key().public_key_pem, nl=False)
+            return
         r = fb.receipts()
     if as_json:
         emit_json({"chain_valid": r.chain_valid, "chain_error": r.chain_error, "receipts": [receipt_dict(x) for x in r.receipts]})
     else:
+        from facebank.cli_faces import verification_line
+
         for x in r.receipts:
-            v = x.verification
             click.echo(
-                f"#{x.sequence} {x.collection} subject {x.subject_hash[:16]}: removed {dict(x.removed)}; "
-                f"derived clean: {x.derived_clean}; verification {'passed' if v.passed else 'FAILED'} "
-                f"({v.probes} probes, max {v.max_score:.3f} < {v.threshold:.2f}){'; ' + x.note if x.note else ''}"
+                f"#{x.sequence} {x.kind or 'forget'} {x.collection} subject {x.subject_hash[:16]}: removed {dict(sorted(x.removed.items()))}; "
+                f"derived clean: {x.derived_clean}; verification {verification_line(x.verification)}{'; ' + x.note if x.note else ''}"
             )
-        click.echo(f"chain: {'intact' if r.chain_valid else 'BROKEN: ' + r.chain_error} ({len(r.receipts)} receipts)")
+        click.echo(f"chain: {'intact and signed' if r.chain_valid else 'BROKEN: ' + r.chain_error} ({len(r.receipts)} receipts)")
     if not r.chain_valid:
+        sys.exit(1)
+
+
+def _verify_offline(path: Path, key_file: Path | None) -> None:
+    from facebank.errors import InvalidArgument
+    from facebank.index.audit import load_public_key, parse_receipts, verify_receipts
+
+    if key_file is None:
+        raise InvalidArgument("--verify needs --key PUBLIC_KEY.pem (get it with `facebank receipts --public-key`)")
+    receipts_ = parse_receipts(path.read_text(encoding="utf-8"))
+    ok, error = verify_receipts(receipts_, load_public_key(key_file.read_bytes()))
+    if not ok:
+        click.echo(f"error: {path}: {error}", err=True)
+        sys.exit(1)
+    click.echo(f"{path}: {len(receipts_)} receipts, chain intact, every signature valid")
+
+
+@main.command()
+@click.option("--quarantine", is_flag=True, help="Move damaged records aside so they are never read again.")
+@json_option
+@click.pass_context
+def check(ctx, quarantine: bool, as_json: bool) -> None:
+    """Check every catalog record and sealed embedding; list (and quarantine) damaged ones."""
+    with client_from(ctx) as fb:
+        r = fb.check_catalog(quarantine=quarantine)
+    damaged = [{"table": d.table, "key": d.key, "problem": d.problem} for d in r.damaged]
+    if as_json:
+        emit_json({"rows_checked": r.rows_checked, "damaged": damaged, "quarantined": r.quarantined,
+                   "in_quarantine": [{"table": d.table, "key": d.key} for d in r.in_quarantine]})
+    else:
+        for d in damaged:
+            click.echo(f"damaged: {d['table']}/{d['key']}: {d['problem']}")
+        click.echo(f"{r.rows_checked} records checked; {len(damaged)} damaged; {r.quarantined} quarantined now; "
+                   f"{len(r.in_quarantine)} in quarantine")
+    if damaged and not quarantine:
         sys.exit(1)
 
 

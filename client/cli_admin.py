@@ -24,14 +24,17 @@ def collections(ctx, as_json) -> None:
         return
     with client_from(ctx) as fb:
         rows = [
-            {"name": c.name, "identities": c.stats.identities, "faces": c.stats.faces, "index": _kind_name(c.stats.active_index), "threshold": round(c.threshold, 4), "model_id": c.model_id}
+            {"name": c.name, "identities": c.stats.identities, "faces": c.stats.faces, "unassigned": c.stats.unassigned,
+             "index": _kind_name(c.stats.active_index), "threshold": round(c.threshold, 4), "model_id": c.model_id,
+             "scratch": bool(c.scratch_lease_seconds)}
             for c in fb.list_collections()
         ]
     if as_json:
         emit_json({"collections": rows})
     else:
         for r in rows:
-            click.echo(f"{r['name']}\t{r['identities']} identities\t{r['faces']} faces\t{r['index']}\tthreshold {r['threshold']}")
+            click.echo(f"{r['name']}\t{r['identities']} identities\t{r['faces']} faces\t{r['unassigned']} unassigned\t{r['index']}"
+                       f"\tthreshold {r['threshold']}{chr(9) + 'scratch' if r['scratch'] else ''}")
 
 
 index_choice = click.Choice(["auto", "flat", "ivf", "hnsw"])

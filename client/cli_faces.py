@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import sys
+
 import click
 from rich.console import Console
 
@@ -169,15 +171,29 @@ def forget(ctx, identity_id, collection, strict, as_json) -> None:
     """Forget ID: crypto-shred and erase every trace; prints the receipt."""
     with client_from(ctx) as fb:
         r = fb.forget(identity_id, collection=collection, strict=strict)
+    v = r.verification
     if as_json:
         emit_json(receipt_dict(r))
-        return
-    v = r.verification
-    click.echo(
-        f"forgotten: receipt #{r.sequence} subject {r.subject_hash[:16]}; removed {dict(r.removed)}; "
-        f"derived structures {'clean' if r.derived_clean else 'retraining in background'}; "
-        f"verification {'passed' if v.passed else 'FAILED'} (max score {v.max_score:.3f} < {v.threshold:.2f})"
-    )
+    else:
+        click.echo(
+            f"forgotten: receipt #{r.sequence} subject {r.subject_hash[:16]}; removed {dict(sorted(r.removed.items()))}; "
+            f"derived structures {'clean' if r.derived_clean else 'retraining in background'}; "
+            f"verification {verification_line(v)}"
+        )
+    if not v.passed:
+        click.echo(f"error: the forget of {identity_id!r} committed, but its verification failed: {verification_line(v)}; "
+                   "see the server log", err=True)
+        sys.exit(2)
+
+
+def verification_line(v) -> str:
+    if v.method == "not-run":
+        return "not run"
+    if v.method == "catalog-scan":
+        return f"{'passed' if v.passed else 'FAILED'} ({v.in_index} rows of the collection left)"
+    state = "passed" if v.passed else "FAILED"
+    return (f"{state}: {v.returned} of its {v.face_ids} face(s) returned by a search with its own {v.probes} embedding(s); "
+            f"{v.in_index} still in the index, excluded from answers; best other identity {v.max_score:.3f}")
 
 
 @click.command()

@@ -14,6 +14,9 @@ from facebank.errors import InvalidArgument
 from facebank.v1 import facebank_pb2 as pb
 
 
+SCRATCH_LEASE_S = 3600  # a scratch collection left by an interrupted run is dropped after this (or at the next start)
+
+
 def register(main: click.Group) -> None:
     main.add_command(ingest)
     main.add_command(cluster)
@@ -97,7 +100,7 @@ def cluster(ctx, root, collection, out, full, workers, as_json) -> None:
     name = collection or f"scratch-{uuid.uuid4().hex[:12]}"
     with client_from(ctx) as fb:
         if scratch:
-            fb.create_collection(name)
+            fb.create_collection(name, scratch_lease_seconds=SCRATCH_LEASE_S)
         try:
             tally = ingest_folder(fb, root, name, console, workers)
             summary = run_clustering(fb, name, console, full=full)

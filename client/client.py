@@ -63,8 +63,10 @@ class Client:
 
     # -- collections ------------------------------------------------------------------
 
-    def create_collection(self, name: str, *, index: str = "auto", nprobe: int = 0, ef_search: int = 0, threshold: float | None = None) -> pb.Collection:
-        req = pb.CreateCollectionRequest(name=name, index=pb.IndexOptions(kind=_kind(index), nprobe=nprobe, ef_search=ef_search))
+    def create_collection(self, name: str, *, index: str = "auto", nprobe: int = 0, ef_search: int = 0, threshold: float | None = None,
+                          scratch_lease_seconds: int = 0) -> pb.Collection:
+        req = pb.CreateCollectionRequest(name=name, index=pb.IndexOptions(kind=_kind(index), nprobe=nprobe, ef_search=ef_search),
+                                         scratch_lease_seconds=scratch_lease_seconds)
         if threshold is not None:
             req.threshold = threshold
         return self.transport.call("Collections", "CreateCollection", req)
@@ -188,6 +190,12 @@ class Client:
 
     def receipts(self) -> pb.ListReceiptsResponse:
         return self.transport.call("Admin", "ListReceipts", pb.ListReceiptsRequest())
+
+    def receipt_key(self) -> pb.ReceiptKeyResponse:
+        return self.transport.call("Admin", "ReceiptKey", pb.ReceiptKeyRequest())
+
+    def check_catalog(self, *, quarantine: bool = False) -> pb.CheckCatalogResponse:
+        return self.transport.call("Admin", "CheckCatalog", pb.CheckCatalogRequest(quarantine=quarantine))
 
     def create_api_key(self, name: str, role: str, collections: Sequence[str] = ()) -> pb.CreateApiKeyResponse:
         return self.transport.call("Admin", "CreateApiKey", pb.CreateApiKeyRequest(name=name, role=_ROLES[role], collections=list(collections)))

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 
-from facebank.index.records import ENROLLED, IdentityRecord
-
-if TYPE_CHECKING:
-    from facebank.index.store import FaceStore
+from facebank.index.records import IdentityRecord
+from facebank.index.segments import Segment
+from facebank.index.views import FaceOwners
 
 
 class Hit(NamedTuple):
@@ -67,17 +66,29 @@ class IdentityMatches:
         return (self[row] for row in range(len(self)))
 
 
-def search_identities(store: "FaceStore", cid: int, queries: np.ndarray, top_k: int, metadata_filter: dict[str, str] | None,
+@dataclass(frozen=True)
+class SearchParts:
+    """What a search reads, handed in by the store: the collection's enrolled segment,
+    the owners view, identity records by iid (damaged ones left out), and the faces
+    of the identities matching a metadata filter."""
+
+    segment: Segment
+    owners: FaceOwners
+    records: Callable[[set[int]], dict[int, IdentityRecord]]
+    filter_faces: Callable[[dict[str, str]], np.ndarray]
+
+
+def search_identities(parts: SearchParts, queries: np.ndarray, top_k: int, metadata_filter: dict[str, str] | None,
                       min_score: float) -> IdentityMatches:
-    segment = store.segments.get(cid, ENROLLED)
-    allowed = _filter_faces(store, cid, metadata_filter) if metadata_filter else None
+    segment = parts.segment
+    allowed = parts.filter_faces(metadata_filter) if metadata_filter else None
     rounds: list[tuple[np.ndarray, GroupedHits]] = []
     records: dict[int, IdentityRecord] = {}
     todo = np.arange(len(queries)) if allowed is None or len(allowed) else np.zeros(0, np.int64)
     k = max(40, 4 * top_k)  # room for an identity's several faces; grown below if not enough
     while len(todo):
         scores, labels = segment.search(queries[todo], k, allowed)
-        g = _alive(group_faces(scores, labels, store.owners.lookup(labels), top_k, min_score), store, records)
+        g = _alive(group_faces(scores, labels, parts.owners.lookup(labels), top_k, min_score), parts, records)
         rounds.append((todo, g))
         # An identity with many faces can crowd the others out of the k nearest:
         # look further for those queries only.
@@ -85,7 +96,7 @@ def search_identities(store: "FaceStore", cid: int, queries: np.ndarray, top_k: 
             break
         short = (np.bincount(g.row, minlength=len(todo)) < top_k) & g.full & ~g.low
         todo, k = todo[short], k * 4
-    rounds = [(todo, _drop_removed(g, store.owners)) for todo, g in rounds]  # the last look, just before answering
+    rounds = [(todo, _drop_removed(g, parts.owners)) for todo, g in rounds]  # the last look, just before answering
     return _assemble(len(queries), top_k, rounds, records)
 
 
@@ -108,14 +119,12 @@ def _drop_removed(g: "GroupedHits", owners) -> "GroupedHits":
                       end=position[g.end[keep]], faces=g.faces[keep_face])
 
 
-def _alive(g: "GroupedHits", store: "FaceStore", records: dict[int, IdentityRecord]) -> "GroupedHits":
+def _alive(g: "GroupedHits", parts: SearchParts, records: dict[int, IdentityRecord]) -> "GroupedHits":
     """Read the records of g's identities into `records`, dropping the identities
     forgotten since the vector search (they have none any more)."""
     new = set(g.iid.tolist()) - records.keys()
     if new:
-        with store.catalog.lazy_read(tolerant=True) as t:
-            records.update(store.identities.get_many(new, t))
-            store.damage.add(t.damaged_rows())
+        records.update(parts.records(new))
     if not new - records.keys():
         return g
     keep = np.fromiter((iid in records for iid in g.iid.tolist()), bool, len(g.iid))
@@ -192,13 +201,3 @@ def group_faces(scores: np.ndarray, labels: np.ndarray, owners: np.ndarray, top_
         full=taken[:, -1] if labels.shape[1] else np.zeros(nq, bool),
         low=(taken & (scores < min_score)).any(axis=1),
     )
-
-
-def _filter_faces(store: "FaceStore", cid: int, metadata_filter: dict[str, str]) -> np.ndarray:
-    with store.read(tolerant=True) as t:
-        iids: set[int] | None = None
-        for key, value in metadata_filter.items():
-            found = t.iids_with_metadata(cid, key, value)
-            iids = found if iids is None else iids & found
-        face_ids = [fid for iid in sorted(iids or ()) for fid in t.identity_face_ids(iid)]
-    return np.asarray(face_ids, np.int64)

@@ -3,13 +3,18 @@ for a retrain that replaces an index, so that nobody is searched worse than befo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import faiss
 import numpy as np
 
-if TYPE_CHECKING:
-    from facebank.index.vectors import IvfIndex
+
+class TrainedIvf(Protocol):
+    """What calibration needs of an IVF index (vectors.IvfIndex)."""
+
+    index: faiss.IndexIVF
+    nlist: int
+    default_nprobe: int
 
 TARGET_RECALL = 0.95      # IVF: nprobe is chosen to find this share of the faces that matter
 RELEVANT_SCORE = 0.3      # ...which are those scoring at least this (a match, or a near miss)
@@ -29,7 +34,7 @@ def _relevant(ids: np.ndarray, vectors: np.ndarray, picks: np.ndarray) -> list[s
     return relevant
 
 
-def calibrate_nprobe(index: "IvfIndex", ids: np.ndarray, vectors: np.ndarray, target: float, rng: np.random.Generator,
+def calibrate_nprobe(index: TrainedIvf, ids: np.ndarray, vectors: np.ndarray, target: float, rng: np.random.Generator,
                      queries: int = 256) -> tuple[int, float]:
     """The smallest nprobe (doubling from nlist/64, then bisection) that finds `target` of the faces
     that matter, measured on the collection itself.
@@ -91,7 +96,7 @@ def measurably_worse(new: np.ndarray, old: np.ndarray) -> bool:
     return bool(d.mean() < -2 * d.std() / np.sqrt(len(d)))
 
 
-def keep_coverage(fresh: "IvfIndex", like: "IvfIndex", ids: np.ndarray, vectors: np.ndarray, rng: np.random.Generator,
+def keep_coverage(fresh: TrainedIvf, like: TrainedIvf, ids: np.ndarray, vectors: np.ndarray, rng: np.random.Generator,
                   queries: int = 2048) -> int:
     """The nprobe for `fresh`, a retrain replacing `like` on (almost) the same faces:
     at least its calibration and like's nprobe, raised in steps of 1/8 while the

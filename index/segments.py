@@ -16,6 +16,7 @@ the unit of work after replaying whatever was applied meanwhile.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,6 +103,7 @@ class SegmentManager:
         self._keys = snapshot_keys
         self.factory = factory or IndexFactory("cpu")
         self._segments: dict[tuple[int, str], Segment] = {}
+        self._snapshotting = threading.Lock()  # one snapshot write at a time (the worker, a strict forget, shutdown)
 
     # -- access ----------------------------------------------------------------------
 
@@ -215,6 +217,10 @@ class SegmentManager:
 
         `hold_writes` (the unit of work's `applying`) keeps index writers out while
         the index is serialised; searches go on (both only read it)."""
+        with self._snapshotting:
+            return self._snapshot(segment, hold_writes)
+
+    def _snapshot(self, segment: Segment, hold_writes) -> bool:
         key = self._keys.new_key(segment.cid, segment.name)
         try:
             with hold_writes():

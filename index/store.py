@@ -20,31 +20,26 @@ from typing import Iterator
 
 import numpy as np
 
-from facebank.errors import AlreadyExists, InvalidArgument, NotFound, Reason
+from facebank.errors import AlreadyExists, NotFound
 from facebank.index.audit import AuditLog, ReceiptSigner
 from facebank.index.catalog import DEFAULT_MAP_SIZE
 from facebank.index.catalog_txn import CatalogTxn
-from facebank.index.cluster_records import refresh_cluster
 from facebank.index.damage import DamageReport
 from facebank.index.factory import IndexFactory
-from facebank.index.identity_search import Hit, IdentityMatches, search_identities
+from facebank.index.identity_search import Hit, IdentityMatches, SearchParts, search_identities
 from facebank.index.key_binding import open_bound
-from facebank.index.keyring import identity_owner
 from facebank.index.records import (
     ENROLLED,
     ApiKeyRecord,
     INGESTED,
-    MAX_IDENTITY_METADATA_BYTES,
-    MAX_IDENTITY_METADATA_KEYS,
     CollectionRecord,
-    FaceRecord,
     IdentityRecord,
     IndexSettings,
 )
-from facebank.index.sealed_faces import NewFace, StoredFace, now_ms, open_vectors, put_sealed_face
+from facebank.index.sealed_faces import now_ms, open_vectors
 from facebank.index.segments import Segment, SegmentManager
 from facebank.index.snapshot_keys import SnapshotKeys
-from facebank.index.unit_of_work import UnitOfWork, WriteTxn
+from facebank.index.unit_of_work import UnitOfWork
 from facebank.index.views import FaceOwners, IdentityCache, listen
 
 log = logging.getLogger(__name__)
@@ -75,7 +70,7 @@ class FaceStore:
             self.data_dir / "indexes",
             fetch_vectors=self._segment_vectors,
             fetch_change_vectors=self.vectors_of,
-            snapshot_keys=SnapshotKeys(self),
+            snapshot_keys=SnapshotKeys(self.keyring, self.read, self.write),
             factory=IndexFactory(device),
         )
         self.uow = UnitOfWork(self.catalog, self.keyring, self.segments, dims=self._dim)
@@ -145,13 +140,19 @@ class FaceStore:
 
     def create_collection(self, name: str, model_id: str, dim: int, threshold: float, settings: IndexSettings, *,
                           scratch_lease_s: int = 0) -> CollectionRecord:
-        with self.write() as w:
-            if w.get_collection(name) is not None:
-                raise AlreadyExists(f"collection {name!r} already exists")
-            rec = CollectionRecord(w.next_id("collection"), name, model_id, dim, float(threshold), now_ms(), vars(settings).copy(),
-                                   scratch_lease_s=int(scratch_lease_s))
-            w.put_collection(rec)
-            w.on_commit.append(lambda: self.segments.load(rec.id, dim, settings, []))  # before any write can reach it
+        rec = None
+        try:
+            with self.write() as w:
+                if w.get_collection(name) is not None:
+                    raise AlreadyExists(f"collection {name!r} already exists")
+                rec = CollectionRecord(w.next_id("collection"), name, model_id, dim, float(threshold), now_ms(), vars(settings).copy(),
+                                       scratch_lease_s=int(scratch_lease_s))
+                w.put_collection(rec)
+                self.segments.load(rec.id, dim, settings, [])  # empty, and there before any reader can see the collection
+        except BaseException:
+            if rec is not None:
+                self.segments.drop(rec.id)
+            raise
         self._last_used[name] = time.monotonic()
         return rec
 
@@ -201,158 +202,6 @@ class FaceStore:
         for segment in self.segments.for_collection(rec.id):
             segment.settings = rec.index_settings
 
-    # -- enrollment and ingestion -------------------------------------------------------------
-
-    def enroll(self, collection: str, external_id: str, display_name: str, metadata: dict[str, str], faces: list[NewFace]) -> tuple[IdentityRecord, list[StoredFace]]:
-        """Store faces for an identity (created if new), in one transaction."""
-        return self.enroll_many(collection, [(external_id, display_name, metadata, faces)])[0]
-
-    def enroll_many(self, collection: str, entries: list[tuple[str, str, dict[str, str], list[NewFace]]]) -> list[tuple[IdentityRecord, list[StoredFace]]]:
-        """Enroll several identities in one transaction (bulk imports): all or nothing,
-        one fsync of new data keys, one change for the index."""
-        with self.write() as w:
-            coll = self.collection(collection, w.t)
-            fresh = list(dict.fromkeys(e[0] for e in entries if w.get_identity(coll.id, e[0]) is None))
-            first_iid = w.next_id("identity", len(fresh)) if fresh else 0
-            iids = [first_iid + i for i in range(len(fresh))]
-            keys = w.allocate_keys([identity_owner(iid) for iid in iids])
-            new_identities = {ext: (iid, key) for ext, iid, key in zip(fresh, iids, keys)}
-            return [self._enroll_one(w, coll, *entry, new_identities) for entry in entries]
-
-    def _enroll_one(self, w: WriteTxn, coll: CollectionRecord, external_id, display_name, metadata, faces, new_identities):
-        """One entry of enroll_many; new_identities: external id -> (iid, data key) for those created here."""
-        previous = w.get_identity(coll.id, external_id)
-        if previous is None:
-            iid, key = new_identities[external_id]
-            identity = IdentityRecord(iid, coll.id, external_id, display_name or external_id, dict(metadata), key.slot, now_ms())
-        else:
-            identity = IdentityRecord(**vars(previous))
-            identity.metadata = {**previous.metadata, **metadata}
-            identity.display_name = display_name or previous.display_name
-            key = w.open_key(previous.key_slot, identity_owner(previous.iid))
-        check_metadata_size(identity)
-        stored = []
-        for face in faces:
-            existing = w.get_image_faces(coll.id, face.image_sha256, identity.iid)
-            if existing:
-                stored.append(StoredFace(w.get_face(existing[0]), True))
-                continue
-            rec = put_sealed_face(w, coll, face, identity.iid, key)
-            w.put_image_faces(coll.id, face.image_sha256, identity.iid, [rec.face_id])
-            stored.append(StoredFace(rec, False))
-        identity.face_count += sum(not s.already for s in stored)
-        w.put_identity(identity, previous)
-        return identity, stored
-
-    def ingest(self, collection: str, image_sha256: str, faces: list[NewFace]) -> tuple[list[FaceRecord], bool]:
-        """Store every face of one photo, not enrolled, each under its own data key."""
-        from facebank.index.keyring import face_owner
-
-        with self.write() as w:
-            coll = self.collection(collection, w.t)
-            existing = w.get_image_faces(coll.id, image_sha256, 0)
-            if existing is not None:
-                return [f for f in (w.get_face(fid) for fid in existing) if f is not None], True
-            first = w.next_id("face", len(faces)) if faces else 0
-            keys = w.allocate_keys([face_owner(first + i) for i in range(len(faces))])
-            records = []
-            for i, (face, key) in enumerate(zip(faces, keys)):
-                rec = put_sealed_face(w, coll, face, 0, key, face_id=first + i)
-                w.mark_unclustered(coll.id, rec.face_id, True)
-                records.append(rec)
-            w.put_image_faces(coll.id, image_sha256, 0, [r.face_id for r in records])
-        return records, False
-
-    # -- reading ---------------------------------------------------------------------
-
-    def identity(self, collection: str, external_id: str) -> tuple[IdentityRecord, list[FaceRecord]]:
-        with self.read() as t:
-            coll = self.collection(collection, t)
-            rec = t.get_identity(coll.id, external_id)
-            if rec is None:
-                raise NotFound(f"identity {external_id!r} does not exist in collection {collection!r}")
-            return rec, [f for f in (t.get_face(fid) for fid in t.identity_face_ids(rec.iid)) if f is not None]
-
-    def enrolled_faces(self, collection: str, external_id: str, shas: list[str]) -> dict[str, FaceRecord]:
-        """The faces already enrolled for this identity from any of these images."""
-        with self.read() as t:
-            coll = self.collection(collection, t)
-            rec = t.get_identity(coll.id, external_id)
-            if rec is None:
-                return {}
-            out = {}
-            for sha in set(shas):
-                found = t.get_image_faces(coll.id, sha, rec.iid)
-                face = t.get_face(found[0]) if found else None
-                if face is not None:
-                    out[sha] = face
-            return out
-
-    def ingested_faces(self, collection: str, image_sha256: str) -> list[FaceRecord] | None:
-        """Faces stored by an earlier ingest of this photo, or None if it was never ingested."""
-        with self.read() as t:
-            coll = self.collection(collection, t)
-            found = t.get_image_faces(coll.id, image_sha256, 0)
-            return None if found is None else [f for f in (t.get_face(fid) for fid in found) if f is not None]
-
-    def list_identities(self, collection: str, after: bytes, limit: int) -> list[tuple[bytes, IdentityRecord, list[FaceRecord]]]:
-        """A page of identities in id order: (position for the next page, record, faces).
-        Damaged records are left out and reported (`facebank check`)."""
-        with self.read(tolerant=True) as t:
-            coll = self.collection(collection, t)
-            out = []
-            for position, rec in t.iter_identities(coll.id, after):
-                if len(out) == limit:
-                    break
-                faces = [f for f in (t.get_face(fid) for fid in t.identity_face_ids(rec.iid)) if f is not None]
-                out.append((position, rec, faces))
-            return out
-
-    def update_identity(self, collection: str, external_id: str, display_name: str | None, set_metadata: dict, remove: list[str]) -> IdentityRecord:
-        with self.write() as w:
-            coll = self.collection(collection, w.t)
-            previous = w.get_identity(coll.id, external_id)
-            if previous is None:
-                raise NotFound(f"identity {external_id!r} does not exist in collection {collection!r}")
-            rec = IdentityRecord(**vars(previous))
-            rec.metadata = {k: v for k, v in {**previous.metadata, **set_metadata}.items() if k not in remove}
-            if display_name is not None:
-                rec.display_name = display_name
-            check_metadata_size(rec)
-            w.put_identity(rec, previous)
-            return rec
-
-    def delete_face(self, collection: str, face_id: int) -> FaceRecord:
-        """Remove one face (its embedding too); an identity keeps its other faces."""
-        with self.write() as w:
-            coll = self.collection(collection, w.t)
-            rec = w.get_face(face_id)
-            if rec is None or rec.collection_id != coll.id:
-                raise NotFound(f"face {face_id} does not exist in collection {collection!r}")
-            w.delete_face(rec)
-            if rec.iid:  # an ingested photo's record stays: re-ingesting it adds nothing back
-                remaining = [f for f in w.get_image_faces(coll.id, rec.image_sha256, rec.iid) or [] if f != face_id]
-                w.put_image_faces(coll.id, rec.image_sha256, rec.iid, remaining)
-                identity = w.get_identity_by_iid(rec.iid)
-                identity.face_count -= 1
-                w.put_identity(identity, identity)
-            else:
-                w.delete_slot_owner(rec.key_slot)
-                w.shred_after_commit.append(rec.key_slot)
-            if rec.cluster_id:
-                refresh_cluster(w, coll.id, rec.cluster_id)
-            w.index_remove(coll.id, rec.segment, [face_id])
-        return rec
-
-    def identity_vectors(self, collection: str, external_id: str) -> tuple[np.ndarray, np.ndarray]:
-        """(face ids, decrypted embeddings) of one identity."""
-        with self.read() as t:
-            coll = self.collection(collection, t)
-            rec = t.get_identity(coll.id, external_id)
-            if rec is None:
-                raise NotFound(f"identity {external_id!r} does not exist in collection {collection!r}")
-            return self.open_vectors(t, t.identity_face_ids(rec.iid), coll.dim)
-
     def vectors_of(self, face_ids, dim: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Decrypted embeddings of the faces that still exist: (ids ascending, vectors)."""
         with self.read() as t:
@@ -377,7 +226,26 @@ class FaceStore:
         """The best `top_k` identities per query (an identity scores its best face),
         none scoring below min_score; `answer[i]` is query i's list of `Hit`s."""
         coll = self.collection(collection)
-        return search_identities(self, coll.id, queries, top_k, metadata_filter, min_score)
+        parts = SearchParts(self.segments.get(coll.id, ENROLLED), self.owners, self._identity_records,
+                            lambda wanted: self._filter_faces(coll.id, wanted))
+        return search_identities(parts, queries, top_k, metadata_filter, min_score)
+
+    def _identity_records(self, iids: set[int]) -> dict[int, IdentityRecord]:
+        """Records by iid, from the cache or one lazy read; damaged ones left out and reported."""
+        with self.catalog.lazy_read(tolerant=True) as t:
+            found = self.identities.get_many(iids, t)
+            self.damage.add(t.damaged_rows())
+        return found
+
+    def _filter_faces(self, cid: int, metadata_filter: dict[str, str]) -> np.ndarray:
+        """Faces of the identities whose metadata has every key=value of the filter."""
+        with self.read(tolerant=True) as t:
+            iids: set[int] | None = None
+            for key, value in metadata_filter.items():
+                found = t.iids_with_metadata(cid, key, value)
+                iids = found if iids is None else iids & found
+            face_ids = [fid for iid in sorted(iids or ()) for fid in t.identity_face_ids(iid)]
+        return np.asarray(face_ids, np.int64)
 
     # -- API keys -----------------------------------------------------------------------
 
@@ -437,19 +305,4 @@ class FaceStore:
             self._keys_lock.close()
 
 
-def check_metadata_size(rec: IdentityRecord) -> None:
-    """An identity's metadata stays bounded whatever the number of calls that grew it."""
-    if len(rec.metadata) > MAX_IDENTITY_METADATA_KEYS:
-        raise InvalidArgument(
-            f"identity {rec.external_id!r} would have {len(rec.metadata)} metadata keys; an identity holds at most "
-            f"{MAX_IDENTITY_METADATA_KEYS} (remove some with remove_metadata)", reason=Reason.BAD_METADATA,
-        )
-    size = sum(len(k.encode()) + len(v.encode()) for k, v in rec.metadata.items())
-    if size > MAX_IDENTITY_METADATA_BYTES:
-        raise InvalidArgument(
-            f"identity {rec.external_id!r} would hold {size:,} bytes of metadata; the limit is {MAX_IDENTITY_METADATA_BYTES:,} "
-            "bytes per identity (keys and values, UTF-8)", reason=Reason.BAD_METADATA,
-        )
-
-
-__all__ = ["FaceStore", "Hit", "IdentityMatches", "check_metadata_size"]
+__all__ = ["FaceStore", "Hit", "IdentityMatches"]

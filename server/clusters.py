@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Iterator
 
+from facebank.index import identities
 from facebank.errors import FacebankError, InternalError
 from facebank.index import cluster_store
 from facebank.index.cluster_job import Summary, run_pass
@@ -42,12 +43,12 @@ class ClustersService:
         coll = self.p.collection(item.collection)
         ref = validate.source_ref(item.image.source_ref)
         sha = sha256_hex(item.image.data)
-        if self.p.store.ingested_faces(coll.name, sha) is None:
+        if identities.ingested_faces(self.p.store, coll.name, sha) is None:
             faces = self.p.faces.analyze([item.image.data], max_faces=validate.MAX_FACES_PER_IMAGE)[0]
             new = [self.p.faces.new_face(f, sha, ref) for f in faces]
         else:
             new = []
-        records, already = self.p.store.ingest(coll.name, sha, new)
+        records, already = identities.ingest(self.p.store, coll.name, sha, new)
         return pb.IngestResult(item_id=item.item_id, faces=[convert.face_pb(r) for r in records], already_ingested=already)
 
     def run_clustering(self, req: pb.ClusterRequest) -> Iterator[pb.ClusterProgress]:
@@ -87,5 +88,5 @@ class ClustersService:
         external_id = validate.identity_id(req.identity_id)
         name = validate.display_name(req.display_name)
         rec = cluster_store.name(self.p.store, coll.id, req.cluster_id, external_id, name)
-        _, faces = self.p.store.identity(coll.name, rec.external_id)
+        _, faces = identities.identity(self.p.store, coll.name, rec.external_id)
         return convert.identity_pb(rec, faces)

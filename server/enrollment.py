@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Iterator
 
+from facebank.index import identities
 from facebank.errors import FacebankError, InternalError, InvalidArgument, Reason
 from facebank.server import convert, validate
 from facebank.server.engine import Parts
@@ -38,7 +39,7 @@ class EnrollmentService:
         refs = [validate.source_ref(img.source_ref) for img in req.images]
         shas = [sha256_hex(img.data) for img in req.images]
 
-        known = self.p.store.enrolled_faces(coll.name, external_id, shas)
+        known = identities.enrolled_faces(self.p.store, coll.name, external_id, shas)
         todo = [i for i, sha in enumerate(shas) if sha not in known and shas.index(sha) == i]
         observed = self.p.faces.analyze([req.images[i].data for i in todo], max_faces=1)
         new_faces = []
@@ -47,7 +48,7 @@ class EnrollmentService:
             face = require_face(faces, accept_low_quality=low_ok, where=where)
             new_faces.append(self.p.faces.new_face(face, shas[i], refs[i]))
 
-        identity, stored = self.p.store.enroll(coll.name, external_id, name, metadata, new_faces)
+        identity, stored = identities.enroll(self.p.store, coll.name, external_id, name, metadata, new_faces)
         by_sha = {s.face.image_sha256: s for s in stored}
         images = []
         for i, sha in enumerate(shas):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 
+from facebank.index import identities
 from facebank.errors import InvalidArgument, Reason
 from facebank.index.forget import forget_identity
 from facebank.server import convert, validate
@@ -40,13 +41,13 @@ class IdentitiesService:
 
     def get_identity(self, req: pb.IdentityRef) -> pb.Identity:
         coll = self.p.store.collection(validate.collection_name(req.collection))
-        rec, faces = self.p.store.identity(coll.name, validate.identity_id(req.identity_id))
+        rec, faces = identities.identity(self.p.store, coll.name, validate.identity_id(req.identity_id))
         return convert.identity_pb(rec, faces)
 
     def list_identities(self, req: pb.ListIdentitiesRequest) -> pb.ListIdentitiesResponse:
         coll = self.p.store.collection(validate.collection_name(req.collection))
         size = validate.positive(req.page_size, "page_size", MAX_PAGE) or 100
-        rows = self.p.store.list_identities(coll.name, _after(req.page_token), size + 1)
+        rows = identities.list_identities(self.p.store, coll.name, _after(req.page_token), size + 1)
         page, more = rows[:size], len(rows) > size
         return pb.ListIdentitiesResponse(
             identities=[convert.identity_pb(rec, faces) for _, rec, faces in page],
@@ -59,12 +60,12 @@ class IdentitiesService:
         name = validate.display_name(req.display_name) if req.HasField("display_name") else None
         set_metadata = validate.metadata(dict(req.set_metadata), "set_metadata")
         remove = [validate.metadata({k: ""}, "remove_metadata") and k for k in req.remove_metadata]
-        rec = self.p.store.update_identity(coll.name, external_id, name, set_metadata, remove)
+        rec = identities.update_identity(self.p.store, coll.name, external_id, name, set_metadata, remove)
         return convert.identity_pb(rec)
 
     def delete_face(self, req: pb.DeleteFaceRequest) -> pb.DeleteFaceResponse:
         coll = self.p.store.collection(validate.collection_name(req.collection))
-        self.p.store.delete_face(coll.name, req.face_id)
+        identities.delete_face(self.p.store, coll.name, req.face_id)
         return pb.DeleteFaceResponse()
 
     def forget(self, req: pb.ForgetRequest) -> pb.ForgetReceipt:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from facebank.index import identities
 from facebank.errors import InvalidArgument, Reason
 from facebank.index.identity_search import Hit, IdentityMatches
 from facebank.server import convert, validate
@@ -93,7 +94,7 @@ class SearchService:
                 face=convert.observation_pb(face), other_face=convert.observation_pb(other),
             )
         external_id = validate.identity_id(req.identity_id)
-        _, vectors = self.p.store.identity_vectors(coll.name, external_id)
+        _, vectors = identities.identity_vectors(self.p.store, coll.name, external_id)
         face = require_face(self.p.faces.analyze([req.image.data], max_faces=1)[0], accept_low_quality=True)
         score = float(np.max(vectors @ face.embedding)) if len(vectors) else -1.0
         return pb.VerifyResponse(match=score >= threshold, score=score, threshold=threshold, face=convert.observation_pb(face))

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from conftest import open_store, FACES, ServerProcess, assert_derived_tables_match, single_person_photos
+from facebank.index import identities
 from facebank.errors import FailedPrecondition
 from facebank.index.cluster_job import Summary, run_pass
 from facebank.index.clustering import ClusteringParams, cluster, knn, match_clusters
 from facebank.index.records import IndexSettings
 from facebank.index.sealed_faces import NewFace
-from facebank.index.store import FaceStore
 from facebank.v1 import facebank_pb2 as pb
 
 DIM = 64
@@ -51,7 +51,7 @@ def store(tmp_path):
 def ingest(store, vectors, photo_of=lambda i: i, offset=0):
     ids = []
     for i, v in enumerate(vectors):
-        records, _ = store.ingest("photos", f"{photo_of(i + offset):064x}", [new_face(v, f"{photo_of(i + offset):064x}")])
+        records, _ = identities.ingest(store, "photos", f"{photo_of(i + offset):064x}", [new_face(v, f"{photo_of(i + offset):064x}")])
         ids.append(records[0].face_id)
     return ids
 
@@ -175,7 +175,7 @@ def test_edits_naming_and_names_surviving_reclustering(store):
     more = x[:6] + 0.01
     ingest(store, more / np.linalg.norm(more, axis=1, keepdims=True), offset=500)
     run(store, 1)
-    rec, faces = store.identity("photos", "alice")
+    rec, faces = identities.identity(store, "photos", "alice")
     assert rec.face_count == 12 and rec.display_name == "Alice"  # new photos joined the named cluster
     assert clusters_of(store)[rec.cluster_id] == {f.face_id for f in faces}
     assert_derived_tables_match(store)

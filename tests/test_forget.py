@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import ServerProcess, make_config, single_person_photos
+from facebank.index import identities
 from facebank.client import Client
 from facebank.errors import DataCorruption, NotFound
 from facebank.index.catalog import Catalog
@@ -74,7 +75,7 @@ def test_no_search_started_after_the_answer_returns_the_identity(served):
 
 
 def _needles(engine: Engine, identity: str) -> list[bytes]:
-    _, vectors = engine.store.identity_vectors("default", identity)
+    _, vectors = identities.identity_vectors(engine.store, "default", identity)
     needles = [identity.encode(), f"Display {identity.title()}".encode(), f"EMP-{identity.upper()}-77".encode()]
     for v in vectors:
         raw = np.ascontiguousarray(v, dtype="<f4").tobytes()
@@ -203,7 +204,7 @@ def _grow_with_synthetic_faces(engine, collection, n):
     for i in range(n):
         v = rng.standard_normal(512).astype(np.float32)
         v /= np.linalg.norm(v)
-        engine.store.enroll(collection, f"synthetic-{i}", "", {}, [NewFace([0, 0, 1, 1], [[0, 0]] * 5, 0.9, {}, v, f"{i + 10**6:064x}", "", "scrfd500m-w600kmbf")])
+        identities.enroll(engine.store, collection, f"synthetic-{i}", "", {}, [NewFace([0, 0, 1, 1], [[0, 0]] * 5, 0.9, {}, v, f"{i + 10**6:064x}", "", "scrfd500m-w600kmbf")])
 
 
 @pytest.mark.parametrize("step", ["forget:after-intent", "forget:after-shred", "forget:after-erase", "forget:after-index", "forget:after-receipt"])

@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from conftest import SOAK, assert_derived_tables_match, open_store
+from facebank.index import identities
 from facebank.errors import DataCorruption, FailedPrecondition, InvalidArgument, NotFound
 from facebank.index.forget import forget_identity
 from facebank.index.records import ENROLLED, IndexSettings
 from facebank.index.snapshot import read_header
 from facebank.index.sealed_faces import NewFace
-from facebank.index.store import FaceStore
 
 DIM = 32
 
@@ -48,9 +48,9 @@ def test_a_failing_enrollment_leaves_nothing(store):
     broken = face(2)
     broken = NewFace(**{**broken.__dict__, "embedding": np.ones(DIM + 1, np.float32)})  # wrong size: fails inside the txn
     with pytest.raises(InvalidArgument, match="cannot go into collection"):
-        store.enroll("c", "alice", "", {}, [face(1), broken])
+        identities.enroll(store, "c", "alice", "", {}, [face(1), broken])
     with pytest.raises(NotFound):
-        store.identity("c", "alice")
+        identities.identity(store, "c", "alice")
     assert store.stats(store.collection("c"))["faces"] == 0
     assert len(store.segments.get(store.collection("c").id, ENROLLED).index) == 0
     assert store.keyring.used_slots() == used_before  # the new identity's key was shredded
@@ -63,14 +63,14 @@ def test_an_identity_with_many_faces_does_not_crowd_the_others_out(store):
     rng = np.random.default_rng(3)
     query = vec(0)
     crowd = query + 0.05 * rng.standard_normal((200, DIM)).astype(np.float32)
-    store.enroll("c", "crowd", "", {}, [NewFace(**{**face(1000 + i).__dict__, "embedding": v / np.linalg.norm(v)}) for i, v in enumerate(crowd)])
+    identities.enroll(store, "c", "crowd", "", {}, [NewFace(**{**face(1000 + i).__dict__, "embedding": v / np.linalg.norm(v)}) for i, v in enumerate(crowd)])
     for i in range(30):
-        store.enroll("c", f"p{i}", f"P {i}", {}, [face(i + 1)])
+        identities.enroll(store, "c", f"p{i}", f"P {i}", {}, [face(i + 1)])
     queries = np.stack([query, vec(99)])
     answer = store.search("c", queries, 5)
     faces = {}
     for rec_id in ["crowd", *(f"p{i}" for i in range(30))]:
-        for face_id, v in zip(*store.identity_vectors("c", rec_id)):
+        for face_id, v in zip(*identities.identity_vectors(store, "c", rec_id)):
             faces[face_id] = (rec_id, v)
     for row, q in enumerate(queries):
         best: dict[str, tuple[float, list[int]]] = {}
@@ -88,11 +88,11 @@ def test_everything_survives_a_restart(tmp_path):
     s = open_store(tmp_path / "d")
     s.create_collection("c", "m", DIM, 0.4, IndexSettings())
     for i in range(20):
-        s.enroll("c", f"p{i}", f"Person {i}", {"k": str(i % 3)}, [face(i)])
+        identities.enroll(s, "c", f"p{i}", f"Person {i}", {"k": str(i % 3)}, [face(i)])
     s.close()
     s = open_store(tmp_path / "d")
     assert top(s, 7) == ["p7"]
-    assert s.identity("c", "p7")[0].display_name == "Person 7"
+    assert identities.identity(s, "c", "p7")[0].display_name == "Person 7"
     assert s.stats(s.collection("c"))["indexed"] == 20
     s.close()
 
@@ -101,12 +101,12 @@ def test_snapshot_plus_replay_of_newer_changes(tmp_path):
     s = open_store(tmp_path / "d")
     s.create_collection("c", "m", DIM, 0.4, IndexSettings())
     for i in range(10):
-        s.enroll("c", f"p{i}", "", {}, [face(i)])
+        identities.enroll(s, "c", f"p{i}", "", {}, [face(i)])
     s.maintenance.clean_now()   # writes snapshots at this point
     snap_seq = read_header(s.segments.snapshot_path(1, ENROLLED))["seq"]
     for i in range(10, 15):
-        s.enroll("c", f"p{i}", "", {}, [face(i)])
-    s.delete_face("c", s.identity("c", "p3")[1][0].face_id)
+        identities.enroll(s, "c", f"p{i}", "", {}, [face(i)])
+    identities.delete_face(s, "c", identities.identity(s, "c", "p3")[1][0].face_id)
     # simulate a crash: no close(), so no new snapshot; release the locks by hand
     s.maintenance.stop()
     s._release()
@@ -123,7 +123,7 @@ def test_missing_or_corrupt_snapshot_is_rebuilt_from_the_catalog(tmp_path, damag
     s = open_store(tmp_path / "d")
     s.create_collection("c", "m", DIM, 0.4, IndexSettings())
     for i in range(30):
-        s.enroll("c", f"p{i}", "", {}, [face(i)])
+        identities.enroll(s, "c", f"p{i}", "", {}, [face(i)])
     s.close()
     path = tmp_path / "d" / "indexes" / "1.enrolled.snap"
     data = path.read_bytes()
@@ -146,7 +146,7 @@ def test_missing_or_corrupt_snapshot_is_rebuilt_from_the_catalog(tmp_path, damag
 def test_orphaned_data_keys_are_shredded_at_start(tmp_path):
     s = open_store(tmp_path / "d")
     s.create_collection("c", "m", DIM, 0.4, IndexSettings())
-    s.enroll("c", "p", "", {}, [face(1)])
+    identities.enroll(s, "c", "p", "", {}, [face(1)])
     orphan = s.keyring.allocate([b"identity:999"])[0]  # as if a crash hit between allocation and commit
     s.close()
     s = open_store(tmp_path / "d")
@@ -162,7 +162,7 @@ def test_auto_index_moves_from_flat_to_ivf_in_the_background(tmp_path, monkeypat
     s = open_store(tmp_path / "d")
     s.create_collection("c", "m", DIM, 0.4, IndexSettings())
     for i in range(450):
-        s.enroll("c", f"p{i}", "", {}, [face(i)])
+        identities.enroll(s, "c", f"p{i}", "", {}, [face(i)])
     seg = s.segments.get(1, ENROLLED)
     assert seg.index.kind == "flat" and s.segments.wants_rebuild(seg) == "flat->ivf"
     s.maintenance.clean_now()
@@ -175,7 +175,7 @@ def test_auto_index_moves_from_flat_to_ivf_in_the_background(tmp_path, monkeypat
 def test_wrong_master_key_cannot_open_the_data(tmp_path, monkeypatch):
     s = open_store(tmp_path / "d")
     s.create_collection("c", "m", DIM, 0.4, IndexSettings())
-    s.enroll("c", "p", "", {}, [face(1)])
+    identities.enroll(s, "c", "p", "", {}, [face(1)])
     s.close()
     (tmp_path / "d" / "keys" / "master.key").unlink()
     monkeypatch.setenv("FACEBANK_MASTER_KEY", "A" * 43 + "=")
@@ -225,7 +225,7 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(identity=st.sampled_from(["a", "b", "c", "d", "e"]))
     def enroll(self, identity):
         self.seed += 1
-        _, stored = self.store.enroll("c", identity, "", {}, [face(self.seed)])
+        _, stored = identities.enroll(self.store, "c", identity, "", {}, [face(self.seed)])
         self.live[self.seed] = identity
         self.face_ids[self.seed] = stored[0].face.face_id
         self.identities.add(identity)
@@ -234,7 +234,7 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def delete_face(self, data):
         seed = data.draw(st.sampled_from(sorted(self.live)))
-        self.store.delete_face("c", self.face_ids.pop(seed))
+        identities.delete_face(self.store, "c", self.face_ids.pop(seed))
         self.gone[seed] = self.live.pop(seed)
 
     @precondition(lambda self: self.live)
@@ -286,10 +286,10 @@ def test_a_rebuild_during_a_forget_leaves_out_the_shredded_identity(store):
     """Between a forget's key shred and the erase of its records, readers still see
     the records; a rebuild or a read then skips them instead of failing."""
     for i in range(6):
-        store.enroll("c", f"p{i}", "", {}, [face(i), face(100 + i)])
-    rec, faces = store.identity("c", "p2")
+        identities.enroll(store, "c", f"p{i}", "", {}, [face(i), face(100 + i)])
+    rec, faces = identities.identity(store, "c", "p2")
     store.keyring.shred([rec.key_slot])  # the state inside forget, after step 2
-    ids, _ = store.vectors_of([f.face_id for f in faces] + [store.identity("c", "p3")[1][0].face_id])
+    ids, _ = store.vectors_of([f.face_id for f in faces] + [identities.identity(store, "c", "p3")[1][0].face_id])
     assert len(ids) == 1 and ids[0] not in {f.face_id for f in faces}
     segment = store.segments.get(store.collection("c").id, ENROLLED)
     segment.retrain_pending = True
@@ -309,7 +309,7 @@ def test_a_retrain_after_a_forget_keeps_the_ivf_lists_and_effort(tmp_path):
 
     s = open_store(tmp_path / "d")
     s.create_collection("c", "m", DIM, 0.4, IndexSettings(kind="ivf"))
-    s.enroll_many("c", [(f"p{i}", "", {}, [face(i)]) for i in range(1248)])
+    identities.enroll_many(s, "c", [(f"p{i}", "", {}, [face(i)]) for i in range(1248)])
     s.maintenance.clean_now()
     before = s.segments.get(s.collection("c").id, ENROLLED)
     assert before.index.kind == "ivf" and before.index.nlist == nlist_for(1248) == 32 and nlist_for(1247) == 16
@@ -321,7 +321,7 @@ def test_a_retrain_after_a_forget_keeps_the_ivf_lists_and_effort(tmp_path):
     assert after.index.default_nprobe >= before.index.default_nprobe
     assert top(s, 1) == ["p1"]
     # Grown past 4x that size, the next retrain re-sizes the lists instead of keeping them.
-    s.enroll_many("c", [(f"q{i}", "", {}, [face(10_000 + i)]) for i in range(4000)])
+    identities.enroll_many(s, "c", [(f"q{i}", "", {}, [face(10_000 + i)]) for i in range(4000)])
     with s.maintenance.work_lock:  # the resize alone would be due; a forget comes first
         forget_identity(s, s.maintenance, "c", "p1")
     s.maintenance.clean_now()
