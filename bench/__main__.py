@@ -12,11 +12,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench import breakdown, cluster, embedding, enroll, forget, gpu, report, search
+from bench import breakdown, cluster, embedding, enroll, forget, gpu, report, search, store
 from bench.machine import describe
 
 SECTIONS = {"embedding": embedding, "search": search, "breakdown": breakdown, "enrollment": enroll, "forget": forget, "clustering": cluster,
-            "gpu": gpu}
+            "store": store, "gpu": gpu}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -27,8 +27,11 @@ def main() -> None:
     parser.add_argument("--name", default="", help="run folder name (default: a timestamp)")
     parser.add_argument("--search-sizes", default="", help="comma-separated gallery sizes for search (default: 100000,1000000; 20000 with --quick)")
     args = parser.parse_args()
+    from facebank.server.runtime import configure_process
+
+    configure_process()  # as a server starts: before FAISS loads
     if args.search_sizes:
-        search.SIZES = [int(n) for n in args.search_sizes.split(",")]
+        search.SIZES = store.SIZES = [int(n) for n in args.search_sizes.split(",")]
     chosen = [s for s in args.only.split(",") if s] or list(SECTIONS)
     unknown = set(chosen) - set(SECTIONS)
     if unknown:

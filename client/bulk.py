@@ -20,12 +20,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 
 
+def files_under(root: Path) -> tuple[list[Path], list[Path]]:
+    """(image files, other files) below root, sorted; hidden files and folders skipped."""
+    images, others = [], []
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts):
+            (images if p.suffix.lower() in IMAGE_SUFFIXES else others).append(p)
+    return images, others
+
+
 def images_under(root: Path) -> list[Path]:
-    """Image files below root, sorted, hidden files and folders skipped."""
-    return sorted(
-        p for p in root.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
+    return files_under(root)[0]
 
 
 def identity_folders(root: Path) -> tuple[list[tuple[str, Path]], list[Path]]:
@@ -38,6 +43,15 @@ def identity_folders(root: Path) -> tuple[list[tuple[str, Path]], list[Path]]:
         else:
             pairs.append((rel.parts[0], path))
     return pairs, loose
+
+
+NOT_AN_IMAGE = f"not an image facebank reads ({', '.join(sorted(IMAGE_SUFFIXES))})"
+
+
+def report_skip(console: Console, tally: "Tally", item: str, reason: str, message: str) -> None:
+    """Count and print one skipped file: one line each, never wrapped (logs and pipes keep it whole)."""
+    tally.fail(item, reason, message)
+    console.print(f"[yellow]skipped[/] {item}: {message}", markup=True, highlight=False, soft_wrap=True)
 
 
 @dataclass

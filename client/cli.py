@@ -72,9 +72,11 @@ def main(ctx: click.Context, server: str | None) -> None:
 @click.option("--tls-key", type=click.Path(exists=True, path_type=Path), envvar="FACEBANK_TLS_KEY")
 @click.option("--tls-client-ca", type=click.Path(exists=True, path_type=Path), envvar="FACEBANK_TLS_CLIENT_CA", help="Require client certificates signed by this CA (mutual TLS).")
 @click.option("--log-level", default="INFO", show_default=True)
-def serve(data_dir, listen, keys_dir, device, backend, model_spec, threads, max_concurrent_rpcs, micro_batch_ms, tls_cert, tls_key, tls_client_ca, log_level) -> None:
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True, envvar="FACEBANK_LOG_FORMAT",
+              help="json: one JSON object per line (requests: method, collection, status, ms).")
+def serve(data_dir, listen, keys_dir, device, backend, model_spec, threads, max_concurrent_rpcs, micro_batch_ms, tls_cert, tls_key, tls_client_ca,
+          log_level, log_format) -> None:
     """Start the server (embedded LMDB + FAISS in a local data directory)."""
-    import logging
 
     from facebank.server.runtime import configure_process
 
@@ -82,7 +84,9 @@ def serve(data_dir, listen, keys_dir, device, backend, model_spec, threads, max_
     from facebank.server.app import serve_forever
     from facebank.server.config import ServerConfig
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from facebank.server.logs import configure
+
+    configure(log_level, log_format)
     config = ServerConfig(
         data_dir=data_dir, listen=listen, keys_dir=keys_dir, device=device, backend=backend, model_spec=model_spec, threads=threads,
         max_concurrent_rpcs=max_concurrent_rpcs, micro_batch_wait_ms=micro_batch_ms,

@@ -9,7 +9,7 @@ import sys
 import click
 from rich.console import Console
 
-from facebank.bulk import Tally, identity_folders, stream_items
+from facebank.bulk import NOT_AN_IMAGE, Tally, files_under, identity_folders, report_skip, stream_items
 from facebank.cli import client_from, collection_option, emit_json, json_option, receipt_dict
 from facebank.errors import InvalidArgument
 from facebank.v1 import facebank_pb2 as pb
@@ -82,9 +82,12 @@ def enroll(ctx, paths, identity_id, collection, display_name, meta, accept_low_q
 def _enroll_folder(fb, root: Path, collection: str, metadata: dict, accept_low_quality: bool, workers: int, as_json: bool) -> None:
     console = Console(stderr=True)
     pairs, loose = identity_folders(root)
+    others = files_under(root)[1]
     tally = Tally()
     for path in loose:
-        tally.fail(str(path.relative_to(root)), "NOT_IN_IDENTITY_FOLDER", "put it in a sub-folder named after the identity")
+        report_skip(console, tally, str(path.relative_to(root)), "NOT_IN_IDENTITY_FOLDER", "not in an identity folder; put it in a sub-folder named after the identity")
+    for path in others:
+        report_skip(console, tally, str(path.relative_to(root)), "NOT_AN_IMAGE", NOT_AN_IMAGE)
     quality = pb.QUALITY_FILTER_NONE if accept_low_quality else pb.QUALITY_FILTER_DEFAULT
 
     def items():
@@ -93,7 +96,7 @@ def _enroll_folder(fb, root: Path, collection: str, metadata: dict, accept_low_q
             try:
                 data = path.read_bytes()
             except OSError as err:
-                tally.fail(rel, "UNREADABLE_FILE", err.strerror or str(err))
+                report_skip(console, tally, rel, "UNREADABLE_FILE", err.strerror or str(err))
                 continue
             yield pb.BulkEnrollItem(item_id=rel, collection=collection, identity_id=identity_id, metadata=metadata,
                                     image=pb.Image(data=data, source_ref=rel), quality_filter=quality)
@@ -101,8 +104,7 @@ def _enroll_folder(fb, root: Path, collection: str, metadata: dict, accept_low_q
     def handle(result: pb.BulkEnrollResult) -> None:
         tally.done += 1
         if result.HasField("failure"):
-            tally.fail(result.item_id, result.failure.reason or result.failure.code, result.failure.message)
-            console.print(f"[yellow]skipped[/] {result.item_id}: {result.failure.message}", markup=True, highlight=False)
+            report_skip(console, tally, result.item_id, result.failure.reason or result.failure.code, result.failure.message)
         elif result.enrolled.already_enrolled:
             tally.already += 1
         else:
@@ -114,7 +116,7 @@ def _enroll_folder(fb, root: Path, collection: str, metadata: dict, accept_low_q
         emit_json(tally.as_dict())
         return
     rejected = ", ".join(f"{reason} {n}" for reason, n in sorted(tally.rejected.items())) or "none"
-    click.echo(f"enrolled {tally.new}, already enrolled {tally.already}, rejected: {rejected} ({tally.done + len(loose)} files)")
+    click.echo(f"enrolled {tally.new}, already enrolled {tally.already}, skipped: {rejected} ({len(pairs) + len(loose) + len(others)} files)")
 
 
 @click.command()
@@ -123,41 +125,58 @@ def _enroll_folder(fb, root: Path, collection: str, metadata: dict, accept_low_q
 @click.option("--threshold", type=float, help="Override the collection's threshold.")
 @collection_option
 @click.option("--where", multiple=True, help="Only identities whose metadata has key=value (repeatable).")
+@click.option("--accept-low-quality", is_flag=True, help="Also search faces that fail the quality check (marked as such).")
 @json_option
 @click.pass_context
-def search(ctx, image, top_k, threshold, collection, where, as_json) -> None:
+def search(ctx, image, top_k, threshold, collection, where, accept_low_quality, as_json) -> None:
     """Who is in IMAGE? Every face found, with its best matches."""
     with client_from(ctx) as fb:
-        r = fb.search(image, collection=collection, top_k=top_k, threshold=threshold, filter=parse_metadata(where))
+        r = fb.search(image, collection=collection, top_k=top_k, threshold=threshold, filter=parse_metadata(where),
+                      accept_low_quality=accept_low_quality)
     faces = [{"box": box(f.face.box), "quality": quality(f.face.quality), "matches": [match(m) for m in f.matches]} for f in r.faces]
     if as_json:
-        emit_json({"faces": faces, "threshold": round(r.threshold, 4)})
+        emit_json({"faces": faces, "threshold": round(r.threshold, 4), "faces_below_quality": r.faces_below_quality})
         return
     if not faces:
-        click.echo("no face found")
-    for i, f in enumerate(faces):
+        click.echo("no face found" if not r.faces_below_quality else "no face passed the quality check")
+    for i, f in enumerate(faces, start=1):
         best = f["matches"][0] if f["matches"] else None
         who = f"{best['identity']} ({best['score']:.3f})" if best else "unknown"
-        click.echo(f"face {i} at {f['box']}: {who}")
+        low = "" if f["quality"]["passed"] else f" [low quality: {', '.join(f['quality']['reasons'])}]"
+        click.echo(f"face {i} at {f['box']}: {who}{low}")
+    if r.faces_below_quality:
+        click.echo(f"{r.faces_below_quality} more detection(s) failed the quality check and were left out "
+                   "(too small, blurred or turned away); --accept-low-quality searches them too")
 
 
 @click.command()
 @click.argument("image_a", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("image_b", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--identity", "identity_id", help="Verify IMAGE_A against an enrolled identity instead of IMAGE_B.")
+@click.option("--face", "face", type=int, default=0, help="Which face of IMAGE_A, by size (1 = the largest, the default).")
+@click.option("--other-face", "other_face", type=int, default=0, help="Which face of IMAGE_B, by size.")
 @click.option("--threshold", type=float)
 @collection_option
 @json_option
 @click.pass_context
-def verify(ctx, image_a, image_b, identity_id, threshold, collection, as_json) -> None:
+def verify(ctx, image_a, image_b, identity_id, face, other_face, threshold, collection, as_json) -> None:
     """Are the people in IMAGE_A and IMAGE_B (or --identity) the same person?"""
     if (image_b is None) == (identity_id is None):
         raise InvalidArgument("give IMAGE_B or --identity ID (one of them)")
     with client_from(ctx) as fb:
-        r = fb.verify(image_a, other_image=image_b, identity_id=identity_id, collection=collection, threshold=threshold)
+        r = fb.verify(image_a, other_image=image_b, identity_id=identity_id, collection=collection, threshold=threshold,
+                      face=face, other_face=other_face)
+    used = {"image": {"faces": r.faces_in_image, "face_used": r.face_used, "box": box(r.face.box)}}
+    if image_b is not None:
+        used["other_image"] = {"faces": r.faces_in_other_image, "face_used": r.other_face_used, "box": box(r.other_face.box)}
     if as_json:
-        emit_json({"match": r.match, "score": round(r.score, 4), "threshold": round(r.threshold, 4)})
+        emit_json({"match": r.match, "score": round(r.score, 4), "threshold": round(r.threshold, 4), **used})
     else:
+        for name, path in (("image", image_a), ("other_image", image_b)):
+            u = used.get(name)
+            if u and u["faces"] > 1:
+                click.echo(f"{path}: {u['faces']} faces; compared face {u['face_used']} at {u['box']} "
+                           f"({'the largest' if u['face_used'] == 1 else 'by size'}; choose another with --{'face' if name == 'image' else 'other-face'} N)")
         click.echo(f"{'same person' if r.match else 'different people'} (score {r.score:.3f}, threshold {r.threshold:.2f})")
 
 

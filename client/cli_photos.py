@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from facebank.bulk import Tally, images_under, progress_bar, stream_items
+from facebank.bulk import NOT_AN_IMAGE, Tally, files_under, progress_bar, report_skip, stream_items
 from facebank.cli import client_from, collection_option, emit_json, json_option
 from facebank.errors import InvalidArgument
 from facebank.v1 import facebank_pb2 as pb
@@ -25,8 +25,10 @@ def register(main: click.Group) -> None:
 
 def ingest_folder(fb, root: Path, collection: str, console: Console, workers: int = 1) -> Tally:
     """Stream every photo under root; faces are stored with the path relative to root."""
-    files = images_under(root)
+    files, others = files_under(root)
     tally = Tally()
+    for path in others:
+        report_skip(console, tally, path.relative_to(root).as_posix(), "NOT_AN_IMAGE", NOT_AN_IMAGE)
 
     def items():
         for path in files:
@@ -34,15 +36,14 @@ def ingest_folder(fb, root: Path, collection: str, console: Console, workers: in
             try:
                 data = path.read_bytes()
             except OSError as err:
-                tally.fail(rel, "UNREADABLE_FILE", err.strerror or str(err))
+                report_skip(console, tally, rel, "UNREADABLE_FILE", err.strerror or str(err))
                 continue
             yield pb.IngestItem(item_id=rel, collection=collection, image=pb.Image(data=data, source_ref=rel))
 
     def handle(result: pb.IngestResult) -> None:
         tally.done += 1
         if result.HasField("failure"):
-            tally.fail(result.item_id, result.failure.reason or result.failure.code, result.failure.message)
-            console.print(f"[yellow]skipped[/] {result.item_id}: {result.failure.message}", highlight=False)
+            report_skip(console, tally, result.item_id, result.failure.reason or result.failure.code, result.failure.message)
         elif result.already_ingested:
             tally.already += 1
         else:
@@ -112,7 +113,7 @@ def cluster(ctx, root, collection, out, full, workers, as_json) -> None:
     if out is not None:
         from facebank.contact_sheet import write_contact_sheet
 
-        path = write_contact_sheet(out, root, result)
+        path = write_contact_sheet(out, root, result, show_ids=not scratch)
         console.print(f"contact sheet: {path}", highlight=False)
     if as_json:
         emit_json(result)

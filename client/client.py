@@ -16,8 +16,11 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from facebank import display
 from facebank.transport import GrpcTransport, LocalTransport, Transport
 from facebank.v1 import facebank_pb2 as pb
+
+display.install()  # readable repr/str for the results people print (display.py)
 
 ImageLike = bytes | str | Path
 
@@ -105,8 +108,10 @@ class Client:
     # -- search ----------------------------------------------------------------------------
 
     def search(self, image: ImageLike, *, collection: str = "default", top_k: int = 5, threshold: float | None = None,
-               filter: dict[str, str] | None = None, max_faces: int = 0) -> pb.SearchByImageResponse:
-        req = pb.SearchByImageRequest(collection=collection, image=_image(image), options=_options(top_k, threshold, filter), max_faces=max_faces)
+               filter: dict[str, str] | None = None, max_faces: int = 0, accept_low_quality: bool = False) -> pb.SearchByImageResponse:
+        """Faces that fail the quality check are left out (counted in `faces_below_quality`) unless accept_low_quality."""
+        req = pb.SearchByImageRequest(collection=collection, image=_image(image), options=_options(top_k, threshold, filter), max_faces=max_faces,
+                                      quality_filter=pb.QUALITY_FILTER_NONE if accept_low_quality else pb.QUALITY_FILTER_DEFAULT)
         return self.transport.call("Search", "SearchByImage", req)
 
     def search_embeddings(self, queries: np.ndarray, *, collection: str = "default", top_k: int = 5, threshold: float | None = None,
@@ -119,8 +124,9 @@ class Client:
         return self.transport.call("Search", "SearchByEmbedding", req)
 
     def verify(self, image: ImageLike, *, other_image: ImageLike | None = None, identity_id: str | None = None,
-               collection: str = "default", threshold: float | None = None) -> pb.VerifyResponse:
-        req = pb.VerifyRequest(collection=collection, image=_image(image))
+               collection: str = "default", threshold: float | None = None, face: int = 0, other_face: int = 0) -> pb.VerifyResponse:
+        """face / other_face: which face of each image, by size (1 = the largest, also when 0)."""
+        req = pb.VerifyRequest(collection=collection, image=_image(image), face=face, other_face=other_face)
         if other_image is not None:
             req.other_image.CopyFrom(_image(other_image))
         if identity_id is not None:

@@ -27,6 +27,7 @@ class Detections:
     boxes: np.ndarray      # (n, 4) x0, y0, x1, y1
     scores: np.ndarray     # (n,)
     landmarks: np.ndarray  # (n, 5, 2)
+    shift: np.ndarray | None = None  # set when found in a padded copy: where the original's corner went
 
     def __len__(self) -> int:
         return len(self.scores)

@@ -9,7 +9,7 @@ batch, never one per face).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -37,6 +37,16 @@ class FaceObservation:
         return float((self.box[2] - self.box[0]) * (self.box[3] - self.box[1]))
 
 
+PAD = 0.5  # border added on every side, as a share of the image's longer side, when no face is found
+
+
+def pad_image(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the image on a neutral grey border, where its top-left corner went)."""
+    border = int(round(PAD * max(image.shape[:2])))
+    padded = np.pad(image, ((border, border), (border, border), (0, 0)), constant_values=127)
+    return padded, np.asarray([border, border], np.float32)
+
+
 class FaceEmbedder(ABC):
     """Turns decoded images into observed faces with embeddings."""
 
@@ -49,6 +59,22 @@ class FaceEmbedder(ABC):
         """Every face of every image (largest first, at most max_faces if > 0)."""
 
     @abstractmethod
+    def _retry_padded(self, images: list[np.ndarray], detections: list, max_faces: int):
+        """Images where no face was found are searched again with a border around
+        them: a face that fills the frame (an ID-style crop) is too large for the
+        detector's anchors. Faces found there are aligned on the padded image and
+        reported in the original image's pixels (a box may reach past its edges)."""
+        missing = [i for i, det in enumerate(detections) if len(det) == 0]
+        if not missing:
+            return images, detections
+        padded = {i: pad_image(images[i]) for i in missing}
+        retried = self.detector.detect([padded[i][0] for i in missing], max_faces=max_faces)
+        images, detections = list(images), list(detections)
+        for i, det in zip(missing, retried):
+            if len(det):
+                images[i], detections[i] = padded[i][0], replace(det, shift=padded[i][1])
+        return images, detections
+
     def embed_crops(self, crops: np.ndarray) -> np.ndarray:
         """Embeddings (n x d, unit norm) of aligned crops (n x S x S x 3 uint8 RGB)."""
 
@@ -98,6 +124,7 @@ class OnnxFaceEmbedder(FaceEmbedder):
 
     def analyze(self, images: list[np.ndarray], max_faces: int = 0) -> list[list[FaceObservation]]:
         detections = self.detector.detect(images, max_faces=max_faces)
+        images, detections = self._retry_padded(images, detections, max_faces)
         crops = [align_faces(img, det.landmarks, self._template, self.spec.crop_size) for img, det in zip(images, detections)]
         counts = [len(c) for c in crops]
         embeddings = self.embed_crops(np.concatenate(crops)) if sum(counts) else np.zeros((0, self.spec.embedding_dim), np.float32)
@@ -105,12 +132,32 @@ class OnnxFaceEmbedder(FaceEmbedder):
         offset = 0
         for det, crop, count in zip(detections, crops, counts):
             faces = []
+            shift = det.shift
             for j in range(count):
-                quality = self.quality.assess(det.boxes[j], float(det.scores[j]), det.landmarks[j], crop[j])
-                faces.append(FaceObservation(det.boxes[j], det.landmarks[j], float(det.scores[j]), quality, embeddings[offset + j]))
+                box, landmarks = det.boxes[j], det.landmarks[j]
+                if shift is not None:  # found in the padded image: back to the caller's pixels
+                    box, landmarks = box - np.tile(shift, 2), landmarks - shift
+                quality = self.quality.assess(box, float(det.scores[j]), landmarks, crop[j])
+                faces.append(FaceObservation(box, landmarks, float(det.scores[j]), quality, embeddings[offset + j]))
             offset += count
             results.append(faces)
         return results
+
+    def _retry_padded(self, images: list[np.ndarray], detections: list, max_faces: int):
+        """Images where no face was found are searched again with a border around
+        them: a face that fills the frame (an ID-style crop) is too large for the
+        detector's anchors. Faces found there are aligned on the padded image and
+        reported in the original image's pixels (a box may reach past its edges)."""
+        missing = [i for i, det in enumerate(detections) if len(det) == 0]
+        if not missing:
+            return images, detections
+        padded = {i: pad_image(images[i]) for i in missing}
+        retried = self.detector.detect([padded[i][0] for i in missing], max_faces=max_faces)
+        images, detections = list(images), list(detections)
+        for i, det in zip(missing, retried):
+            if len(det):
+                images[i], detections[i] = padded[i][0], replace(det, shift=padded[i][1])
+        return images, detections
 
     def embed_crops(self, crops: np.ndarray) -> np.ndarray:
         out = np.empty((len(crops), self.spec.embedding_dim), dtype=np.float32)

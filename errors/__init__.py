@@ -41,6 +41,19 @@ class ResourceExhausted(FacebankError):
     code = "RESOURCE_EXHAUSTED"
 
 
+def disk_full(path, err: object = "") -> ResourceExhausted:
+    """The error for a write the disk could not take: names the place and its free space."""
+    import shutil
+
+    try:
+        free = f"{shutil.disk_usage(path).free / 2**20:.1f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    detail = f" ({err})" if err else ""
+    return ResourceExhausted(f"cannot write to {path}: the disk is full{detail}, {free}; free space there and retry "
+                             "(nothing of this request was stored)", reason=Reason.DISK_FULL)
+
+
 class Unauthenticated(FacebankError):
     code = "UNAUTHENTICATED"
 
@@ -107,3 +120,4 @@ class Reason:
     MODEL_MISMATCH = "MODEL_MISMATCH"
     MODEL_INTEGRITY = "MODEL_INTEGRITY"
     OVERLOADED = "OVERLOADED"
+    DISK_FULL = "DISK_FULL"

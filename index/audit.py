@@ -14,6 +14,7 @@ identity (the subject is a keyed hash).
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
 import os
@@ -25,7 +26,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from facebank.errors import FailedPrecondition
+from facebank.errors import FailedPrecondition, disk_full
 from facebank.index.durable import private_dir, write_private_file
 
 GENESIS = "0" * 64
@@ -105,10 +106,16 @@ class AuditLog:
             chained["hash"] = receipt_hash(chained)
             chained["signature"] = self.signer.sign(chained["hash"])
             line = json.dumps(chained, sort_keys=True, separators=(",", ":")) + "\n"
+            size = self.path.stat().st_size if self.path.exists() else 0
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 os.write(fd, line.encode())
                 os.fsync(fd)
+            except OSError as err:
+                os.ftruncate(fd, size)  # no torn line; the forget's intent writes this receipt again
+                if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise disk_full(self.path.parent, err.strerror) from None
+                raise
             finally:
                 os.close(fd)
             return chained

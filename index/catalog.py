@@ -16,6 +16,7 @@ copy is made, readers only for the swap itself.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import itertools
 import os
@@ -28,7 +29,7 @@ from typing import Iterator
 
 import lmdb
 
-from facebank.errors import DataCorruption, FailedPrecondition, FacebankError, ResourceExhausted
+from facebank.errors import DataCorruption, FacebankError, FailedPrecondition, ResourceExhausted, disk_full
 from facebank.index.catalog_tables import TABLES, RecordMac
 from facebank.index.catalog_txn import CatalogTxn
 from facebank.index.durable import fsync_dir, private_dir
@@ -169,14 +170,18 @@ def _lmdb_errors(path: Path):
     except lmdb.MapFullError:
         raise ResourceExhausted(f"the catalog {path} reached its map size; raise it or compact") from None
     except lmdb.DiskError as err:
-        raise ResourceExhausted(f"cannot write the catalog in {path.parent} ({err}); free disk space there and retry") from None
+        raise disk_full(path.parent, err) from None
     except (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError, lmdb.BadValsizeError) as err:
         raise DataCorruption(f"the catalog {path / DATA_FILE} is damaged ({err}); run `facebank check` or restore it from a backup") from None
     except FacebankError:
         raise
     except lmdb.Error as err:
-        if "No space" in str(err) or "Input/output" in str(err):
-            raise ResourceExhausted(f"cannot write the catalog in {path.parent} ({err}); free disk space there and retry") from None
+        if "No space" in str(err) or "Input/output" in str(err):  # a full disk shows as EIO at commit too
+            raise disk_full(path.parent, err) from None
+        raise
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise disk_full(path.parent, err.strerror) from None
         raise
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import fcntl
 import hashlib
 import heapq
@@ -27,12 +28,13 @@ import os
 import stat
 import threading
 from collections import OrderedDict
+from contextlib import contextmanager
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from facebank.errors import DataCorruption, FailedPrecondition, NotFound
+from facebank.errors import DataCorruption, FailedPrecondition, NotFound, disk_full
 from facebank.index.durable import fsync_dir, private_dir, write_private_file
 
 SLOT_SIZE = 64
@@ -215,7 +217,7 @@ class Keyring:
 
     def allocate(self, owners: list[bytes]) -> list[DataKey]:
         """New data keys for the given owner tags, durable before this returns."""
-        with self._lock:
+        with self._lock, _disk_errors(self.path.parent):
             keys = []
             for owner in owners:
                 slot = self._take_free() if self._free else self._grow()
@@ -303,6 +305,16 @@ class Keyring:
 
 def _offset(slot: int) -> int:
     return (slot + 1) * SLOT_SIZE  # slot 0 follows the header
+
+
+@contextmanager
+def _disk_errors(where: Path):
+    try:
+        yield
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise disk_full(where, err.strerror) from None
+        raise
 
 
 def _aad(slot: int, owner: bytes) -> bytes:

@@ -93,7 +93,10 @@ class FaceStore:
                 w.put_meta("derived_version", DERIVED_VERSION)
 
     def load_indexes(self) -> None:
-        """Load every collection's live indexes: snapshot + replay, else rebuild (after recovery)."""
+        """Load every collection's live indexes: snapshot + replay, else rebuild (after recovery).
+        Changes recovery queued meet no loaded index and are dropped: the replay of the
+        change log brings them in, in order."""
+        self.uow.drain()
         with self.read() as t:
             collections = t.list_collections()
             changes = list(t.iter_changes(0))

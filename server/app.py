@@ -10,16 +10,19 @@ without bound, and a shutdown lets in-flight requests finish.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
+import time
 from concurrent import futures
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from facebank.errors import FailedPrecondition
+from facebank.errors import FailedPrecondition, Reason
 from facebank.server.auth import ApiKeys
 from facebank.server.config import ServerConfig
 from facebank.server.engine import Engine
@@ -27,6 +30,8 @@ from facebank.server.grpc_api import SERVICES, Gate, generic_handlers
 
 log = logging.getLogger(__name__)
 
+_NO_KEYS = ("refusing to listen on {listen} without API keys: anyone on the network could read and change biometric "
+            "data. Create an admin key first: facebank keys create --data {data} --role admin, or listen on 127.0.0.1")
 GRACE_S = 30.0
 DRAIN_S = 60.0
 
@@ -63,47 +68,108 @@ def _drain(workers: futures.ThreadPoolExecutor, timeout: float) -> bool:
 
 
 def start(config: ServerConfig, *, engine: Engine | None = None) -> RunningServer:
+    """Bind the port first, then open the data: a busy port or a bad address
+    fails before anything is created on disk."""
     host, port = config.host_port()
-    engine = engine or Engine(config)
+    max_bytes = config.max_message_mb * 2**20
+    workers = futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="facebank-rpc")
+    server = grpc.server(
+        workers,
+        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+        options=[
+            ("grpc.max_receive_message_length", max_bytes),
+            ("grpc.max_send_message_length", max_bytes),
+            ("grpc.so_reuseport", 0),
+            # Clients' BDP and keepalive pings during a long search are not abuse: without
+            # these the server answers them with GOAWAY "too_many_pings" and drops the call.
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ("grpc.http2.max_ping_strikes", 0),
+        ],
+    )
+    address = f"{'[' + host + ']' if ':' in host else host}:{port}"
+    try:
+        bound = server.add_secure_port(address, _credentials(config)) if config.tls_cert else server.add_insecure_port(address)
+    except RuntimeError:
+        bound = 0
+    if bound == 0:
+        workers.shutdown(wait=False)
+        raise FailedPrecondition(f"cannot listen on {config.listen}: the port is in use or the address is not this machine's; nothing was changed")
+    try:
+        if engine is None and not config.is_loopback() and not (Path(config.data_dir) / "catalog" / "data.mdb").exists():
+            raise FailedPrecondition(_NO_KEYS.format(listen=config.listen, data=config.data_dir))
+        engine = engine or Engine(config)
+    except BaseException:
+        server.stop(0)
+        workers.shutdown(wait=False)
+        raise
     try:
         keys = ApiKeys(engine.store)
         if not config.is_loopback() and not keys.any():
-            raise FailedPrecondition(
-                f"refusing to listen on {config.listen} without API keys: anyone on the network could read "
-                f"and change biometric data. Create an admin key first: facebank keys create --data {config.data_dir} "
-                "--role admin, or listen on 127.0.0.1"
-            )
-        max_bytes = config.max_message_mb * 2**20
-        workers = futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="facebank-rpc")
-        server = grpc.server(
-            workers,
-            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
-            options=[
-                ("grpc.max_receive_message_length", max_bytes),
-                ("grpc.max_send_message_length", max_bytes),
-                ("grpc.so_reuseport", 0),
-                # Clients' BDP and keepalive pings during a long search are not abuse: without
-                # these the server answers them with GOAWAY "too_many_pings" and drops the call.
-                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-                ("grpc.http2.max_ping_strikes", 0),
-            ],
-        )
-        server.add_generic_rpc_handlers(generic_handlers(engine, Gate(keys, open_allowed=config.is_loopback())))
+            raise FailedPrecondition(_NO_KEYS.format(listen=config.listen, data=config.data_dir))
         health_servicer = health.HealthServicer()
+        write_health = WriteHealth(health_servicer, [Path(config.data_dir), config.resolved_keys_dir])
+        server.add_generic_rpc_handlers(generic_handlers(engine, Gate(keys, open_allowed=config.is_loopback()), write_health.error))
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         names = [s.full_name for s in SERVICES]
         for name in ["", *names]:
             health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-        address = f"{'[' + host + ']' if ':' in host else host}:{port}"
-        bound = server.add_secure_port(address, _credentials(config)) if config.tls_cert else server.add_insecure_port(address)
-        if bound == 0:
-            raise FailedPrecondition(f"cannot listen on {config.listen}: the port is in use or the address is not this machine's")
         server.start()
     except BaseException:
+        server.stop(0)
         engine.close()
         raise
     return RunningServer(server, engine, health_servicer, workers, f"{host}:{bound}", bound)
+
+
+class WriteHealth:
+    """Writes that failed for a full disk turn the writing services NOT_SERVING in
+    the health service, until a probe write succeeds again (checked every few seconds);
+    searches stay SERVING. Nothing half-written is left by the failed writes."""
+
+    SERVICES = ("facebank.v1.Enrollment", "facebank.v1.Clusters", "facebank.v1.Identities")
+    CHECK_S = 2.0
+    PROBE_BYTES = 4 * 2**20
+
+    def __init__(self, health_servicer: health.HealthServicer, places: list[Path]) -> None:
+        self.health = health_servicer
+        self.places = places
+        self._lock = threading.Lock()
+        self._watching = False
+
+    def error(self, err) -> None:
+        if err.reason != Reason.DISK_FULL:
+            return
+        with self._lock:
+            if self._watching:
+                return
+            self._watching = True
+        log.error("writes fail for a full disk: %s; reporting NOT_SERVING for writes until space returns", err.message)
+        for name in self.SERVICES:
+            self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        threading.Thread(target=self._watch, name="facebank-disk-watch", daemon=True).start()
+
+    def _watch(self) -> None:
+        while not all(self._probe(place) for place in self.places):
+            time.sleep(self.CHECK_S)
+        for name in self.SERVICES:
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("disk space is back: writes are SERVING again")
+        with self._lock:
+            self._watching = False
+
+    def _probe(self, place: Path) -> bool:
+        probe = place / ".facebank-space-probe"
+        try:
+            with open(probe, "wb") as f:
+                f.write(bytes(self.PROBE_BYTES))
+                f.flush()
+                os.fsync(f.fileno())
+            return True
+        except OSError:
+            return False
+        finally:
+            probe.unlink(missing_ok=True)
 
 
 def _credentials(config: ServerConfig) -> grpc.ServerCredentials:

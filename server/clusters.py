@@ -13,6 +13,7 @@ from facebank.index.clustering import ClusteringParams
 from facebank.server import convert, validate
 from facebank.server.engine import Parts
 from facebank.server.faces import sha256_hex
+from facebank.server.search import every_face
 from facebank.v1 import facebank_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class ClustersService:
         ref = validate.source_ref(item.image.source_ref)
         sha = sha256_hex(item.image.data)
         if identities.ingested_faces(self.p.store, coll.name, sha) is None:
-            faces = self.p.faces.analyze([item.image.data], max_faces=validate.MAX_FACES_PER_IMAGE)[0]
+            faces = every_face(self.p.faces, item.image.data, 0)
             new = [self.p.faces.new_face(f, sha, ref) for f in faces]
         else:
             new = []

@@ -40,14 +40,15 @@ class FacePipeline:
     def dim(self) -> int:
         return self.embedder.spec.embedding_dim
 
-    def analyze(self, images: list[bytes], max_faces: int = 0, *, label: str = "image") -> list[list[FaceObservation]]:
-        """Faces of every image; an undecodable image fails the whole call, naming it."""
+    def analyze(self, images: list[bytes], max_faces: int = 0, *, label: str = "image", names: dict[int, str] | None = None) -> list[list[FaceObservation]]:
+        """Faces of every image; an undecodable image fails the whole call, naming it
+        (by `names[i]`, e.g. its file, else "image i+1")."""
         results = self.analyze_each(images, max_faces)
         for i, result in enumerate(results):
             if isinstance(result, FacebankError):
                 if len(images) == 1:
                     raise result
-                raise type(result)(f"{label} {i}: {result.message}", reason=result.reason)
+                raise type(result)(f"{(names or {}).get(i) or f'{label} {i + 1}'}: {result.message}", reason=result.reason)
         return results  # type: ignore[return-value]
 
     def analyze_each(self, images: list[bytes], max_faces: int = 0) -> list[list[FaceObservation] | FacebankError]:
@@ -108,7 +109,7 @@ def require_face(faces: list[FaceObservation], *, accept_low_quality: bool, wher
     if not face.quality.passed and not accept_low_quality:
         raise InvalidArgument(
             f"the face in {where} failed the quality check ({', '.join(face.quality.reasons)}); "
-            "send a sharper, larger, more frontal photo, or set quality_filter=NONE",
+            "send a sharper, larger, more frontal photo, or accept low-quality faces (CLI: --accept-low-quality; API: quality_filter=NONE)",
             reason=Reason.LOW_QUALITY,
         )
     return face

@@ -7,6 +7,7 @@ with its traceback and answered INTERNAL without details.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from typing import Callable
 
@@ -15,6 +16,7 @@ import grpc
 from facebank.errors import FacebankError, Unauthenticated
 from facebank.server.auth import ApiKeys, required_role
 from facebank.server.engine import Engine
+from facebank.server.logs import request_done
 from facebank.v1 import facebank_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -47,8 +49,17 @@ class Gate:
     def check(self, principal, service: str, method: str, request) -> None:
         if principal is None:
             return
-        collection = request.collection if _has_field(request, "collection") else None
-        self.keys.authorize(principal, required_role(service, method), collection)
+        self.keys.authorize(principal, required_role(service, method), collection_of(service, request))
+
+
+def collection_of(service: str, request) -> str | None:
+    """The collection a request is about: `collection`, or `name` for the Collections
+    service's own requests (describe, update, drop); None for one that spans them all."""
+    if _has_field(request, "collection"):
+        return request.collection
+    if service == "Collections" and _has_field(request, "name"):
+        return request.name
+    return None
 
 
 def _has_field(message, name: str) -> bool:
@@ -75,7 +86,8 @@ def _internal(context: grpc.ServicerContext, where: str):
     context.abort(grpc.StatusCode.INTERNAL, f"internal error (incident {incident}); the server log has the details")
 
 
-def _wrap(fn: Callable, gate: Gate, service: str, method: str, client_streaming: bool, server_streaming: bool):
+def _wrap(fn: Callable, gate: Gate, service: str, method: str, client_streaming: bool, server_streaming: bool,
+          on_error: Callable[[FacebankError], None]):
     """The handler gRPC calls: authorize, run the engine method, map errors to statuses."""
     where = f"{service}/{method}"
 
@@ -87,34 +99,49 @@ def _wrap(fn: Callable, gate: Gate, service: str, method: str, client_streaming:
         return (gate.check(principal, service, method, r) or r for r in request_or_iterator)  # each item, as it comes
 
     def call(request_or_iterator, context: grpc.ServicerContext):
+        started, status = time.perf_counter(), "OK"
+        collection = None if client_streaming else collection_of(service, request_or_iterator)
         try:
             return fn(authorized(request_or_iterator, context))
         except FacebankError as err:
+            status = err.code
+            on_error(err)
             _abort(context, err)
         except Exception:
+            status = "INTERNAL"
             _internal(context, where)
+        finally:
+            request_done(where, collection, status, started)
 
     def stream(request_or_iterator, context: grpc.ServicerContext):
+        started, status = time.perf_counter(), "OK"
+        collection = None if client_streaming else collection_of(service, request_or_iterator)
         try:
             for response in fn(authorized(request_or_iterator, context)):
                 if not context.is_active():  # the client went away: stop working for it
+                    status = "CANCELLED"
                     return
                 yield response
         except FacebankError as err:
+            status = err.code
+            on_error(err)
             _abort(context, err)
         except Exception:
+            status = "INTERNAL"
             _internal(context, where)
+        finally:
+            request_done(where, collection, status, started)
 
     return stream if server_streaming else call
 
 
-def generic_handlers(engine: Engine, gate: Gate) -> list[grpc.GenericRpcHandler]:
+def generic_handlers(engine: Engine, gate: Gate, on_error: Callable[[FacebankError], None] = lambda err: None) -> list[grpc.GenericRpcHandler]:
     handlers = []
     for service in SERVICES:
         methods = {}
         for m in service.methods:
             req_type, resp_type = getattr(pb, m.input_type.name), getattr(pb, m.output_type.name)
-            fn = _wrap(engine.method(service.name, m.name), gate, service.name, m.name, m.client_streaming, m.server_streaming)
+            fn = _wrap(engine.method(service.name, m.name), gate, service.name, m.name, m.client_streaming, m.server_streaming, on_error)
             factory = {
                 (False, False): grpc.unary_unary_rpc_method_handler,
                 (False, True): grpc.unary_stream_rpc_method_handler,

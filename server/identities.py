@@ -59,7 +59,7 @@ class IdentitiesService:
         external_id = validate.identity_id(req.identity_id)
         name = validate.display_name(req.display_name) if req.HasField("display_name") else None
         set_metadata = validate.metadata(dict(req.set_metadata), "set_metadata")
-        remove = [validate.metadata({k: ""}, "remove_metadata") and k for k in req.remove_metadata]
+        remove = validate.metadata_keys(req.remove_metadata)
         rec = identities.update_identity(self.p.store, coll.name, external_id, name, set_metadata, remove)
         return convert.identity_pb(rec)
 

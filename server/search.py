@@ -10,6 +10,7 @@ from facebank.errors import InvalidArgument, Reason
 from facebank.index.identity_search import Hit, IdentityMatches
 from facebank.server import convert, validate
 from facebank.server.engine import Parts
+from facebank.server.enrollment import accept_low_quality
 from facebank.server.faces import require_face
 from facebank.v1 import facebank_pb2 as pb
 
@@ -52,12 +53,14 @@ class SearchService:
 
     def search_by_image(self, req: pb.SearchByImageRequest) -> pb.SearchByImageResponse:
         coll = self.p.collection(req.collection)
-        self._options(req.options, coll.threshold)  # reject bad options before running the model
-        max_faces = validate.positive(req.max_faces, "max_faces", validate.MAX_FACES_PER_IMAGE) or validate.MAX_FACES_PER_IMAGE
-        faces = self.p.faces.analyze([req.image.data], max_faces=max_faces)[0]
+        top_k, threshold, filter_ = self._options(req.options, coll.threshold)  # bad options fail before the model runs
+        low_ok = accept_low_quality(req.quality_filter)
+        max_faces = validate.positive(req.max_faces, "max_faces", validate.MAX_FACES_PER_IMAGE)
+        found = every_face(self.p.faces, req.image.data, max_faces)
+        faces = found if low_ok else [f for f in found if f.quality.passed]
         queries = np.asarray([f.embedding for f in faces], np.float32).reshape(len(faces), self.p.faces.dim)
-        matches, threshold = self._matches(coll.name, queries, req.options, coll.threshold)
-        response = pb.SearchByImageResponse(threshold=threshold)
+        matches = self.p.store.search(coll.name, queries, top_k, filter_ or None, min_score=threshold) if faces else []
+        response = pb.SearchByImageResponse(threshold=threshold, faces_below_quality=len(found) - len(faces))
         for face, hits in zip(faces, matches):
             fill_matches(response.faces.add(face=convert.observation_pb(face)).matches, hits)
         return response
@@ -85,16 +88,38 @@ class SearchService:
         if which is None:
             raise InvalidArgument("verify needs something to compare with: other_image or identity_id", reason=Reason.BAD_OPTION)
         if which == "other_image":
-            first, second = self.p.faces.analyze([req.image.data, req.other_image.data], max_faces=1, label="image")
-            face = require_face(first, accept_low_quality=True, where="the first image")
-            other = require_face(second, accept_low_quality=True, where="the second image")
+            first, second = self.p.faces.analyze([req.image.data, req.other_image.data], max_faces=validate.MAX_FACES_PER_IMAGE, label="image")
+            face = chosen_face(first, req.face, "the first image", "face")
+            other = chosen_face(second, req.other_face, "the second image", "other_face")
             score = float(np.dot(face.embedding, other.embedding))
             return pb.VerifyResponse(
                 match=score >= threshold, score=score, threshold=threshold,
                 face=convert.observation_pb(face), other_face=convert.observation_pb(other),
+                faces_in_image=len(first), face_used=req.face or 1, faces_in_other_image=len(second), other_face_used=req.other_face or 1,
             )
         external_id = validate.identity_id(req.identity_id)
         _, vectors = identities.identity_vectors(self.p.store, coll.name, external_id)
-        face = require_face(self.p.faces.analyze([req.image.data], max_faces=1)[0], accept_low_quality=True)
+        found = self.p.faces.analyze([req.image.data], max_faces=validate.MAX_FACES_PER_IMAGE)[0]
+        face = chosen_face(found, req.face, "the image", "face")
         score = float(np.max(vectors @ face.embedding)) if len(vectors) else -1.0
-        return pb.VerifyResponse(match=score >= threshold, score=score, threshold=threshold, face=convert.observation_pb(face))
+        return pb.VerifyResponse(match=score >= threshold, score=score, threshold=threshold, face=convert.observation_pb(face),
+                                 faces_in_image=len(found), face_used=req.face or 1)
+
+
+def chosen_face(faces, number: int, where: str, field: str):
+    """Face `number` of an image (1 = the largest; 0 means 1)."""
+    face = require_face(faces, accept_low_quality=True, where=where)
+    if number > len(faces):
+        raise InvalidArgument(f"{field} is {number}, but {where} has {len(faces)} face(s); choose 1 to {len(faces)} (1 = the largest)",
+                              reason=Reason.BAD_OPTION)
+    return faces[number - 1] if number else face
+
+
+def every_face(faces, data: bytes, max_faces: int):
+    """Every face of one photo (max_faces 0), refusing one with more than the hard limit."""
+    limit = max_faces or validate.MAX_FACES_PER_IMAGE + 1
+    found = faces.analyze([data], max_faces=limit)[0]
+    if not max_faces and len(found) > validate.MAX_FACES_PER_IMAGE:
+        raise InvalidArgument(f"the photo has more than {validate.MAX_FACES_PER_IMAGE} faces; crop it, or send max_faces to take the largest",
+                              reason=Reason.BAD_OPTION)
+    return found

@@ -2,7 +2,9 @@
 
 Nothing here trusts a request: ids, names, metadata, numbers and embeddings
 are checked before anything is read or stored. Each check raises
-InvalidArgument with the field named and the rule stated.
+InvalidArgument with the field named and the rule stated. Text limits are in
+bytes of UTF-8 (what storage pays for), and text is normalised to Unicode NFC,
+so "é" typed either way is one identity.
 """
 
 from __future__ import annotations
@@ -16,16 +18,16 @@ import numpy as np
 from facebank.errors import InvalidArgument, Reason
 
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-MAX_ID_CHARS = 256
-MAX_NAME_CHARS = 256
-MAX_METADATA_KEYS = 64
-MAX_METADATA_KEY_CHARS = 128
-MAX_METADATA_VALUE_CHARS = 1024
+MAX_ID_BYTES = 256             # identity ids (UTF-8)
+MAX_NAME_BYTES = 512           # display names, API key names
+MAX_METADATA_KEYS = 64         # per request; an identity holds at most 64 keys and 16 KiB in all
+MAX_METADATA_KEY_BYTES = 128
+MAX_METADATA_VALUE_BYTES = 1024
 MAX_TOP_K = 100
 MAX_IMAGES_PER_ENROLL = 32
 MAX_QUERIES = 1024
-MAX_SOURCE_REF_CHARS = 4096
-MAX_FACES_PER_IMAGE = 64
+MAX_SOURCE_REF_BYTES = 4096
+MAX_FACES_PER_IMAGE = 1000     # every face of a photo, up to this (a photo with more is refused, not cut)
 
 # Format characters that hide or reorder text (zero-width space, BOM, bidi
 # overrides). Joiners (U+200C, U+200D) stay allowed: real names use them.
@@ -46,16 +48,14 @@ def collection_name(name: str, field: str = "collection") -> str:
 def identity_id(value: str, field: str = "identity_id") -> str:
     if not value:
         raise InvalidArgument(f"{field} is empty; give the identity an id (e.g. an employee number or a name)", reason=Reason.BAD_ID)
-    _text(value, field, MAX_ID_CHARS)
+    value = _text(value, field, MAX_ID_BYTES)
     if value != value.strip():
         raise InvalidArgument(f"{field} {_show(value)} starts or ends with whitespace; remove it", reason=Reason.BAD_ID)
     return value
 
 
 def display_name(value: str, field: str = "display_name") -> str:
-    if value:
-        _text(value, field, MAX_NAME_CHARS)
-    return value
+    return _text(value, field, MAX_NAME_BYTES) if value else value
 
 
 def metadata(values: dict[str, str], field: str = "metadata") -> dict[str, str]:
@@ -65,16 +65,17 @@ def metadata(values: dict[str, str], field: str = "metadata") -> dict[str, str]:
     for key, value in values.items():
         if not key:
             raise InvalidArgument(f"{field} has an empty key", reason=Reason.BAD_METADATA)
-        _text(key, f"{field} key", MAX_METADATA_KEY_CHARS, reason=Reason.BAD_METADATA)
-        _text(value, f"{field}[{key!r}]", MAX_METADATA_VALUE_CHARS, reason=Reason.BAD_METADATA, allow_empty=True)
-        out[key] = value
+        key_nfc = _text(key, f"{field} key", MAX_METADATA_KEY_BYTES, reason=Reason.BAD_METADATA)
+        out[key_nfc] = _text(value, f"{field}[{_show(key)}]", MAX_METADATA_VALUE_BYTES, reason=Reason.BAD_METADATA, allow_empty=True)
     return out
 
 
+def metadata_keys(keys, field: str = "remove_metadata") -> list[str]:
+    return [_text(k, f"{field} key", MAX_METADATA_KEY_BYTES, reason=Reason.BAD_METADATA) for k in keys]
+
+
 def source_ref(value: str) -> str:
-    if value:
-        _text(value, "source_ref", MAX_SOURCE_REF_CHARS)
-    return value
+    return _text(value, "source_ref", MAX_SOURCE_REF_BYTES) if value else value
 
 
 def top_k(value: int) -> int:
@@ -142,17 +143,23 @@ def _query_count(n: int) -> None:
         raise InvalidArgument(f"{n} queries in one request; send at most {MAX_QUERIES}", reason=Reason.BAD_EMBEDDING)
 
 
-def _text(value: str, field: str, limit: int, *, reason: str = Reason.BAD_ID, allow_empty: bool = False) -> None:
+def _text(value: str, field: str, limit: int, *, reason: str = Reason.BAD_ID, allow_empty: bool = False) -> str:
+    """The text in NFC, once it passes: not empty (unless allowed), at most `limit` UTF-8 bytes, no control characters."""
     if not value and not allow_empty:
         raise InvalidArgument(f"{field} is empty", reason=reason)
-    if len(value) > limit:
-        raise InvalidArgument(f"{field} is {len(value)} characters long; the limit is {limit}", reason=reason)
+    if len(value) > limit:  # cheap first: a character is at least one byte
+        raise InvalidArgument(f"{field} is {len(value.encode(errors='replace')):,} bytes of UTF-8; the limit is {limit} bytes", reason=reason)
+    value = unicodedata.normalize("NFC", value)
+    size = len(value.encode(errors="replace"))
+    if size > limit:
+        raise InvalidArgument(f"{field} is {size:,} bytes of UTF-8; the limit is {limit} bytes", reason=reason)
     for ch in value:
         if unicodedata.category(ch) in ("Cc", "Cs", "Cn") or ch in _INVISIBLE:
             raise InvalidArgument(
                 f"{field} {_show(value)} contains a control or invisible character (U+{ord(ch):04X}); remove it",
                 reason=reason,
             )
+    return value
 
 
 def _show(value: str) -> str:

@@ -143,9 +143,10 @@ def test_zero_faces_and_hundreds_of_faces(raw):
     assert list(search(pb.SearchByImageRequest(image=pb.Image(data=BLANK))).faces) == []
     crowd = tiled(FACES / "groups" / "multiface.jpg", 5)  # 150 faces in one photo
     result = search(pb.SearchByImageRequest(image=pb.Image(data=crowd)))
-    assert len(result.faces) == 64  # capped: the 64 largest
+    everyone = search(pb.SearchByImageRequest(image=pb.Image(data=crowd), quality_filter=pb.QUALITY_FILTER_NONE))
+    assert len(everyone.faces) > 64 and len(result.faces) + result.faces_below_quality == len(everyone.faces)  # every face, none cut
     fewer = search(pb.SearchByImageRequest(image=pb.Image(data=crowd), max_faces=10))
-    assert len(fewer.faces) == 10
+    assert len(fewer.faces) + fewer.faces_below_quality == 10  # the 10 largest, as asked
 
 
 def test_oversized_message_is_resource_exhausted(raw):

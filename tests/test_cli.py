@@ -47,13 +47,13 @@ def test_enroll_folder_again_resumes_without_redoing(served, gallery):
     folder, _ = gallery
     again = server.cli("enroll", str(folder), "--json")
     summary = json.loads(again.stdout)
-    assert summary["stored"] == 0 and summary["already"] == 10 and summary["rejected"] == {"UNDECODABLE_IMAGE": 1}
+    assert summary["stored"] == 0 and summary["already"] == 10 and summary["rejected"] == {"UNDECODABLE_IMAGE": 1, "NOT_AN_IMAGE": 1}
 
 
 def test_search_json_shape(served, gallery):
     server, _ = served
     out = json.loads(server.cli("search", str(FACES / "groups" / "obama_and_biden.jpg"), "--json").stdout)
-    assert set(out) == {"faces", "threshold"}
+    assert set(out) == {"faces", "threshold", "faces_below_quality"} and out["faces_below_quality"] == 0
     assert len(out["faces"]) == 3
     for face in out["faces"]:
         assert len(face["box"]) == 4 and set(face["quality"]) >= {"passed", "reasons", "face_size", "sharpness", "yaw"}

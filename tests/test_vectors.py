@@ -93,6 +93,24 @@ def test_filtered_search_is_exact_within_the_allowed_ids(data, kind):
     assert np.allclose(scores, ref_scores, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_filtered_search_after_removals_and_a_return_is_exact(data, kind):
+    """Removed vectors (HNSW: tombstones) never come back in a filtered search;
+    one removed and added again (HNSW: its side index) does."""
+    ids, x, queries, _ = data
+    index = build_index(kind, DIM, ids, x)
+    index.remove(ids[:21])
+    index.add(ids[:1], x[:1])
+    alive = np.ones(len(ids), bool)
+    alive[1:21] = False
+    allowed = ids[::7]
+    keep = alive[::7]
+    scores, found = index.search_subset(queries, 5, allowed)
+    ref_scores, ref = exact_top_k(queries, x[::7][keep], allowed[keep], 5)
+    assert np.array_equal(found, ref)
+    assert np.allclose(scores, ref_scores, atol=1e-5)
+
+
 def test_ivf_remembers_its_training_sample_and_nlist_grows():
     x, _ = identity_data(400, 10)
     ids = np.arange(len(x), dtype=np.int64)

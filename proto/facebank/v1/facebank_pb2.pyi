@@ -374,24 +374,28 @@ class FaceSearchResult(_message.Message):
     def __init__(self, face: _Optional[_Union[DetectedFace, _Mapping]] = ..., matches: _Optional[_Iterable[_Union[IdentityMatch, _Mapping]]] = ...) -> None: ...
 
 class SearchByImageRequest(_message.Message):
-    __slots__ = ("collection", "image", "options", "max_faces")
+    __slots__ = ("collection", "image", "options", "max_faces", "quality_filter")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     MAX_FACES_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FILTER_FIELD_NUMBER: _ClassVar[int]
     collection: str
     image: Image
     options: SearchOptions
     max_faces: int
-    def __init__(self, collection: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ..., max_faces: _Optional[int] = ...) -> None: ...
+    quality_filter: QualityFilter
+    def __init__(self, collection: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ..., max_faces: _Optional[int] = ..., quality_filter: _Optional[_Union[QualityFilter, str]] = ...) -> None: ...
 
 class SearchByImageResponse(_message.Message):
-    __slots__ = ("faces", "threshold")
+    __slots__ = ("faces", "threshold", "faces_below_quality")
     FACES_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    FACES_BELOW_QUALITY_FIELD_NUMBER: _ClassVar[int]
     faces: _containers.RepeatedCompositeFieldContainer[FaceSearchResult]
     threshold: float
-    def __init__(self, faces: _Optional[_Iterable[_Union[FaceSearchResult, _Mapping]]] = ..., threshold: _Optional[float] = ...) -> None: ...
+    faces_below_quality: int
+    def __init__(self, faces: _Optional[_Iterable[_Union[FaceSearchResult, _Mapping]]] = ..., threshold: _Optional[float] = ..., faces_below_quality: _Optional[int] = ...) -> None: ...
 
 class Embedding(_message.Message):
     __slots__ = ("values",)
@@ -448,32 +452,44 @@ class SearchByEmbeddingResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[MatchList, _Mapping]]] = ..., threshold: _Optional[float] = ..., packed: _Optional[_Union[PackedMatches, _Mapping]] = ...) -> None: ...
 
 class VerifyRequest(_message.Message):
-    __slots__ = ("collection", "image", "other_image", "identity_id", "threshold")
+    __slots__ = ("collection", "image", "face", "other_face", "other_image", "identity_id", "threshold")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
+    FACE_FIELD_NUMBER: _ClassVar[int]
+    OTHER_FACE_FIELD_NUMBER: _ClassVar[int]
     OTHER_IMAGE_FIELD_NUMBER: _ClassVar[int]
     IDENTITY_ID_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     collection: str
     image: Image
+    face: int
+    other_face: int
     other_image: Image
     identity_id: str
     threshold: float
-    def __init__(self, collection: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., other_image: _Optional[_Union[Image, _Mapping]] = ..., identity_id: _Optional[str] = ..., threshold: _Optional[float] = ...) -> None: ...
+    def __init__(self, collection: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., face: _Optional[int] = ..., other_face: _Optional[int] = ..., other_image: _Optional[_Union[Image, _Mapping]] = ..., identity_id: _Optional[str] = ..., threshold: _Optional[float] = ...) -> None: ...
 
 class VerifyResponse(_message.Message):
-    __slots__ = ("match", "score", "threshold", "face", "other_face")
+    __slots__ = ("match", "score", "threshold", "face", "other_face", "faces_in_image", "face_used", "faces_in_other_image", "other_face_used")
     MATCH_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     FACE_FIELD_NUMBER: _ClassVar[int]
     OTHER_FACE_FIELD_NUMBER: _ClassVar[int]
+    FACES_IN_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    FACE_USED_FIELD_NUMBER: _ClassVar[int]
+    FACES_IN_OTHER_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    OTHER_FACE_USED_FIELD_NUMBER: _ClassVar[int]
     match: bool
     score: float
     threshold: float
     face: DetectedFace
     other_face: DetectedFace
-    def __init__(self, match: _Optional[bool] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., face: _Optional[_Union[DetectedFace, _Mapping]] = ..., other_face: _Optional[_Union[DetectedFace, _Mapping]] = ...) -> None: ...
+    faces_in_image: int
+    face_used: int
+    faces_in_other_image: int
+    other_face_used: int
+    def __init__(self, match: _Optional[bool] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., face: _Optional[_Union[DetectedFace, _Mapping]] = ..., other_face: _Optional[_Union[DetectedFace, _Mapping]] = ..., faces_in_image: _Optional[int] = ..., face_used: _Optional[int] = ..., faces_in_other_image: _Optional[int] = ..., other_face_used: _Optional[int] = ...) -> None: ...
 
 class IdentityRef(_message.Message):
     __slots__ = ("collection", "identity_id")
