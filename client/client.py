@@ -135,7 +135,15 @@ class Client:
             req.threshold = threshold
         return self.transport.call("Search", "Verify", req)
 
+    def detect_faces(self, image: ImageLike, *, collection: str = "", max_faces: int = 0) -> pb.DetectFacesResponse:
+        return self.transport.call("Search", "DetectFaces", pb.DetectFacesRequest(collection=collection, image=_image(image), max_faces=max_faces))
+
     # -- identities -----------------------------------------------------------------------
+
+    def create_identity(self, identity_id: str, *, collection: str = "default", display_name: str = "",
+                        metadata: dict[str, str] | None = None) -> pb.Identity:
+        req = pb.CreateIdentityRequest(collection=collection, identity_id=identity_id, display_name=display_name, metadata=metadata or {})
+        return self.transport.call("Identities", "CreateIdentity", req)
 
     def get_identity(self, identity_id: str, *, collection: str = "default") -> pb.Identity:
         return self.transport.call("Identities", "GetIdentity", pb.IdentityRef(collection=collection, identity_id=identity_id))

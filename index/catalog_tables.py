@@ -145,6 +145,7 @@ class TableTxn:
         # What this transaction changed, for in-memory views updated after commit.
         self.face_owners_changed: dict[int, int] = {}   # face id -> iid (-1: gone)
         self.identities_changed: set[int] = set()
+        self.metadata_changed: list[tuple[int, bytes, int, bool]] = []  # (cid, key=value pair, iid, added)
         self.collections_changed = False
         self.api_keys_changed = False
         self._count_deltas: dict[bytes, int] = {}  # counts key -> change, written by flush_counts

@@ -25,6 +25,11 @@ from facebank.index.records import (
 _SEGMENT_CODE = {"enrolled": b"e", "ingested": b"i"}
 
 
+def metadata_pair(key: str, value: str) -> bytes:
+    """A metadata key=value as the metadata index (and its in-memory view) names it."""
+    return text_key(key) + b"\0" + text_key(value)
+
+
 class CatalogTxn(TableTxn):
     """The catalog's records (collections, identities, faces, clusters, ...) in one transaction."""
 
@@ -77,9 +82,11 @@ class CatalogTxn(TableTxn):
         for k, v in old.items():
             if rec.metadata.get(k) != v:
                 self._delete("metadata_index", self._metadata_key(rec.collection_id, k, v, rec.iid))
+                self.metadata_changed.append((rec.collection_id, metadata_pair(k, v), rec.iid, False))
         for k, v in rec.metadata.items():
             if old.get(k) != v:
                 self._put("metadata_index", self._metadata_key(rec.collection_id, k, v, rec.iid), b"")
+                self.metadata_changed.append((rec.collection_id, metadata_pair(k, v), rec.iid, True))
 
     def delete_identity(self, rec: IdentityRecord) -> None:
         self.identities_changed.add(rec.iid)
@@ -87,6 +94,7 @@ class CatalogTxn(TableTxn):
         self._delete("identity_iids", u64(rec.iid))
         for k, v in rec.metadata.items():
             self._delete("metadata_index", self._metadata_key(rec.collection_id, k, v, rec.iid))
+            self.metadata_changed.append((rec.collection_id, metadata_pair(k, v), rec.iid, False))
 
     def iter_identities(self, cid: int, after: bytes = b"") -> Iterator[tuple[bytes, IdentityRecord]]:
         """(position, record) in id order; `after` is a position from an earlier page."""
@@ -100,14 +108,15 @@ class CatalogTxn(TableTxn):
 
     @staticmethod
     def _metadata_prefix(cid: int, key: str, value: str) -> bytes:
-        return u32(cid) + text_key(key) + b"\0" + text_key(value) + b"\0"
+        return u32(cid) + metadata_pair(key, value) + b"\0"
+
+    def iter_metadata_index(self) -> Iterator[tuple[int, bytes, int]]:
+        """(collection id, metadata_pair, iid) of every row."""
+        for key, _ in self._prefix("metadata_index", b""):
+            yield int.from_bytes(key[:4], "big"), key[4:-9], read_u64(key, len(key) - 8)
 
     def _metadata_key(self, cid: int, key: str, value: str, iid: int) -> bytes:
         return self._metadata_prefix(cid, key, value) + u64(iid)
-
-    def iids_with_metadata(self, cid: int, key: str, value: str) -> set[int]:
-        prefix = self._metadata_prefix(cid, key, value)
-        return {read_u64(k, len(prefix)) for k, _ in self._prefix("metadata_index", prefix) if len(k) == len(prefix) + 8}
 
     def identity_face_ids(self, iid: int) -> list[int]:
         prefix = u64(iid)

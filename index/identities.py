@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facebank.errors import InvalidArgument, NotFound, Reason
+from facebank.errors import AlreadyExists, InvalidArgument, NotFound, Reason
 from facebank.index.cluster_records import refresh_cluster
 from facebank.index.keyring import face_owner, identity_owner
 from facebank.index.records import (
@@ -63,6 +63,20 @@ def _enroll_one(store: FaceStore, w: WriteTxn, coll: CollectionRecord, external_
     identity.face_count += sum(not s.already for s in stored)
     w.put_identity(identity, previous)
     return identity, stored
+
+def create_identity(store: FaceStore, collection: str, external_id: str, display_name: str, metadata: dict[str, str]) -> IdentityRecord:
+    """An identity with no face yet, with its data key; enrollment adds faces to it."""
+    with store.write() as w:
+        coll = store.collection(collection, w.t)
+        if w.get_identity(coll.id, external_id) is not None:
+            raise AlreadyExists(f"identity {external_id!r} already exists in collection {collection!r}")
+        iid = w.next_id("identity")
+        key = w.allocate_keys([identity_owner(iid)])[0]
+        rec = IdentityRecord(iid, coll.id, external_id, display_name or external_id, dict(metadata), key.slot, now_ms())
+        check_metadata_size(rec)
+        w.put_identity(rec)
+        return rec
+
 
 def ingest(store: FaceStore, collection: str, image_sha256: str, faces: list[NewFace]) -> tuple[list[FaceRecord], bool]:
     """Store every face of one photo, not enrolled, each under its own data key."""

@@ -23,7 +23,7 @@ import numpy as np
 from facebank.errors import AlreadyExists, NotFound
 from facebank.index.audit import AuditLog, ReceiptSigner
 from facebank.index.catalog import DEFAULT_MAP_SIZE
-from facebank.index.catalog_txn import CatalogTxn
+from facebank.index.catalog_txn import CatalogTxn, metadata_pair
 from facebank.index.damage import DamageReport
 from facebank.index.factory import IndexFactory
 from facebank.index.identity_search import Hit, IdentityMatches, SearchParts, search_identities
@@ -40,7 +40,7 @@ from facebank.index.sealed_faces import now_ms, open_vectors
 from facebank.index.segments import Segment, SegmentManager
 from facebank.index.snapshot_keys import SnapshotKeys
 from facebank.index.unit_of_work import UnitOfWork
-from facebank.index.views import FaceOwners, IdentityCache, listen
+from facebank.index.views import FaceOwners, IdentityCache, MetadataView, listen
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +60,11 @@ class FaceStore:
     def _open(self, device: str) -> None:
         self.audit = AuditLog(self.data_dir / "audit", ReceiptSigner.load_or_create(self.keys_dir))
         self.damage = DamageReport()
-        self.owners, self.identities = FaceOwners(), IdentityCache()
+        self.owners, self.identities, self.metadata = FaceOwners(), IdentityCache(), MetadataView()
         self._collections: dict[str, CollectionRecord] = {}
         self._collections_generation = 0
         self._last_used: dict[str, float] = {}      # collection -> when a call last named it (scratch leases)
-        self.catalog.listeners.append(listen(self.owners, self.identities))
+        self.catalog.listeners.append(listen(self.owners, self.identities, self.metadata))
         self.catalog.listeners.append(self._collections_changed)
         self.segments = SegmentManager(
             self.data_dir / "indexes",
@@ -80,6 +80,7 @@ class FaceStore:
         self._upgrade_derived()
         with self.read(tolerant=True) as t:
             self.owners.load(t.iter_face_owners())
+            self.metadata.load(t.iter_metadata_index())
             self.damage.add(t.damaged)
 
     def _upgrade_derived(self) -> None:
@@ -241,14 +242,10 @@ class FaceStore:
         return found
 
     def _filter_faces(self, cid: int, metadata_filter: dict[str, str]) -> np.ndarray:
-        """Faces of the identities whose metadata has every key=value of the filter."""
-        with self.read(tolerant=True) as t:
-            iids: set[int] | None = None
-            for key, value in metadata_filter.items():
-                found = t.iids_with_metadata(cid, key, value)
-                iids = found if iids is None else iids & found
-            face_ids = [fid for iid in sorted(iids or ()) for fid in t.identity_face_ids(iid)]
-        return np.asarray(face_ids, np.int64)
+        """Faces of the identities whose metadata has every key=value of the filter
+        (in-memory views: nothing is read from the catalog)."""
+        iids = self.metadata.iids(cid, [metadata_pair(k, v) for k, v in metadata_filter.items()])
+        return self.owners.faces_of(iids)
 
     # -- API keys -----------------------------------------------------------------------
 

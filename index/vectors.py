@@ -186,7 +186,8 @@ class IvfIndex(VectorIndex):
 
     def search_subset(self, queries, k, allowed):
         # Visiting every list with the selector is exact and never decodes a vector twice.
-        sp = faiss.SearchParametersIVF(nprobe=self.nlist, sel=faiss.IDSelectorBatch(_i64(allowed)))
+        sel = _selector(allowed)  # held here: the parameters point into it
+        sp = faiss.SearchParametersIVF(nprobe=self.nlist, sel=sel)
         return self.index.search(_f32(queries), k, params=sp)
 
     def search(self, queries, k, params=SearchParams()):
@@ -366,9 +367,19 @@ def default_nprobe(nlist: int) -> int:
 
 
 def _selector(allowed: np.ndarray | None):
+    """A FAISS selector for these ids: a hash set while few, else a bitmap over the id
+    range (built in one numpy pass; a set of 100k ids costs more than the search)."""
     if allowed is None:
         return None
-    return faiss.IDSelectorBatch(_i64(allowed))
+    ids = _i64(allowed)
+    if len(ids) <= 4096:
+        return faiss.IDSelectorBatch(ids)
+    bits = np.zeros(int(ids.max()) + 1, bool)
+    bits[ids] = True
+    packed = np.packbits(bits, bitorder="little")
+    sel = faiss.IDSelectorBitmap(len(packed), faiss.swig_ptr(packed))
+    sel.referenced = packed  # the selector reads this memory: keep it alive with it
+    return sel
 
 
 def _f32(x) -> np.ndarray:

@@ -40,6 +40,18 @@ class FaceOwners:
             self._owner = grown  # readers holding the old array still see a consistent one
         self._owner[face_id] = iid
 
+    def faces_of(self, iids) -> np.ndarray:
+        """Every face owned by one of these identities (ascending), from the array in one pass."""
+        owner = self._owner
+        if not iids:
+            return np.zeros(0, np.int64)
+        wanted = np.zeros(max(iids) + 1, bool)
+        wanted[np.fromiter(iids, np.int64, len(iids))] = True
+        inside = (owner > 0) & (owner < len(wanted))
+        mask = np.zeros(len(owner), bool)
+        mask[inside] = wanted[owner[inside]]
+        return np.flatnonzero(mask).astype(np.int64)
+
     def lookup(self, face_ids: np.ndarray) -> np.ndarray:
         owner = self._owner
         ids = np.asarray(face_ids, np.int64)
@@ -94,9 +106,44 @@ class IdentityCache:
                     self._items.pop(iid, None)
 
 
-def listen(owners: FaceOwners, identities: IdentityCache):
+class MetadataView:
+    """Which identities carry a metadata key=value, per collection: read from the
+    (authenticated) metadata index once at start and kept in step by every commit,
+    so a filtered search reads nothing from the catalog."""
+
+    def __init__(self) -> None:
+        self._iids: dict[tuple[int, bytes], set[int]] = {}
+        self._lock = threading.Lock()
+
+    def load(self, rows) -> None:
+        with self._lock:
+            for cid, pair, iid in rows:
+                self._iids.setdefault((cid, pair), set()).add(iid)
+
+    def update(self, changes) -> None:
+        if changes:
+            with self._lock:
+                for cid, pair, iid, added in changes:
+                    if added:
+                        self._iids.setdefault((cid, pair), set()).add(iid)
+                    else:
+                        group = self._iids.get((cid, pair))
+                        if group is not None:
+                            group.discard(iid)
+                            if not group:
+                                del self._iids[(cid, pair)]
+
+    def iids(self, cid: int, pairs: list[bytes]) -> set[int]:
+        """Identities of collection `cid` carrying every one of these key=value pairs."""
+        with self._lock:
+            groups = [self._iids.get((cid, pair), set()) for pair in pairs]
+            return set.intersection(*groups) if groups else set()
+
+
+def listen(owners: FaceOwners, identities: IdentityCache, metadata: MetadataView):
     def on_commit(t: CatalogTxn) -> None:
         owners.update(t.face_owners_changed)
         identities.forget(t.identities_changed, t.committed_at)
+        metadata.update(t.metadata_changed)
 
     return on_commit

@@ -27,6 +27,8 @@ RPC_ROLES: dict[str, str] = {
     "Search/SearchByImage": "search",
     "Search/SearchByEmbedding": "search",
     "Search/Verify": "search",
+    "Search/DetectFaces": "search",
+    "Identities/CreateIdentity": "enroll",
     "Identities/GetIdentity": "search",
     "Identities/ListIdentities": "search",
     "Identities/UpdateIdentity": "enroll",

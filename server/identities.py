@@ -39,6 +39,12 @@ class IdentitiesService:
     def __init__(self, parts: Parts) -> None:
         self.p = parts
 
+    def create_identity(self, req: pb.CreateIdentityRequest) -> pb.Identity:
+        coll = self.p.collection(req.collection)
+        rec = identities.create_identity(self.p.store, coll.name, validate.identity_id(req.identity_id), validate.display_name(req.display_name),
+                                         validate.metadata(dict(req.metadata)))
+        return convert.identity_pb(rec, [])
+
     def get_identity(self, req: pb.IdentityRef) -> pb.Identity:
         coll = self.p.store.collection(validate.collection_name(req.collection))
         rec, faces = identities.identity(self.p.store, coll.name, validate.identity_id(req.identity_id))

@@ -81,6 +81,12 @@ class SearchService:
             fill_matches(response.results.add().matches, hits)
         return response
 
+    def detect_faces(self, req: pb.DetectFacesRequest) -> pb.DetectFacesResponse:
+        if req.collection:
+            self.p.collection(req.collection)  # exists (and a scoped key may use it)
+        max_faces = validate.positive(req.max_faces, "max_faces", validate.MAX_FACES_PER_IMAGE)
+        return pb.DetectFacesResponse(faces=[convert.observation_pb(f) for f in every_face(self.p.faces, req.image.data, max_faces)])
+
     def verify(self, req: pb.VerifyRequest) -> pb.VerifyResponse:
         coll = self.p.collection(req.collection)
         threshold = validate.threshold(req.threshold) if req.HasField("threshold") else coll.threshold

@@ -178,6 +178,10 @@ def assert_derived_tables_match(store) -> None:
                 scanned[key[:width]] = scanned.get(key[:width], 0) + 1
             stored = {key.split(b"\0", 1)[1]: int.from_bytes(v, "big") for key, v in t._prefix("counts", table.encode() + b"\0")}
             assert stored == scanned, table
+        scanned_metadata: dict = {}
+        for cid, pair, iid in t.iter_metadata_index():
+            scanned_metadata.setdefault((cid, pair), set()).add(iid)
+        assert store.metadata._iids == scanned_metadata  # the in-memory view filtered search uses
         named = sorted((c.iid, c.cluster_id) for c in (loads(ClusterRecord, v) for _, v in t._prefix("clusters", b"")) if c.iid)
         indexed = sorted((int.from_bytes(k[:8], "big"), int.from_bytes(k[8:], "big")) for k, _ in t._prefix("identity_clusters", b""))
         assert indexed == named

@@ -225,7 +225,7 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(identity=st.sampled_from(["a", "b", "c", "d", "e"]))
     def enroll(self, identity):
         self.seed += 1
-        _, stored = identities.enroll(self.store, "c", identity, "", {}, [face(self.seed)])
+        _, stored = identities.enroll(self.store, "c", identity, "", {"team": "ab" if identity in "ab" else "cde"}, [face(self.seed)])
         self.live[self.seed] = identity
         self.face_ids[self.seed] = stored[0].face.face_id
         self.identities.add(identity)
@@ -267,6 +267,16 @@ class StoreMachine(RuleBasedStateMachine):
         for seed, identity in list(self.live.items())[:5]:
             hits = self.store.search("c", vec(seed)[None], 1)[0]
             assert hits and hits[0].identity.external_id == identity and hits[0].score > 0.999
+            # filtered: exactly the live faces of the team's identities, ranked as brute force ranks them
+            team = "ab" if identity in "ab" else "cde"
+            found = self.store.search("c", vec(seed)[None], 5, {"team": team})[0]
+            best: dict[str, float] = {}
+            for other_seed, owner in self.live.items():
+                if owner in team:
+                    best[owner] = max(best.get(owner, -2.0), float(vec(other_seed) @ vec(seed)))
+            expected = sorted(best, key=lambda o: -best[o])[:5]
+            assert [h.identity.external_id for h in found] == expected
+            assert [h.score for h in found] == pytest.approx([best[o] for o in expected], abs=1e-5)
 
     @invariant()
     def counts_are_those_of_the_records(self):

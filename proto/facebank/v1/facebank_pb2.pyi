@@ -451,6 +451,22 @@ class SearchByEmbeddingResponse(_message.Message):
     packed: PackedMatches
     def __init__(self, results: _Optional[_Iterable[_Union[MatchList, _Mapping]]] = ..., threshold: _Optional[float] = ..., packed: _Optional[_Union[PackedMatches, _Mapping]] = ...) -> None: ...
 
+class DetectFacesRequest(_message.Message):
+    __slots__ = ("collection", "image", "max_faces")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    MAX_FACES_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    image: Image
+    max_faces: int
+    def __init__(self, collection: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., max_faces: _Optional[int] = ...) -> None: ...
+
+class DetectFacesResponse(_message.Message):
+    __slots__ = ("faces",)
+    FACES_FIELD_NUMBER: _ClassVar[int]
+    faces: _containers.RepeatedCompositeFieldContainer[DetectedFace]
+    def __init__(self, faces: _Optional[_Iterable[_Union[DetectedFace, _Mapping]]] = ...) -> None: ...
+
 class VerifyRequest(_message.Message):
     __slots__ = ("collection", "image", "face", "other_face", "other_image", "identity_id", "threshold")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
@@ -490,6 +506,25 @@ class VerifyResponse(_message.Message):
     faces_in_other_image: int
     other_face_used: int
     def __init__(self, match: _Optional[bool] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., face: _Optional[_Union[DetectedFace, _Mapping]] = ..., other_face: _Optional[_Union[DetectedFace, _Mapping]] = ..., faces_in_image: _Optional[int] = ..., face_used: _Optional[int] = ..., faces_in_other_image: _Optional[int] = ..., other_face_used: _Optional[int] = ...) -> None: ...
+
+class CreateIdentityRequest(_message.Message):
+    __slots__ = ("collection", "identity_id", "display_name", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_ID_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    identity_id: str
+    display_name: str
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, collection: _Optional[str] = ..., identity_id: _Optional[str] = ..., display_name: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class IdentityRef(_message.Message):
     __slots__ = ("collection", "identity_id")

@@ -410,6 +410,11 @@ class SearchStub:
                 request_serializer=facebank_dot_v1_dot_facebank__pb2.VerifyRequest.SerializeToString,
                 response_deserializer=facebank_dot_v1_dot_facebank__pb2.VerifyResponse.FromString,
                 _registered_method=True)
+        self.DetectFaces = channel.unary_unary(
+                '/facebank.v1.Search/DetectFaces',
+                request_serializer=facebank_dot_v1_dot_facebank__pb2.DetectFacesRequest.SerializeToString,
+                response_deserializer=facebank_dot_v1_dot_facebank__pb2.DetectFacesResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServicer:
@@ -433,6 +438,13 @@ class SearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DetectFaces(self, request, context):
+        """Faces only: boxes, landmarks, quality; nothing is searched or stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -450,6 +462,11 @@ def add_SearchServicer_to_server(servicer, server):
                     servicer.Verify,
                     request_deserializer=facebank_dot_v1_dot_facebank__pb2.VerifyRequest.FromString,
                     response_serializer=facebank_dot_v1_dot_facebank__pb2.VerifyResponse.SerializeToString,
+            ),
+            'DetectFaces': grpc.unary_unary_rpc_method_handler(
+                    servicer.DetectFaces,
+                    request_deserializer=facebank_dot_v1_dot_facebank__pb2.DetectFacesRequest.FromString,
+                    response_serializer=facebank_dot_v1_dot_facebank__pb2.DetectFacesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -543,6 +560,33 @@ class Search:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def DetectFaces(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facebank.v1.Search/DetectFaces',
+            facebank_dot_v1_dot_facebank__pb2.DetectFacesRequest.SerializeToString,
+            facebank_dot_v1_dot_facebank__pb2.DetectFacesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class IdentitiesStub:
     """Missing associated documentation comment in .proto file."""
@@ -553,6 +597,11 @@ class IdentitiesStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.CreateIdentity = channel.unary_unary(
+                '/facebank.v1.Identities/CreateIdentity',
+                request_serializer=facebank_dot_v1_dot_facebank__pb2.CreateIdentityRequest.SerializeToString,
+                response_deserializer=facebank_dot_v1_dot_facebank__pb2.Identity.FromString,
+                _registered_method=True)
         self.GetIdentity = channel.unary_unary(
                 '/facebank.v1.Identities/GetIdentity',
                 request_serializer=facebank_dot_v1_dot_facebank__pb2.IdentityRef.SerializeToString,
@@ -582,6 +631,13 @@ class IdentitiesStub:
 
 class IdentitiesServicer:
     """Missing associated documentation comment in .proto file."""
+
+    def CreateIdentity(self, request, context):
+        """An identity with no face yet (ALREADY_EXISTS if it exists); enroll adds faces to it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def GetIdentity(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -617,6 +673,11 @@ class IdentitiesServicer:
 
 def add_IdentitiesServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'CreateIdentity': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateIdentity,
+                    request_deserializer=facebank_dot_v1_dot_facebank__pb2.CreateIdentityRequest.FromString,
+                    response_serializer=facebank_dot_v1_dot_facebank__pb2.Identity.SerializeToString,
+            ),
             'GetIdentity': grpc.unary_unary_rpc_method_handler(
                     servicer.GetIdentity,
                     request_deserializer=facebank_dot_v1_dot_facebank__pb2.IdentityRef.FromString,
@@ -652,6 +713,33 @@ def add_IdentitiesServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Identities:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def CreateIdentity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facebank.v1.Identities/CreateIdentity',
+            facebank_dot_v1_dot_facebank__pb2.CreateIdentityRequest.SerializeToString,
+            facebank_dot_v1_dot_facebank__pb2.Identity.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def GetIdentity(request,
