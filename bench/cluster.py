@@ -88,7 +88,7 @@ def run(quick: bool, log=print) -> dict:
     t0 = time.perf_counter()
     labels, _ = cluster(sims, nbrs, photos, np.ones(len(x)), params)
     cluster_s = time.perf_counter() - t0
-    rows = [{"system": "facebank (Infomap)", "faces": n_faces, "identities": n_ids, "graph_s": round(graph_s, 2),
+    rows = [{"system": "facebank (map equation, NetworKit)", "faces": n_faces, "identities": n_ids, "graph_s": round(graph_s, 2),
              "cluster_s": round(cluster_s, 2), "total_s": round(graph_s + cluster_s, 2), **scores(truth, labels)}]
     log(f"cluster: facebank {rows[-1]['bcubed_f']} BCubed F in {rows[-1]['total_s']} s")
     for name, fn in (("kNN-DBSCAN (Immich rule)", lambda: dbscan_on_graph(sims, nbrs)),

@@ -60,7 +60,9 @@ def main(ctx: click.Context, server: str | None) -> None:
 
 @main.command()
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), default="./facebank-data", show_default=True, envvar="FACEBANK_DATA", help="Data directory.")
-@click.option("--listen", default="127.0.0.1:50051", show_default=True, envvar="FACEBANK_LISTEN", help="Address to listen on.")
+@click.option("--listen", default="127.0.0.1:50051", show_default=True, envvar="FACEBANK_LISTEN", help="Address to listen on (gRPC).")
+@click.option("--http", "http", default="127.0.0.1:8000", show_default=True, envvar="FACEBANK_HTTP",
+              help="Address of the HTTP/JSON API and the CompreFace/DeepStack-compatible routes; 'off' for none.")
 @click.option("--keys-dir", type=click.Path(path_type=Path), envvar="FACEBANK_KEYS_DIR", help="Where the master key and data keys live (default DATA/keys).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, envvar="FACEBANK_DEVICE", help="Where models and search run.")
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "torch"]), default="auto", show_default=True, envvar="FACEBANK_BACKEND", help="How the models run.")
@@ -74,7 +76,7 @@ def main(ctx: click.Context, server: str | None) -> None:
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True, envvar="FACEBANK_LOG_FORMAT",
               help="json: one JSON object per line (requests: method, collection, status, ms).")
-def serve(data_dir, listen, keys_dir, device, backend, model_spec, threads, max_concurrent_rpcs, micro_batch_ms, tls_cert, tls_key, tls_client_ca,
+def serve(data_dir, listen, http, keys_dir, device, backend, model_spec, threads, max_concurrent_rpcs, micro_batch_ms, tls_cert, tls_key, tls_client_ca,
           log_level, log_format) -> None:
     """Start the server (embedded LMDB + FAISS in a local data directory)."""
 
@@ -88,12 +90,13 @@ def serve(data_dir, listen, keys_dir, device, backend, model_spec, threads, max_
 
     configure(log_level, log_format)
     config = ServerConfig(
-        data_dir=data_dir, listen=listen, keys_dir=keys_dir, device=device, backend=backend, model_spec=model_spec, threads=threads,
+        data_dir=data_dir, listen=listen, http=http, keys_dir=keys_dir, device=device, backend=backend, model_spec=model_spec, threads=threads,
         max_concurrent_rpcs=max_concurrent_rpcs, micro_batch_wait_ms=micro_batch_ms,
         tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca,
     )
     def ready(running) -> None:
-        click.echo(f"facebank listening on {running.address}")
+        http_line = f"; HTTP on http://{running.http.address} (docs: /docs)" if running.http else ""
+        click.echo(f"facebank listening on {running.address}{http_line}")
         sys.stdout.flush()
 
     serve_forever(config, on_ready=ready)

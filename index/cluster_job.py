@@ -81,6 +81,10 @@ def run_pass(store: FaceStore, cid: int, params: ClusteringParams, *, full: bool
 def _assign(store: FaceStore, cid: int, state: ClusterState, todo: list[int], params: ClusteringParams, exclude: set[int]) -> dict[int, int]:
     """face -> cluster id for the faces that confidently join an existing cluster
     (an identity that has no cluster yet is the target -iid)."""
+    with store.read() as t:
+        enrolled = t.count_segment(cid, ENROLLED)
+    if not state.members and not enrolled:  # nothing settled to join: the first pass of a collection
+        return {}
     ids, vectors = store.vectors_of(todo)
     results = [store.segment(cid, seg).search(vectors, params.k) for seg in (ENROLLED, INGESTED)]
     sims = np.concatenate([r[0] for r in results], axis=1)

@@ -175,6 +175,24 @@ def delete_face(store: FaceStore, collection: str, face_id: int) -> FaceRecord:
         w.index_remove(coll.id, rec.segment, [face_id])
     return rec
 
+def identity_by_iid(store: FaceStore, iid: int) -> IdentityRecord | None:
+    with store.read() as t:
+        return t.get_identity_by_iid(iid)
+
+
+def face_vector(store: FaceStore, collection: str, face_id: int) -> tuple[FaceRecord, np.ndarray]:
+    """One stored face of the collection and its decrypted embedding."""
+    with store.read() as t:
+        coll = store.collection(collection, t)
+        rec = t.get_face(face_id)
+        if rec is None or rec.collection_id != coll.id:
+            raise NotFound(f"face {face_id} does not exist in collection {collection!r}")
+        ids, vectors = store.open_vectors(t, [face_id], coll.dim)
+    if len(ids) == 0:
+        raise NotFound(f"face {face_id} does not exist in collection {collection!r} (forgotten?)")
+    return rec, vectors[0]
+
+
 def identity_vectors(store: FaceStore, collection: str, external_id: str) -> tuple[np.ndarray, np.ndarray]:
     """(face ids, decrypted embeddings) of one identity."""
     with store.read() as t:

@@ -36,7 +36,15 @@ log = logging.getLogger(__name__)
 
 SNAPSHOT_EVERY_CHANGES = 1000
 SNAPSHOT_EVERY_SECONDS = 60.0
-EXACT_FILTER_MAX = 20_000  # a metadata filter this small is scored exactly
+EXACT_FILTER_SHARE = 50    # a metadata filter holding at most 1/50 of the faces (or 1,000) is scored exactly
+
+
+def exact_filter(allowed: int, total: int) -> bool:
+    """Score a filter's faces exactly, or search the approximate index with it as a selector?
+    A small filter gets exact results (its faces may all sit in lists the query would not
+    visit); a large one is searched like an unfiltered query, at the calibrated nprobe,
+    skipping the faces outside it: the lists a query visits hold enough of them."""
+    return allowed <= max(1000, total // EXACT_FILTER_SHARE)
 
 
 @dataclass
@@ -59,7 +67,7 @@ class Segment:
             n = len(self.index)
             if n == 0 or k == 0:
                 return np.zeros((len(queries), k), np.float32), np.full((len(queries), k), -1, np.int64)
-            if allowed is not None and len(allowed) <= EXACT_FILTER_MAX:
+            if allowed is not None and (self.index.family == "flat" or exact_filter(len(allowed), n)):
                 return self.index.search_subset(queries, k, allowed)
             params = SearchParams(nprobe=self.settings.nprobe, ef_search=self.settings.ef_search, allowed=allowed)
             return self.index.search(queries, min(k, n), params)

@@ -19,6 +19,7 @@ import numpy as np
 from facebank.index.ivf_calibration import RELEVANT_SCORE, TARGET_RECALL, calibrate_nprobe, keep_coverage  # noqa: F401
 
 HNSW_M = 32
+GATHER_MAX = 5000  # exact search of at most this many ids fetches their vectors (10 MB at 512-d)
 HNSW_EF_CONSTRUCTION = 200
 HNSW_EF_SEARCH = 128
 
@@ -185,7 +186,16 @@ class IvfIndex(VectorIndex):
         return int(self.index.remove_ids(faiss.IDSelectorArray(len(ids), faiss.swig_ptr(ids))))
 
     def search_subset(self, queries, k, allowed):
-        # Visiting every list with the selector is exact and never decodes a vector twice.
+        """Exact among `allowed`: a few thousand are fetched in one call through the
+        direct map and scored; more are found by visiting every list with a selector."""
+        allowed = _i64(allowed)
+        if len(allowed) <= GATHER_MAX:
+            try:
+                vectors = self.index.reconstruct_batch(allowed)
+            except RuntimeError:  # one not in the index yet (its change not applied): the scan below skips it
+                pass
+            else:
+                return exact_top_k(_f32(queries), vectors, allowed, k)
         sel = _selector(allowed)  # held here: the parameters point into it
         sp = faiss.SearchParametersIVF(nprobe=self.nlist, sel=sel)
         return self.index.search(_f32(queries), k, params=sp)

@@ -45,12 +45,9 @@ class FaceOwners:
         owner = self._owner
         if not iids:
             return np.zeros(0, np.int64)
-        wanted = np.zeros(max(iids) + 1, bool)
+        wanted = np.zeros(max(iids) + 2, bool)  # [0]: not enrolled, [-1]: beyond; both False
         wanted[np.fromiter(iids, np.int64, len(iids))] = True
-        inside = (owner > 0) & (owner < len(wanted))
-        mask = np.zeros(len(owner), bool)
-        mask[inside] = wanted[owner[inside]]
-        return np.flatnonzero(mask).astype(np.int64)
+        return np.flatnonzero(wanted[np.clip(owner, 0, len(wanted) - 1)]).astype(np.int64)
 
     def lookup(self, face_ids: np.ndarray) -> np.ndarray:
         owner = self._owner

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from concurrent import futures
@@ -44,6 +45,7 @@ class RunningServer:
     workers: futures.ThreadPoolExecutor
     address: str
     port: int
+    http: "HttpServer | None" = None
 
     def stop(self, grace: float = GRACE_S) -> None:
         """Stop accepting calls, let in-flight ones finish (up to `grace` s), close the data.
@@ -54,6 +56,8 @@ class RunningServer:
         whole or not at all instead of failing on a closed environment.
         """
         self.health.enter_graceful_shutdown()
+        if self.http is not None:
+            self.http.stop(grace)
         self.server.stop(grace).wait()
         if not _drain(self.workers, DRAIN_S):
             log.warning("request handlers still running %.0f s after the grace period; closing the data under them", DRAIN_S)
@@ -95,16 +99,24 @@ def start(config: ServerConfig, *, engine: Engine | None = None) -> RunningServe
         workers.shutdown(wait=False)
         raise FailedPrecondition(f"cannot listen on {config.listen}: the port is in use or the address is not this machine's; nothing was changed")
     try:
-        if engine is None and not config.is_loopback() and not (Path(config.data_dir) / "catalog" / "data.mdb").exists():
-            raise FailedPrecondition(_NO_KEYS.format(listen=config.listen, data=config.data_dir))
-        engine = engine or Engine(config)
+        http_socket = bind_http(config) if config.http_enabled else None
     except BaseException:
         server.stop(0)
         workers.shutdown(wait=False)
         raise
     try:
+        if engine is None and not config.all_loopback and not (Path(config.data_dir) / "catalog" / "data.mdb").exists():
+            raise FailedPrecondition(_NO_KEYS.format(listen=config.listen, data=config.data_dir))
+        engine = engine or Engine(config)
+    except BaseException:
+        server.stop(0)
+        workers.shutdown(wait=False)
+        if http_socket is not None:
+            http_socket.close()
+        raise
+    try:
         keys = ApiKeys(engine.store)
-        if not config.is_loopback() and not keys.any():
+        if not config.all_loopback and not keys.any():
             raise FailedPrecondition(_NO_KEYS.format(listen=config.listen, data=config.data_dir))
         health_servicer = health.HealthServicer()
         write_health = WriteHealth(health_servicer, [Path(config.data_dir), config.resolved_keys_dir])
@@ -115,11 +127,57 @@ def start(config: ServerConfig, *, engine: Engine | None = None) -> RunningServe
             health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
         server.start()
+        http = HttpServer(http_socket, engine, keys, config) if http_socket is not None else None
     except BaseException:
         server.stop(0)
         engine.close()
+        if http_socket is not None:
+            http_socket.close()
         raise
-    return RunningServer(server, engine, health_servicer, workers, f"{host}:{bound}", bound)
+    return RunningServer(server, engine, health_servicer, workers, f"{host}:{bound}", bound, http)
+
+
+def bind_http(config: ServerConfig) -> socket.socket:
+    """The HTTP listening socket, bound before anything is created (a busy port: one line)."""
+    host, port = config.host_port(config.http, "--http")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as err:
+        sock.close()
+        raise FailedPrecondition(f"cannot listen on {config.http} for HTTP ({err.strerror}): the port is in use or the address is not "
+                                 "this machine's; choose another with --http HOST:PORT, or --http off; nothing was changed") from None
+    return sock
+
+
+class HttpServer:
+    """uvicorn serving the HTTP API (server/http_api.py) on its own thread, same engine."""
+
+    def __init__(self, sock: socket.socket, engine: Engine, keys: ApiKeys, config: ServerConfig) -> None:
+        import uvicorn
+
+        from facebank.server.http_api import build_app
+
+        app = build_app(engine, keys, open_allowed=config.all_loopback, max_bytes=config.max_message_mb * 2**20,
+                        max_concurrent=config.max_concurrent_rpcs)
+        self.socket = sock
+        self.port = sock.getsockname()[1]
+        self.address = f"{config.host_port(config.http, '--http')[0]}:{self.port}"
+        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                                                     timeout_graceful_shutdown=int(GRACE_S)))
+        self._server.install_signal_handlers = lambda: None  # the process's signals are serve_forever's
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, name="facebank-http", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def stop(self, grace: float) -> None:
+        self._server.should_exit = True
+        self._thread.join(grace + 5)
+        self.socket.close()
 
 
 class WriteHealth:

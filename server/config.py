@@ -10,6 +10,7 @@ from pathlib import Path
 from facebank.errors import InvalidArgument, Reason
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_HTTP = "127.0.0.1:8000"
 DEFAULT_DATA = "./facebank-data"
 DEFAULT_THRESHOLD = 0.40
 DEFAULT_COLLECTION = "default"
@@ -19,6 +20,7 @@ DEFAULT_COLLECTION = "default"
 class ServerConfig:
     data_dir: Path = Path(DEFAULT_DATA)
     listen: str = DEFAULT_LISTEN
+    http: str = DEFAULT_HTTP              # the HTTP/JSON API (and the compatible APIs); "off" for none
     keys_dir: Path | None = None          # default: <data_dir>/keys
     device: str = "auto"                  # auto | cpu | cuda (models and search)
     backend: str = "auto"                 # auto | onnxruntime | torch (how the models run)
@@ -40,20 +42,30 @@ class ServerConfig:
     def resolved_keys_dir(self) -> Path:
         return Path(self.keys_dir) if self.keys_dir else Path(self.data_dir) / "keys"
 
-    def host_port(self) -> tuple[str, int]:
-        host, sep, port = self.listen.rpartition(":")
+    def host_port(self, address: str | None = None, option: str = "--listen") -> tuple[str, int]:
+        address = self.listen if address is None else address
+        host, sep, port = address.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-            raise InvalidArgument(f"--listen {self.listen!r} must be HOST:PORT, e.g. {DEFAULT_LISTEN}", reason=Reason.BAD_OPTION)
+            raise InvalidArgument(f"{option} {address!r} must be HOST:PORT, e.g. {DEFAULT_LISTEN}", reason=Reason.BAD_OPTION)
         return host.strip("[]") or "0.0.0.0", int(port)
 
-    def is_loopback(self) -> bool:
-        host, _ = self.host_port()
+    @property
+    def http_enabled(self) -> bool:
+        return self.http.lower() not in ("", "off", "none", "no")
+
+    def is_loopback(self, address: str | None = None) -> bool:
+        host, _ = self.host_port(address)
         if host == "localhost":
             return True
         try:
             return ipaddress.ip_address(host).is_loopback
         except ValueError:
             return False
+
+    @property
+    def all_loopback(self) -> bool:
+        """Every listener on a loopback address (the only case without API keys)."""
+        return self.is_loopback() and (not self.http_enabled or self.is_loopback(self.http))
 
 
 def env_path(name: str) -> Path | None:

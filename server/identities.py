@@ -71,8 +71,9 @@ class IdentitiesService:
 
     def delete_face(self, req: pb.DeleteFaceRequest) -> pb.DeleteFaceResponse:
         coll = self.p.store.collection(validate.collection_name(req.collection))
-        identities.delete_face(self.p.store, coll.name, req.face_id)
-        return pb.DeleteFaceResponse()
+        rec = identities.delete_face(self.p.store, coll.name, req.face_id)
+        owner = identities.identity_by_iid(self.p.store, rec.iid) if rec.iid else None
+        return pb.DeleteFaceResponse(face=convert.face_pb(rec, owner.external_id if owner else ""))
 
     def forget(self, req: pb.ForgetRequest) -> pb.ForgetReceipt:
         coll = self.p.store.collection(validate.collection_name(req.collection))

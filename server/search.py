@@ -92,7 +92,7 @@ class SearchService:
         threshold = validate.threshold(req.threshold) if req.HasField("threshold") else coll.threshold
         which = req.WhichOneof("against")
         if which is None:
-            raise InvalidArgument("verify needs something to compare with: other_image or identity_id", reason=Reason.BAD_OPTION)
+            raise InvalidArgument("verify needs something to compare with: other_image, identity_id or face_id", reason=Reason.BAD_OPTION)
         if which == "other_image":
             first, second = self.p.faces.analyze([req.image.data, req.other_image.data], max_faces=validate.MAX_FACES_PER_IMAGE, label="image")
             face = chosen_face(first, req.face, "the first image", "face")
@@ -103,8 +103,11 @@ class SearchService:
                 face=convert.observation_pb(face), other_face=convert.observation_pb(other),
                 faces_in_image=len(first), face_used=req.face or 1, faces_in_other_image=len(second), other_face_used=req.other_face or 1,
             )
-        external_id = validate.identity_id(req.identity_id)
-        _, vectors = identities.identity_vectors(self.p.store, coll.name, external_id)
+        if which == "face_id":
+            _, stored = identities.face_vector(self.p.store, coll.name, req.face_id)
+            vectors = stored[None]
+        else:
+            _, vectors = identities.identity_vectors(self.p.store, coll.name, validate.identity_id(req.identity_id))
         found = self.p.faces.analyze([req.image.data], max_faces=validate.MAX_FACES_PER_IMAGE)[0]
         face = chosen_face(found, req.face, "the image", "face")
         score = float(np.max(vectors @ face.embedding)) if len(vectors) else -1.0

@@ -74,7 +74,8 @@ def open_store(path: Path, **kw):
 
 
 def make_config(data_dir: Path, **overrides) -> ServerConfig:
-    return ServerConfig(data_dir=data_dir, listen="127.0.0.1:0", **overrides)
+    """In-process servers speak gRPC only unless a test asks for HTTP (http="127.0.0.1:0")."""
+    return ServerConfig(data_dir=data_dir, listen="127.0.0.1:0", **{"http": "off", **overrides})
 
 
 @pytest.fixture
@@ -127,7 +128,8 @@ class ServerProcess:
         self.log = data_dir.parent / f"serve-{self.port}.log"
 
     def start(self, timeout: float = 60) -> "ServerProcess":
-        cmd = [sys.executable, "-m", "facebank", "serve", "--data", str(self.data_dir), "--listen", self.listen, *self.args]
+        http = () if "--http" in self.args else ("--http", "off")  # tests that need HTTP ask for it
+        cmd = [sys.executable, "-m", "facebank", "serve", "--data", str(self.data_dir), "--listen", self.listen, *http, *self.args]
         self.log_file = open(self.log, "ab")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log_file, env=self.env)
         deadline = time.monotonic() + timeout

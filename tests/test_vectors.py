@@ -280,3 +280,30 @@ def test_vectorised_identity_grouping_matches_the_plain_loop():
             got[row].append((int(iid), float(score), g.faces[start:end].tolist()))
         assert got == reference_grouping(scores, labels, owners, top_k, min_score)
         assert g.low.tolist() == [bool(((labels[r] >= 0) & (scores[r] < min_score)).any()) for r in range(nq)]
+
+
+def test_a_large_filter_on_ivf_finds_what_a_brute_force_filter_finds():
+    """A filter holding many faces is searched at the calibrated nprobe with the filter as
+    a selector (not exactly): for new photos of the filter's people, the best allowed
+    identity is the brute-force one, and the faces found are the filter's nearest ones."""
+    from facebank.index.segments import Segment, exact_filter
+    from facebank.index.records import IndexSettings
+    from facebank.index.vectors import TARGET_RECALL
+
+    x, labels = identity_data(2000, 10, seed=4)
+    ids = np.arange(len(x), dtype=np.int64)
+    index = IvfIndex.train(DIM, ids, x)
+    segment = Segment(1, "enrolled", DIM, IndexSettings(), index)
+    rng = np.random.default_rng(5)
+    allowed_people = rng.choice(2000, 200, replace=False)  # 10% of the identities
+    allowed = ids[np.isin(labels, allowed_people)]
+    assert not exact_filter(len(allowed), len(ids))
+    people = rng.choice(allowed_people, 100)
+    queries = x[people * 10] + 0.1 * rng.standard_normal((100, DIM)).astype(np.float32)  # new photos of them
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    _, found = segment.search(queries, 10, allowed)
+    _, truth = exact_top_k(queries, x[allowed], allowed, 10)
+    assert np.isin(found[found >= 0], allowed).all()  # never a face outside the filter
+    assert np.mean(labels[found[:, 0]] == labels[truth[:, 0]]) >= 0.98
+    recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found.tolist(), truth.tolist())])
+    assert recall >= TARGET_RECALL - 0.02

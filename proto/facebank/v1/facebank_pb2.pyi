@@ -468,13 +468,14 @@ class DetectFacesResponse(_message.Message):
     def __init__(self, faces: _Optional[_Iterable[_Union[DetectedFace, _Mapping]]] = ...) -> None: ...
 
 class VerifyRequest(_message.Message):
-    __slots__ = ("collection", "image", "face", "other_face", "other_image", "identity_id", "threshold")
+    __slots__ = ("collection", "image", "face", "other_face", "other_image", "identity_id", "face_id", "threshold")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     FACE_FIELD_NUMBER: _ClassVar[int]
     OTHER_FACE_FIELD_NUMBER: _ClassVar[int]
     OTHER_IMAGE_FIELD_NUMBER: _ClassVar[int]
     IDENTITY_ID_FIELD_NUMBER: _ClassVar[int]
+    FACE_ID_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     collection: str
     image: Image
@@ -482,8 +483,9 @@ class VerifyRequest(_message.Message):
     other_face: int
     other_image: Image
     identity_id: str
+    face_id: int
     threshold: float
-    def __init__(self, collection: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., face: _Optional[int] = ..., other_face: _Optional[int] = ..., other_image: _Optional[_Union[Image, _Mapping]] = ..., identity_id: _Optional[str] = ..., threshold: _Optional[float] = ...) -> None: ...
+    def __init__(self, collection: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., face: _Optional[int] = ..., other_face: _Optional[int] = ..., other_image: _Optional[_Union[Image, _Mapping]] = ..., identity_id: _Optional[str] = ..., face_id: _Optional[int] = ..., threshold: _Optional[float] = ...) -> None: ...
 
 class VerifyResponse(_message.Message):
     __slots__ = ("match", "score", "threshold", "face", "other_face", "faces_in_image", "face_used", "faces_in_other_image", "other_face_used")
@@ -582,8 +584,10 @@ class DeleteFaceRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., face_id: _Optional[int] = ...) -> None: ...
 
 class DeleteFaceResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("face",)
+    FACE_FIELD_NUMBER: _ClassVar[int]
+    face: Face
+    def __init__(self, face: _Optional[_Union[Face, _Mapping]] = ...) -> None: ...
 
 class ForgetRequest(_message.Message):
     __slots__ = ("collection", "identity_id", "strict")
