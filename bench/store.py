@@ -167,12 +167,49 @@ def child(data: str, probes_path: str) -> dict:
             "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2), "search_ms": timings}
 
 
+def rows(measured: dict, version: str) -> tuple[list[dict], list[dict]]:
+    """Flat table rows of one `--out` file (store, clustering)."""
+    out = []
+    for r in measured.get("store", []):
+        for start, key in (("from snapshot", "start_from_snapshot"), ("rebuilding from catalog", "start_rebuilding_from_catalog")):
+            m = r[key]
+            out.append({"version": version, "faces": r["faces"], "load_s": r["load_s"], "catalog_bytes_per_face": round(r["catalog_bytes"] / r["faces"]),
+                        "start": start, "start_s": m["start_s"], "rss_after_start_gb": m["rss_after_start_gb"], "peak_rss_gb": m["peak_rss_gb"],
+                        "unfiltered_ms": m["search_ms"]["unfiltered"], "filter_10pct_ms": m["search_ms"]["filter 10%"],
+                        "filter_0.1pct_ms": m["search_ms"]["filter 0.1%"]})
+    clustering = [{"version": version, **measured["store_clustering"]}] if measured.get("store_clustering") else []
+    return out, clustering
+
+
+def combine(before: dict, after: dict, name: str, command: str) -> Path:
+    """One committed run from the same measurements taken on two checkouts."""
+    from bench import report
+    from bench.machine import describe
+
+    before_rows, before_cl = rows(before, "before")
+    after_rows, after_cl = rows(after, "after")
+    results = {"run": name, "quick": False, "machine": describe(), "command": command, "seconds": {},
+               "store_rows": sorted(before_rows + after_rows, key=lambda r: (r["faces"], r["start"], r["version"] != "before")),
+               "store_clustering_rows": before_cl + after_cl}
+    run_dir = Path(__file__).resolve().parent / "results" / name
+    report.write(run_dir, results)
+    return run_dir
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100000")
     parser.add_argument("--cluster-faces", type=int, default=0)
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out", help="write the measurements here (JSON)")
+    parser.add_argument("--combine", nargs=2, metavar=("BEFORE", "AFTER"), help="write one run from two --out files (bench/results/NAME)")
+    parser.add_argument("--name", default="store-before-after")
     args = parser.parse_args()
+    if args.combine:
+        before, after = (json.loads(Path(f).read_text()) for f in args.combine)
+        print(combine(before, after, args.name, "python -m bench.store " + " ".join(sys.argv[1:])))
+        return
+    if not args.out:
+        parser.error("give --out FILE (or --combine BEFORE AFTER)")
     try:
         from facebank.server.runtime import configure_process
     except ImportError:  # an older checkout configures the process on import
