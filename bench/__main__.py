@@ -12,11 +12,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench import accuracy, breakdown, cluster, embedding, enroll, forget, gpu, report, search, store
+from bench import accuracy, breakdown, cluster, embedding, enroll, forget, gpu, http, report, search, store
 from bench.machine import describe
 
 SECTIONS = {"embedding": embedding, "search": search, "breakdown": breakdown, "enrollment": enroll, "forget": forget, "clustering": cluster,
-            "store": store, "accuracy": accuracy, "gpu": gpu}
+            "store": store, "accuracy": accuracy, "http": http, "gpu": gpu}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

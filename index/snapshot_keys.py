@@ -34,7 +34,7 @@ class SnapshotKeys:
         """Record the new snapshot and shred the previous key. Refused (and the new
         key shredded) if a forget committed after `seq`: that snapshot may hold it."""
         with self._write() as w:
-            if w.get_collection_by_id(cid) is None or seq < w.get_meta(f"forget_at:{cid}", 0):
+            if w.get_collection_by_id(cid) is None or seq < w.get_meta(f"forget_at:{cid}:{segment}", 0):
                 w.shred_after_commit.append(key.slot)
                 return False
             previous = w.get_meta(f"snapshot:{cid}:{segment}")

@@ -109,8 +109,9 @@ class WriteTxn:
             dim = dims(cid)
             add = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, dim), np.float32)
             self.changes.append(IndexChange(seq, cid, segment, np.asarray(ids, np.int64), add, np.asarray(removed, np.int64)))
-        for cid in self._forgets:
-            self.t.put_meta(f"forget_at:{cid}", self.t.last_seq())
+        for change in self.changes:
+            if change.cid in self._forgets:  # per segment: a snapshot older than its own removal may hold the faces
+                self.t.put_meta(f"forget_at:{change.cid}:{change.segment}", change.seq)
 
     @property
     def index_removed(self) -> int | None:

@@ -24,13 +24,14 @@ class ServerConfig:
     keys_dir: Path | None = None          # default: <data_dir>/keys
     device: str = "auto"                  # auto | cpu | cuda (models and search)
     backend: str = "auto"                 # auto | onnxruntime | torch (how the models run)
-    model_spec: Path | None = None        # JSON spec of another ArcFace-style pair
+    model: str = "default"                # a shipped pair: default (InsightFace, non-commercial) | sface (commercial use)
+    model_spec: Path | None = None        # JSON spec of another ArcFace-style pair (wins over `model`)
     threads: int = 0                      # inference threads; 0 = every core
     workers: int = 16                     # RPC handler threads
     max_concurrent_rpcs: int = 64         # beyond this, RESOURCE_EXHAUSTED
     max_message_mb: int = 64
     micro_batch_wait_ms: float = 0.0      # > 0: share model calls across requests (GPU)
-    default_threshold: float = DEFAULT_THRESHOLD
+    default_threshold: float | None = None  # new collections' threshold; None: the model's own
     compact_after_forget_s: float = 300.0
     tls_cert: Path | None = None
     tls_key: Path | None = None

@@ -14,8 +14,8 @@ import logging
 import re
 from dataclasses import dataclass
 
-from facebank.embedder import FaceEmbedder, OnnxFaceEmbedder, default_model_spec
-from facebank.embedder.models import ModelSpec
+from facebank.embedder import FaceEmbedder, OnnxFaceEmbedder
+from facebank.embedder.models import ModelSpec, model_spec
 from facebank.errors import FailedPrecondition, InvalidArgument, Reason
 from facebank.index.lifecycle import start_store, stop_store
 from facebank.index.maintenance import Maintenance
@@ -38,6 +38,13 @@ class Parts:
     maintenance: Maintenance
     faces: FacePipeline
 
+    @property
+    def default_threshold(self) -> float:
+        """New collections' threshold: the server's setting, else the model's own."""
+        if self.config.default_threshold is not None:
+            return self.config.default_threshold
+        return self.faces.embedder.spec.default_threshold
+
     def collection(self, name: str):
         rec = self.store.collection(validate.collection_name(name))
         if rec.model_id != self.faces.model_id:
@@ -55,7 +62,7 @@ def method_name(rpc: str) -> str:
 
 
 def load_embedder(config: ServerConfig) -> FaceEmbedder:
-    spec = ModelSpec.from_json(config.model_spec) if config.model_spec else default_model_spec()
+    spec = ModelSpec.from_json(config.model_spec) if config.model_spec else model_spec(config.model)
     return OnnxFaceEmbedder(
         spec, device=config.device, threads=config.threads, micro_batch_wait_ms=config.micro_batch_wait_ms, backend=config.backend
     )
@@ -106,7 +113,7 @@ class Engine:
     def _ensure_default_collection(self) -> None:
         if not any(c.name == DEFAULT_COLLECTION for c in self.store.list_collections()):
             self.store.create_collection(
-                DEFAULT_COLLECTION, self.parts.faces.model_id, self.parts.faces.dim, self.config.default_threshold, IndexSettings()
+                DEFAULT_COLLECTION, self.parts.faces.model_id, self.parts.faces.dim, self.parts.default_threshold, IndexSettings()
             )
 
     def close(self) -> None:
@@ -131,7 +138,7 @@ class CollectionsService:
 
     def create_collection(self, req: pb.CreateCollectionRequest) -> pb.Collection:
         name = validate.collection_name(req.name, "name")
-        threshold = validate.threshold(req.threshold) if req.HasField("threshold") else self.p.config.default_threshold
+        threshold = validate.threshold(req.threshold) if req.HasField("threshold") else self.p.default_threshold
         lease = validate.positive(req.scratch_lease_seconds, "scratch_lease_seconds", 7 * 24 * 3600)
         rec = self.p.store.create_collection(name, self.p.faces.model_id, self.p.faces.dim, threshold, index_settings(req.index),
                                              scratch_lease_s=lease)
@@ -157,5 +164,5 @@ class CollectionsService:
         name = validate.collection_name(req.name, "name")
         counts = drop_collection(self.p.store, name, receipt=not self.p.store.collection(name).scratch_lease_s)
         if name == DEFAULT_COLLECTION:  # the default collection always exists, empty if need be
-            self.p.store.create_collection(name, self.p.faces.model_id, self.p.faces.dim, self.p.config.default_threshold, IndexSettings())
+            self.p.store.create_collection(name, self.p.faces.model_id, self.p.faces.dim, self.p.default_threshold, IndexSettings())
         return pb.DropCollectionResponse(identities_forgotten=counts["identities"], faces_removed=counts["faces"])

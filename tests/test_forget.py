@@ -185,6 +185,7 @@ def test_derived_structures_are_retrained_without_the_identity(served, monkeypat
         assert np.isin(obama_faces, seg.index.training_ids).any()
     with engine.maintenance.work_lock:  # hold the background retrain back while we look
         receipt = fb.forget("obama", collection="big")
+        engine.store.uow.drain()  # its vectors leave the index (the applier thread does it at once too)
         assert not receipt.derived_clean  # the centroids / graph still reflect its vectors...
         assert fb.stats().pending_retrains == 1
     strict = fb.forget("biden", collection="big", strict=True)
