@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 
 import numpy as np
 
@@ -155,11 +156,12 @@ def erase(store: FaceStore, intent: ForgetIntent, *, apply: str = "later"):
 
 
 def _drop_snapshots(store: FaceStore, cid: int) -> None:
-    """Unreadable already (key shredded); now gone too, and due again."""
+    """Their keys are shredded already (unreadable), and they are due again. The files
+    go on another thread: unlinking a 2 GB snapshot is not worth a forget's latency."""
     for segment in store.segments_of(cid):
         segment.snapshot_seq = 0
-    for name in SEGMENTS:
-        store.segments.snapshot_path(cid, name).unlink(missing_ok=True)
+    paths = [store.segments.snapshot_path(cid, name) for name in SEGMENTS]
+    threading.Thread(target=lambda: [p.unlink(missing_ok=True) for p in paths], name="facebank-unlink", daemon=True).start()
 
 
 def verify_forgotten(store: FaceStore, cid: int, threshold: float, face_ids: np.ndarray, probes: np.ndarray, *,

@@ -22,6 +22,8 @@ from facebank.index.store import FaceStore
 log = logging.getLogger(__name__)
 
 TICK_S = 1.0
+RESNAPSHOT_S = 15.0  # after a forget drops a snapshot, write the next one at most this often (a forget storm at 1M
+                     # faces otherwise rewrites a 2 GB snapshot after every forget)
 
 
 class Maintenance:
@@ -102,7 +104,8 @@ class Maintenance:
                     return
                 if self.store.segments.wants_rebuild(segment):
                     segment = self._rebuild(segment)
-                if self.store.segments.due_for_snapshot(segment) or (segment.changes_since_snapshot and segment.snapshot_seq == 0):
+                lost = segment.changes_since_snapshot and segment.snapshot_seq == 0  # none (a forget dropped it)
+                if self.store.segments.due_for_snapshot(segment) or (lost and time.monotonic() - segment.last_snapshot >= RESNAPSHOT_S):
                     self.store.segments.snapshot(segment, self.store.uow.applying)
             self._trim()
         self._expire_scratch()
