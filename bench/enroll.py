@@ -1,6 +1,7 @@
 """Enrollment end to end: `facebank enroll DIR` (the bulk CLI, over gRPC, into a
 fresh server) on a folder of real photos replicated with small random crops
-and flips, so every file is a new image."""
+and flips, so every file is a new image; with face crops kept and without
+(throughput and catalog bytes per face side by side)."""
 
 from __future__ import annotations
 
@@ -43,16 +44,36 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
+def _catalog_bytes(data_dir: Path) -> dict:
+    """The catalog file's size and the stored bytes of the kept crops (rows as written: sealed, tagged)."""
+    import lmdb
+
+    path = data_dir / "catalog"
+    env = lmdb.open(str(path), readonly=True, lock=False, max_dbs=64, subdir=True)
+    try:
+        crops = env.open_db(b"crops", create=False)
+        with env.begin(db=crops) as txn:
+            sizes = [len(v) for v in txn.cursor().iternext(keys=False, values=True)]
+    finally:
+        env.close()
+    return {"catalog_bytes": (path / "data.mdb").stat().st_size, "crop_rows": len(sizes), "crop_bytes": sum(sizes)}
+
+
+# (bulk CLI streams, serve --crops/--no-crops): the cost of keeping crops is the last two rows side by side
+CONFIGS = ((1, True), (2, True), (2, False))
+
+
 def run(quick: bool, log=print) -> dict:
     count = 100 if quick else 3000
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "photos"
         make_folder(folder, count)
-        for workers in (1, 2):
+        for workers, crops in CONFIGS:
             address = f"127.0.0.1:{_port()}"
-            server = subprocess.Popen([sys.executable, "-m", "facebank", "serve", "--data", str(Path(tmp) / f"data{workers}"), "--listen", address],
-                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            data = Path(tmp) / f"data{workers}{'c' if crops else 'n'}"
+            server = subprocess.Popen([sys.executable, "-m", "facebank", "serve", "--data", str(data), "--listen", address, "--http", "off",
+                                       "--crops" if crops else "--no-crops"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
             try:
                 server.stdout.readline()
                 started = time.perf_counter()
@@ -63,7 +84,12 @@ def run(quick: bool, log=print) -> dict:
                 server.terminate()
                 server.wait()
             summary = json.loads(out.stdout)
-            rows.append({"system": "facebank enroll DIR", "workers": workers, "images": count, "enrolled": summary["stored"],
-                         "rejected": summary["rejected"], "seconds": round(elapsed, 1), "images_per_s": round(count / elapsed, 1)})
-            log(f"enroll: {workers} stream(s): {rows[-1]['images_per_s']} images/s")
+            sizes = _catalog_bytes(data)
+            stored = max(1, summary["stored"])
+            rows.append({"system": "facebank enroll DIR", "workers": workers, "crops": crops, "images": count, "enrolled": summary["stored"],
+                         "rejected": summary["rejected"], "seconds": round(elapsed, 1), "images_per_s": round(count / elapsed, 1),
+                         "catalog_bytes_per_face": round(sizes["catalog_bytes"] / stored),
+                         "crop_bytes_per_face": round(sizes["crop_bytes"] / max(1, sizes["crop_rows"])) if sizes["crop_rows"] else 0})
+            log(f"enroll: {workers} stream(s), crops {'on' if crops else 'off'}: {rows[-1]['images_per_s']} images/s, "
+                f"{rows[-1]['catalog_bytes_per_face']:,} catalog bytes per face")
     return {"enrollment": rows}

@@ -76,11 +76,13 @@ def main(ctx: click.Context, server: str | None) -> None:
 @click.option("--tls-cert", type=click.Path(exists=True, path_type=Path), envvar="FACEBANK_TLS_CERT")
 @click.option("--tls-key", type=click.Path(exists=True, path_type=Path), envvar="FACEBANK_TLS_KEY")
 @click.option("--tls-client-ca", type=click.Path(exists=True, path_type=Path), envvar="FACEBANK_TLS_CLIENT_CA", help="Require client certificates signed by this CA (mutual TLS).")
+@click.option("--crops/--no-crops", "keep_crops", default=True, show_default=True, envvar="FACEBANK_KEEP_CROPS",
+              help="New collections (the default one included) keep each face's aligned crop, sealed; --no-crops: templates only.")
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True, envvar="FACEBANK_LOG_FORMAT",
               help="json: one JSON object per line (requests: method, collection, status, ms).")
 def serve(data_dir, listen, http, keys_dir, device, backend, model, model_spec, threads, max_concurrent_rpcs, micro_batch_ms, tls_cert, tls_key, tls_client_ca,
-          log_level, log_format) -> None:
+          keep_crops, log_level, log_format) -> None:
     """Start the server (embedded LMDB + FAISS in a local data directory)."""
 
     from facebank.server.runtime import configure_process
@@ -95,7 +97,7 @@ def serve(data_dir, listen, http, keys_dir, device, backend, model, model_spec, 
     config = ServerConfig(
         data_dir=data_dir, listen=listen, http=http, keys_dir=keys_dir, device=device, backend=backend, model=model, model_spec=model_spec, threads=threads,
         max_concurrent_rpcs=max_concurrent_rpcs, micro_batch_wait_ms=micro_batch_ms,
-        tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca,
+        tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca, keep_crops=keep_crops,
     )
     def ready(running) -> None:
         http_line = f"; HTTP on http://{running.http.address} (docs: /docs)" if running.http else ""

@@ -45,12 +45,15 @@ index_choice = click.Choice(["auto", "flat", "ivf", "hnsw"])
 @click.option("--index", type=index_choice, default="auto", show_default=True)
 @click.option("--nprobe", type=int, default=0, help="IVF lists visited per query (0 = chosen by size).")
 @click.option("--threshold", type=float, help="Open-set threshold (cosine).")
+@click.option("--crops/--no-crops", "keep_crops", default=None,
+              help="Keep each face's aligned crop, sealed (review, model migration); --no-crops keeps templates only. Default: the server's.")
 @click.pass_context
-def create(ctx, name, index, nprobe, threshold) -> None:
+def create(ctx, name, index, nprobe, threshold, keep_crops) -> None:
     """Create a collection."""
     with client_from(ctx) as fb:
-        c = fb.create_collection(name, index=index, nprobe=nprobe, threshold=threshold)
-    click.echo(f"created collection {c.name!r} (model {c.model_id}, threshold {c.threshold:.2f})")
+        c = fb.create_collection(name, index=index, nprobe=nprobe, threshold=threshold, keep_crops=keep_crops)
+    crops = "face crops kept" if c.keep_crops else "templates only, no face crops"
+    click.echo(f"created collection {c.name!r} (model {c.model_id}, threshold {c.threshold:.2f}, {crops})")
 
 
 @collections.command("set")

@@ -47,6 +47,7 @@ def register(main: click.Group) -> None:
     main.add_command(verify)
     main.add_command(forget)
     main.add_command(identities)
+    main.add_command(crop)
 
 
 @click.command()
@@ -235,3 +236,18 @@ def identities(ctx, collection, as_json) -> None:
     for row in rows:
         click.echo(f"{row['id']}\t{row['faces']} face(s)\t{row['display_name']}")
     click.echo(f"{len(rows)} identities", err=True)
+
+
+@click.command()
+@click.argument("face_id", type=int)
+@collection_option
+@click.option("-o", "--out", "out", type=click.Path(dir_okay=False, path_type=Path), help="Where to write the JPEG (default: face-ID.jpg).")
+@click.pass_context
+def crop(ctx, face_id, collection, out) -> None:
+    """Write the aligned face kept for FACE_ID (a JPEG; needs the enroll role)."""
+    with client_from(ctx) as fb:
+        result = fb.face_crop(face_id, collection=collection)
+    out = out or Path(f"face-{face_id}.jpg")
+    out.write_bytes(result.image)
+    owner = f" of {result.face.identity_id!r}" if result.face.identity_id else ""
+    click.echo(f"wrote {out} (face {face_id}{owner}, {len(result.image):,} bytes, {result.media_type})")

@@ -190,6 +190,17 @@ def clusters_split(ctx, cluster_id, face_ids) -> None:
     click.echo(f"new cluster {c.cluster_id}: {c.size} faces")
 
 
+@clusters.command("move")
+@click.argument("into", type=int)
+@click.argument("face_ids", type=int, nargs=-1, required=True)
+@click.pass_context
+def clusters_move(ctx, into, face_ids) -> None:
+    """Move faces (a wrong face, a missed one) into cluster INTO, and its identity if named."""
+    with client_from(ctx) as fb:
+        c = fb.move_faces(face_ids, into, collection=ctx.obj["collection"])
+    click.echo(f"cluster {c.cluster_id}: {c.size} faces" + (f" ({c.identity_id!r})" if c.identity_id else ""))
+
+
 @clusters.command("name")
 @click.argument("cluster_id", type=int)
 @click.argument("identity_id")

@@ -67,11 +67,13 @@ class Client:
     # -- collections ------------------------------------------------------------------
 
     def create_collection(self, name: str, *, index: str = "auto", nprobe: int = 0, ef_search: int = 0, threshold: float | None = None,
-                          scratch_lease_seconds: int = 0) -> pb.Collection:
+                          scratch_lease_seconds: int = 0, keep_crops: bool | None = None) -> pb.Collection:
         req = pb.CreateCollectionRequest(name=name, index=pb.IndexOptions(kind=_kind(index), nprobe=nprobe, ef_search=ef_search),
                                          scratch_lease_seconds=scratch_lease_seconds)
         if threshold is not None:
             req.threshold = threshold
+        if keep_crops is not None:
+            req.keep_crops = keep_crops
         return self.transport.call("Collections", "CreateCollection", req)
 
     def update_collection(self, name: str, *, threshold: float | None = None, index: str | None = None, nprobe: int = 0, ef_search: int = 0) -> pb.Collection:
@@ -145,13 +147,14 @@ class Client:
         req = pb.CreateIdentityRequest(collection=collection, identity_id=identity_id, display_name=display_name, metadata=metadata or {})
         return self.transport.call("Identities", "CreateIdentity", req)
 
-    def get_identity(self, identity_id: str, *, collection: str = "default") -> pb.Identity:
-        return self.transport.call("Identities", "GetIdentity", pb.IdentityRef(collection=collection, identity_id=identity_id))
+    def get_identity(self, identity_id: str, *, collection: str = "default", with_crops: bool = False) -> pb.Identity:
+        return self.transport.call("Identities", "GetIdentity", pb.IdentityRef(collection=collection, identity_id=identity_id, with_crops=with_crops))
 
-    def list_identities(self, *, collection: str = "default", page_size: int = 100) -> Iterator[pb.Identity]:
+    def list_identities(self, *, collection: str = "default", page_size: int = 100, with_crops: bool = False) -> Iterator[pb.Identity]:
         token = ""
         while True:
-            page = self.transport.call("Identities", "ListIdentities", pb.ListIdentitiesRequest(collection=collection, page_size=page_size, page_token=token))
+            req = pb.ListIdentitiesRequest(collection=collection, page_size=page_size, page_token=token, with_crops=with_crops)
+            page = self.transport.call("Identities", "ListIdentities", req)
             yield from page.identities
             token = page.next_page_token
             if not token:
@@ -167,6 +170,10 @@ class Client:
     def delete_face(self, face_id: int, *, collection: str = "default") -> None:
         self.transport.call("Identities", "DeleteFace", pb.DeleteFaceRequest(collection=collection, face_id=face_id))
 
+    def face_crop(self, face_id: int, *, collection: str = "default") -> pb.FaceCrop:
+        """The aligned face (JPEG) kept for a stored face, and the face."""
+        return self.transport.call("Identities", "GetFaceCrop", pb.FaceRef(collection=collection, face_id=face_id))
+
     def forget(self, identity_id: str, *, collection: str = "default", strict: bool = False) -> pb.ForgetReceipt:
         return self.transport.call("Identities", "Forget", pb.ForgetRequest(collection=collection, identity_id=identity_id, strict=strict))
 
@@ -178,17 +185,21 @@ class Client:
     def cluster(self, *, collection: str = "default", full: bool = False) -> Iterator[pb.ClusterProgress]:
         return self.transport.stream("Clusters", "RunClustering", pb.ClusterRequest(collection=collection, full=full))
 
-    def list_clusters(self, *, collection: str = "default", include_faces: bool = False) -> pb.ListClustersResponse:
-        return self.transport.call("Clusters", "ListClusters", pb.ListClustersRequest(collection=collection, include_faces=include_faces))
+    def list_clusters(self, *, collection: str = "default", include_faces: bool = False, with_crops: bool = False) -> pb.ListClustersResponse:
+        req = pb.ListClustersRequest(collection=collection, include_faces=include_faces, with_crops=with_crops)
+        return self.transport.call("Clusters", "ListClusters", req)
 
-    def get_cluster(self, cluster_id: int, *, collection: str = "default") -> pb.Cluster:
-        return self.transport.call("Clusters", "GetCluster", pb.ClusterRef(collection=collection, cluster_id=cluster_id))
+    def get_cluster(self, cluster_id: int, *, collection: str = "default", with_crops: bool = False) -> pb.Cluster:
+        return self.transport.call("Clusters", "GetCluster", pb.ClusterRef(collection=collection, cluster_id=cluster_id, with_crops=with_crops))
 
     def merge_clusters(self, into: int, others: Sequence[int], *, collection: str = "default") -> pb.Cluster:
         return self.transport.call("Clusters", "MergeClusters", pb.MergeClustersRequest(collection=collection, into=into, others=list(others)))
 
     def split_cluster(self, cluster_id: int, face_ids: Sequence[int], *, collection: str = "default") -> pb.Cluster:
         return self.transport.call("Clusters", "SplitCluster", pb.SplitClusterRequest(collection=collection, cluster_id=cluster_id, face_ids=list(face_ids)))
+
+    def move_faces(self, face_ids: Sequence[int], into: int, *, collection: str = "default") -> pb.Cluster:
+        return self.transport.call("Clusters", "MoveFaces", pb.MoveFacesRequest(collection=collection, into=into, face_ids=list(face_ids)))
 
     def name_cluster(self, cluster_id: int, identity_id: str, *, collection: str = "default", display_name: str = "") -> pb.Identity:
         req = pb.NameClusterRequest(collection=collection, cluster_id=cluster_id, identity_id=identity_id, display_name=display_name)

@@ -31,6 +31,7 @@ class FaceObservation:
     detection_score: float
     quality: Quality
     embedding: np.ndarray  # (d,) float32, L2-normalised
+    crop: np.ndarray | None = None  # (S, S, 3) uint8 RGB: the aligned face the embedding was computed from
 
     @property
     def area(self) -> float:
@@ -59,22 +60,6 @@ class FaceEmbedder(ABC):
         """Every face of every image (largest first, at most max_faces if > 0)."""
 
     @abstractmethod
-    def _retry_padded(self, images: list[np.ndarray], detections: list, max_faces: int):
-        """Images where no face was found are searched again with a border around
-        them: a face that fills the frame (an ID-style crop) is too large for the
-        detector's anchors. Faces found there are aligned on the padded image and
-        reported in the original image's pixels (a box may reach past its edges)."""
-        missing = [i for i, det in enumerate(detections) if len(det) == 0]
-        if not missing:
-            return images, detections
-        padded = {i: pad_image(images[i]) for i in missing}
-        retried = self.detector.detect([padded[i][0] for i in missing], max_faces=max_faces)
-        images, detections = list(images), list(detections)
-        for i, det in zip(missing, retried):
-            if len(det):
-                images[i], detections[i] = padded[i][0], replace(det, shift=padded[i][1])
-        return images, detections
-
     def embed_crops(self, crops: np.ndarray) -> np.ndarray:
         """Embeddings (n x d, unit norm) of aligned crops (n x S x S x 3 uint8 RGB)."""
 
@@ -143,7 +128,7 @@ class OnnxFaceEmbedder(FaceEmbedder):
                 if shift is not None:  # found in the padded image: back to the caller's pixels
                     box, landmarks = box - np.tile(shift, 2), landmarks - shift
                 quality = self.quality.assess(box, float(det.scores[j]), landmarks, crop[j])
-                faces.append(FaceObservation(box, landmarks, float(det.scores[j]), quality, embeddings[offset + j]))
+                faces.append(FaceObservation(box, landmarks, float(det.scores[j]), quality, embeddings[offset + j], crop[j]))
             offset += count
             results.append(faces)
         return results

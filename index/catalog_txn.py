@@ -147,6 +147,7 @@ class CatalogTxn(TableTxn):
         self._delete("face_owner", u64(rec.face_id))
         self.face_owners_changed[rec.face_id] = -1
         self._delete("embeddings", u64(rec.face_id))
+        self._delete("crops", u64(rec.face_id))
         self._delete("unclustered", u32(rec.collection_id) + u64(rec.face_id))
         self._unlink_face(rec)
 
@@ -207,6 +208,15 @@ class CatalogTxn(TableTxn):
             raw = self._open("embeddings", key, stored)
             if raw is not None:
                 yield fid, read_u64(raw), read_u64(raw, 8), raw[16:]
+
+    def put_crop(self, face_id: int, iid: int, slot: int, sealed: bytes) -> None:
+        """A sealed face crop, with what opening it needs (owner iid, key slot) in front."""
+        self._put("crops", u64(face_id), u64(iid) + u64(slot) + sealed)
+
+    def get_crop(self, face_id: int) -> tuple[int, int, bytes] | None:
+        """(owner iid, key slot, sealed crop)."""
+        raw = self._get("crops", u64(face_id))
+        return None if raw is None else (read_u64(raw), read_u64(raw, 8), raw[16:])
 
     # -- image index: makes enrollment and ingestion idempotent ----------------------------
 

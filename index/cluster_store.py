@@ -13,15 +13,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from facebank.errors import FailedPrecondition, InvalidArgument
+from facebank.errors import FailedPrecondition, InvalidArgument, NotFound
 from facebank.index.cluster_records import check_cannot_link, get_cluster, new_cluster, refresh_cluster
 from facebank.index.keyring import face_owner, identity_owner
 from facebank.index.records import ClusterRecord, FaceRecord, IdentityRecord
-from facebank.index.sealed_faces import now_ms, open_embedding, seal_embedding
+from facebank.index.sealed_faces import now_ms, open_crop, open_embedding, seal_crop, seal_embedding
 from facebank.index.store import FaceStore
 from facebank.index.unit_of_work import WriteTxn
 
-__all__ = ["ClusterState", "ClusterWriter", "cluster_listing", "cluster_view", "merge", "name", "new_cluster", "read_state", "refresh_cluster", "split"]
+__all__ = ["ClusterState", "ClusterWriter", "cluster_listing", "cluster_view", "merge", "move_faces", "name", "new_cluster", "read_state", "refresh_cluster", "split"]
 
 
 @dataclass
@@ -118,6 +118,9 @@ class ClusterWriter:
                 w.delete_slot_owner(face.key_slot)
             updated.iid, updated.key_slot = iid, key.slot
             seal_embedding(w, face.face_id, iid, key, vector)
+            crop = open_crop(self.store.keyring, w.t, face.face_id)
+            if crop is not None:
+                seal_crop(w, face.face_id, iid, key, crop)
             w.index_remove(self.cid, face.segment, [face.face_id])
             w.index_add(self.cid, updated.segment, face.face_id, vector)
             for old_or_new, delta in ((face.iid, -1), (iid, +1)):
@@ -177,6 +180,40 @@ def split(store: FaceStore, cid: int, cluster_id: int, face_ids: list[int]) -> C
         refresh_cluster(t, cid, cluster_id)
         refresh_cluster(t, cid, fresh.cluster_id)
         return t.get_cluster(cid, fresh.cluster_id)
+
+    return ClusterWriter(store, cid).run(edit)
+
+
+def move_faces(store: FaceStore, cid: int, into: int, face_ids: list[int]) -> ClusterRecord:
+    """Faces from any cluster (or none) join cluster `into` and its identity, if it is named;
+    the clusters they leave keep their other faces. Every cluster touched is locked
+    (edited by a person: re-clustering keeps it as it is)."""
+
+    def edit(t: WriteTxn, w: ClusterWriter):
+        target = get_cluster(t, cid, into)
+        if not face_ids:
+            raise InvalidArgument("name the faces to move (face_ids)")
+        faces = []
+        for fid in dict.fromkeys(face_ids):
+            face = t.get_face(fid)
+            if face is None or face.collection_id != cid:
+                raise NotFound(f"face {fid} does not exist in this collection")
+            faces.append(face)
+        members = t.cluster_face_ids(into)
+        check_cannot_link(t, members + [f.face_id for f in faces if f.face_id not in members])
+        left = {f.cluster_id for f in faces if f.cluster_id and f.cluster_id != into}
+        for face in faces:
+            if face.cluster_id != into or face.iid != target.iid:
+                w.move(t, face, target.iid, into)
+        for cluster_id in left:
+            source = t.get_cluster(cid, cluster_id)
+            source.locked = True
+            t.put_cluster(source)
+            refresh_cluster(t, cid, cluster_id)
+        target.locked = True
+        t.put_cluster(target)
+        refresh_cluster(t, cid, into)
+        return t.get_cluster(cid, into)
 
     return ClusterWriter(store, cid).run(edit)
 

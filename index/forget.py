@@ -120,7 +120,7 @@ def erase(store: FaceStore, intent: ForgetIntent, *, apply: str = "later"):
     """Shred the intent's keys and erase what is left of the identity's records, in one
     unit of work. Idempotent (recovery runs it again). Returns (counts, the write)."""
     cid = intent.collection_id
-    counts = {"identities": 0, "faces": 0, "embeddings": 0, "data_keys": 0, "cluster_memberships": 0, "clusters": 0,
+    counts = {"identities": 0, "faces": 0, "embeddings": 0, "crops": 0, "data_keys": 0, "cluster_memberships": 0, "clusters": 0,
               "snapshots": 0, "image_records": 0}
     with store.write(apply=apply) as w:
         counts["data_keys"] = w.shred_now(intent.key_slots)
@@ -132,6 +132,7 @@ def erase(store: FaceStore, intent: ForgetIntent, *, apply: str = "later"):
                 continue
             counts["faces"] += 1
             counts["embeddings"] += w.get_embedding(fid) is not None
+            counts["crops"] += w.get_crop(fid) is not None
             counts["cluster_memberships"] += bool(face.cluster_id)
             w.delete_face(face)
             counts["image_records"] += w.unlink_image_faces(cid, face.image_sha256, gone)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from facebank.errors import DataCorruption
 from facebank.index.catalog_tables import TABLES, describe_key, read_u64
-from facebank.index.keyring import KeyShredded, embedding_aad
+from facebank.index.keyring import KeyShredded, crop_aad, embedding_aad
 from facebank.index.sealed_faces import owner_tag
 from facebank.index.store import FaceStore
 
@@ -44,8 +44,8 @@ def check_catalog(store: FaceStore, *, quarantine: bool = False) -> tuple[int, l
                 value = t.mac.check(table, key, stored)
                 if value is None:
                     damaged.append(Damage(table, key, "failed its integrity tag"))
-                elif table == "embeddings":
-                    problem = _embedding_problem(store, read_u64(key), value)
+                elif table in ("embeddings", "crops"):
+                    problem = _sealed_problem(store, table, read_u64(key), value)
                     if problem:
                         damaged.append(Damage(table, key, problem))
     moved = 0
@@ -60,7 +60,7 @@ def check_catalog(store: FaceStore, *, quarantine: bool = False) -> tuple[int, l
     return checked, damaged, moved
 
 
-def _embedding_problem(store: FaceStore, face_id: int, value: bytes) -> str:
+def _sealed_problem(store: FaceStore, table: str, face_id: int, value: bytes) -> str:
     iid, slot, sealed = read_u64(value), read_u64(value, 8), value[16:]
     try:
         key = store.keyring.open(slot, owner_tag(iid, face_id))
@@ -69,7 +69,7 @@ def _embedding_problem(store: FaceStore, face_id: int, value: bytes) -> str:
     except DataCorruption:
         return f"its data key (slot {slot}) failed its check"
     try:
-        key.open(sealed, embedding_aad(face_id))
+        key.open(sealed, embedding_aad(face_id) if table == "embeddings" else crop_aad(face_id))
     except DataCorruption:
-        return "sealed embedding failed its authentication"
+        return f"sealed {'embedding' if table == 'embeddings' else 'face crop'} failed its authentication"
     return ""

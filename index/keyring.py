@@ -65,6 +65,11 @@ def embedding_aad(face_id: int) -> bytes:
     return b"embedding:" + face_id.to_bytes(8, "big")
 
 
+def crop_aad(face_id: int) -> bytes:
+    """Associated data of a sealed face crop: binds it to its face id."""
+    return b"crop:" + face_id.to_bytes(8, "big")
+
+
 class KeyShredded(NotFound):
     """The record's data key was destroyed: its subject is forgotten, or being forgotten
     (between the shred and the erase of its records, readers can still see them)."""

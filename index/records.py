@@ -56,6 +56,7 @@ class CollectionRecord:
     created_ms: int
     index: dict = field(default_factory=lambda: asdict(IndexSettings()))
     scratch_lease_s: int = 0   # > 0: a scratch collection, dropped when unused this long and at every start
+    keep_crops: bool = True    # keep each face's aligned crop, sealed like its embedding (review, model migration)
 
     @property
     def index_settings(self) -> IndexSettings:

@@ -1,10 +1,11 @@
-"""Faces going into the catalog sealed, and their embeddings coming out.
+"""Faces going into the catalog sealed, and their embeddings and crops coming out.
 
-An embedding is stored only encrypted with the data key of its subject (the
-identity, or the face itself while it is not enrolled), bound to its face id,
-so shredding that key is what makes a forgotten face unrecoverable. Its row
-names the owner and key slot, so a rebuild reads embeddings alone, in key
-order with one cursor, without decoding a single face record.
+An embedding, and the aligned crop it was computed from (kept unless the
+collection says `keep_crops` off), are stored only encrypted with the data key
+of their subject (the identity, or the face itself while it is not enrolled),
+bound to their face id, so shredding that key is what makes a forgotten face
+unrecoverable. Their rows name the owner and key slot, so a rebuild reads
+embeddings alone, in key order with one cursor, without decoding a face record.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 from facebank.errors import DataCorruption, InvalidArgument
 from facebank.index.catalog_txn import CatalogTxn
-from facebank.index.keyring import DataKey, Keyring, KeyShredded, embedding_aad, face_owner, identity_owner
+from facebank.index.keyring import DataKey, Keyring, KeyShredded, crop_aad, embedding_aad, face_owner, identity_owner
 from facebank.index.records import CollectionRecord, FaceRecord
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class NewFace:
     image_sha256: str
     source_ref: str
     model_id: str
+    crop: bytes = b""   # the aligned face the embedding was computed from, encoded (JPEG)
 
 
 @dataclass(frozen=True)
@@ -60,12 +62,27 @@ def put_sealed_face(w, coll: CollectionRecord, face: NewFace, iid: int, key: Dat
     )
     w.put_face(rec)
     seal_embedding(w, face_id, iid, key, vector)
+    if face.crop and coll.keep_crops:
+        seal_crop(w, face_id, iid, key, face.crop)
     w.index_add(coll.id, rec.segment, face_id, vector)
     return rec
 
 
 def seal_embedding(t: CatalogTxn, face_id: int, iid: int, key: DataKey, vector: np.ndarray) -> None:
     t.put_embedding(face_id, iid, key.slot, key.seal(np.ascontiguousarray(vector, dtype="<f4").tobytes(), embedding_aad(face_id)))
+
+
+def seal_crop(t: CatalogTxn, face_id: int, iid: int, key: DataKey, crop: bytes) -> None:
+    t.put_crop(face_id, iid, key.slot, key.seal(crop, crop_aad(face_id)))
+
+
+def open_crop(keyring: Keyring, t: CatalogTxn, face_id: int) -> bytes | None:
+    """The face's encoded crop (None if none was kept); KeyShredded once its key is gone."""
+    row = t.get_crop(face_id)
+    if row is None:
+        return None
+    iid, slot, sealed = row
+    return keyring.open(slot, owner_tag(iid, face_id)).open(sealed, crop_aad(face_id))
 
 
 def owner_tag(iid: int, face_id: int) -> bytes:

@@ -143,14 +143,14 @@ class FaceStore:
     # -- collections -----------------------------------------------------------------
 
     def create_collection(self, name: str, model_id: str, dim: int, threshold: float, settings: IndexSettings, *,
-                          scratch_lease_s: int = 0) -> CollectionRecord:
+                          scratch_lease_s: int = 0, keep_crops: bool = True) -> CollectionRecord:
         rec = None
         try:
             with self.write() as w:
                 if w.get_collection(name) is not None:
                     raise AlreadyExists(f"collection {name!r} already exists")
                 rec = CollectionRecord(w.next_id("collection"), name, model_id, dim, float(threshold), now_ms(), vars(settings).copy(),
-                                       scratch_lease_s=int(scratch_lease_s))
+                                       scratch_lease_s=int(scratch_lease_s), keep_crops=bool(keep_crops))
                 w.put_collection(rec)
                 self.segments.load(rec.id, dim, settings, [])  # empty, and there before any reader can see the collection
         except BaseException:

@@ -33,6 +33,7 @@ RPC_ROLES: dict[str, str] = {
     "Identities/ListIdentities": "search",
     "Identities/UpdateIdentity": "enroll",
     "Identities/DeleteFace": "enroll",
+    "Identities/GetFaceCrop": "enroll",
     "Enrollment/Enroll": "enroll",
     "Enrollment/BulkEnroll": "enroll",
     "Clusters/Ingest": "enroll",
@@ -41,14 +42,19 @@ RPC_ROLES: dict[str, str] = {
     "Clusters/GetCluster": "search",
     "Clusters/MergeClusters": "enroll",
     "Clusters/SplitCluster": "enroll",
+    "Clusters/MoveFaces": "enroll",
     "Clusters/NameCluster": "enroll",
     "Admin/Stats": "search",
     "Admin/ReceiptKey": "search",
 }
 
 
-def required_role(service: str, method: str) -> str:
-    return RPC_ROLES.get(f"{service}/{method}", "admin")
+def required_role(service: str, method: str, request=None) -> str:
+    """The least role for this call: face crops (`with_crops`) are for the enroll role and up."""
+    role = RPC_ROLES.get(f"{service}/{method}", "admin")
+    if getattr(request, "with_crops", False) and _RANK[role] < _RANK["enroll"]:
+        return "enroll"
+    return role
 
 
 class ApiKeys:

@@ -12,6 +12,7 @@ from facebank.index.cluster_job import Summary, run_pass
 from facebank.index.clustering import ClusteringParams
 from facebank.server import convert, validate
 from facebank.server.engine import Parts
+from facebank.server.identities import fill_crops
 from facebank.server.faces import sha256_hex
 from facebank.server.search import every_face
 from facebank.v1 import facebank_pb2 as pb
@@ -64,15 +65,21 @@ class ClustersService:
     def list_clusters(self, req: pb.ListClustersRequest) -> pb.ListClustersResponse:
         coll = self.p.collection(req.collection)
         clusters, waiting = cluster_store.cluster_listing(self.p.store, coll.id, req.include_faces)
-        return pb.ListClustersResponse(
+        out = pb.ListClustersResponse(
             clusters=[convert.cluster_pb(rec, name, [convert.face_pb(f, name if f.iid else "") for f in faces]) for rec, name, faces in clusters],
             unclustered=[convert.face_pb(f) for f in waiting],
         )
+        if req.with_crops:
+            fill_crops(self.p, [f for c in out.clusters for f in c.faces] + list(out.unclustered))
+        return out
 
     def get_cluster(self, req: pb.ClusterRef) -> pb.Cluster:
         coll = self.p.collection(req.collection)
         rec, name, faces = cluster_store.cluster_view(self.p.store, coll.id, req.cluster_id)
-        return convert.cluster_pb(rec, name, [convert.face_pb(f, name if f.iid else "") for f in faces])
+        out = convert.cluster_pb(rec, name, [convert.face_pb(f, name if f.iid else "") for f in faces])
+        if req.with_crops:
+            fill_crops(self.p, list(out.faces))
+        return out
 
     def merge_clusters(self, req: pb.MergeClustersRequest) -> pb.Cluster:
         coll = self.p.collection(req.collection)
@@ -82,6 +89,11 @@ class ClustersService:
     def split_cluster(self, req: pb.SplitClusterRequest) -> pb.Cluster:
         coll = self.p.collection(req.collection)
         rec = cluster_store.split(self.p.store, coll.id, req.cluster_id, list(req.face_ids))
+        return self.get_cluster(pb.ClusterRef(collection=coll.name, cluster_id=rec.cluster_id))
+
+    def move_faces(self, req: pb.MoveFacesRequest) -> pb.Cluster:
+        coll = self.p.collection(req.collection)
+        rec = cluster_store.move_faces(self.p.store, coll.id, req.into, list(req.face_ids))
         return self.get_cluster(pb.ClusterRef(collection=coll.name, cluster_id=rec.cluster_id))
 
     def name_cluster(self, req: pb.NameClusterRequest) -> pb.Identity:

@@ -33,6 +33,7 @@ class ServerConfig:
     micro_batch_wait_ms: float = 0.0      # > 0: share model calls across requests (GPU)
     default_threshold: float | None = None  # new collections' threshold; None: the model's own
     compact_after_forget_s: float = 300.0
+    keep_crops: bool = True               # new collections keep face crops unless they say otherwise
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None     # set: clients must present a certificate it signed

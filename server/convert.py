@@ -32,12 +32,12 @@ def observation_pb(face: FaceObservation) -> pb.DetectedFace:
     return detection_pb(face.box, face.landmarks, face.detection_score, face.quality.to_dict())
 
 
-def face_pb(rec: FaceRecord, identity_id: str = "") -> pb.Face:
+def face_pb(rec: FaceRecord, identity_id: str = "", crop: bytes = b"") -> pb.Face:
     return pb.Face(
         face_id=rec.face_id, identity_id=identity_id,
         detection=detection_pb(rec.box, rec.landmarks, rec.detection_score, rec.quality),
         image_sha256=rec.image_sha256, source_ref=rec.source_ref, model_id=rec.model_id,
-        created_ms=rec.created_ms, cluster_id=rec.cluster_id,
+        created_ms=rec.created_ms, cluster_id=rec.cluster_id, crop=crop,
     )
 
 
@@ -55,7 +55,7 @@ def index_options_pb(settings: IndexSettings) -> pb.IndexOptions:
 def collection_pb(rec: CollectionRecord, stats: dict | None = None) -> pb.Collection:
     out = pb.Collection(
         name=rec.name, model_id=rec.model_id, embedding_dim=rec.dim, index=index_options_pb(rec.index_settings),
-        threshold=rec.threshold, created_ms=rec.created_ms, scratch_lease_seconds=rec.scratch_lease_s,
+        threshold=rec.threshold, created_ms=rec.created_ms, scratch_lease_seconds=rec.scratch_lease_s, keep_crops=rec.keep_crops,
     )
     if stats is not None:
         out.stats.CopyFrom(pb.CollectionStats(**{**stats, "active_index": INDEX_KIND_TO_PB[stats["active_index"]]}))

@@ -113,7 +113,8 @@ class Engine:
     def _ensure_default_collection(self) -> None:
         if not any(c.name == DEFAULT_COLLECTION for c in self.store.list_collections()):
             self.store.create_collection(
-                DEFAULT_COLLECTION, self.parts.faces.model_id, self.parts.faces.dim, self.parts.default_threshold, IndexSettings()
+                DEFAULT_COLLECTION, self.parts.faces.model_id, self.parts.faces.dim, self.parts.default_threshold, IndexSettings(),
+                keep_crops=self.config.keep_crops,
             )
 
     def close(self) -> None:
@@ -140,8 +141,9 @@ class CollectionsService:
         name = validate.collection_name(req.name, "name")
         threshold = validate.threshold(req.threshold) if req.HasField("threshold") else self.p.default_threshold
         lease = validate.positive(req.scratch_lease_seconds, "scratch_lease_seconds", 7 * 24 * 3600)
+        keep_crops = req.keep_crops if req.HasField("keep_crops") else self.p.config.keep_crops
         rec = self.p.store.create_collection(name, self.p.faces.model_id, self.p.faces.dim, threshold, index_settings(req.index),
-                                             scratch_lease_s=lease)
+                                             scratch_lease_s=lease, keep_crops=keep_crops)
         return convert.collection_pb(rec, self.p.store.stats(rec))
 
     def update_collection(self, req: pb.UpdateCollectionRequest) -> pb.Collection:
@@ -164,5 +166,6 @@ class CollectionsService:
         name = validate.collection_name(req.name, "name")
         counts = drop_collection(self.p.store, name, receipt=not self.p.store.collection(name).scratch_lease_s)
         if name == DEFAULT_COLLECTION:  # the default collection always exists, empty if need be
-            self.p.store.create_collection(name, self.p.faces.model_id, self.p.faces.dim, self.p.default_threshold, IndexSettings())
+            self.p.store.create_collection(name, self.p.faces.model_id, self.p.faces.dim, self.p.default_threshold, IndexSettings(),
+                                           keep_crops=self.p.config.keep_crops)
         return pb.DropCollectionResponse(identities_forgotten=counts["identities"], faces_removed=counts["faces"])

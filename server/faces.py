@@ -14,7 +14,7 @@ from dataclasses import replace
 import cv2
 import numpy as np
 
-from facebank.embedder import FaceEmbedder, FaceObservation, ImageLimits, decode_image
+from facebank.embedder import FaceEmbedder, FaceObservation, ImageLimits, decode_image, encode_crop
 from facebank.embedder.quality import SMALL_BOUNDING_BOX
 from facebank.errors import FacebankError, InvalidArgument
 from facebank.index.sealed_faces import NewFace
@@ -95,7 +95,7 @@ class FacePipeline:
         return NewFace(
             box=face.box.tolist(), landmarks=face.landmarks.tolist(), detection_score=face.detection_score,
             quality=face.quality.to_dict(), embedding=face.embedding, image_sha256=image_sha256,
-            source_ref=source_ref, model_id=self.model_id,
+            source_ref=source_ref, model_id=self.model_id, crop=encode_crop(face.crop) if face.crop is not None else b"",
         )
 
 

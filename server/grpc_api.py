@@ -49,7 +49,7 @@ class Gate:
     def check(self, principal, service: str, method: str, request) -> None:
         if principal is None:
             return
-        self.keys.authorize(principal, required_role(service, method), collection_of(service, request))
+        self.keys.authorize(principal, required_role(service, method, request), collection_of(service, request))
 
 
 def collection_of(service: str, request) -> str | None:

@@ -71,9 +71,9 @@ class HttpGate:
         secret = secret or (auth[7:].strip() if auth.lower().startswith("bearer ") else None) or request.headers.get("x-api-key")
         return self.keys.authenticate(secret)
 
-    def check(self, principal, service: str, method: str, collection: str | None) -> None:
+    def check(self, principal, service: str, method: str, collection: str | None, request=None) -> None:
         if principal is not None:
-            self.keys.authorize(principal, required_role(service, method), collection)
+            self.keys.authorize(principal, required_role(service, method, request), collection)
 
 
 class Limits:
@@ -112,7 +112,7 @@ class Context:
     async def call(self, request: Request, service: str, method: str, message, *, secret: str | None = None):
         """Authorise and run one engine call in a worker thread (the models and FAISS block)."""
         principal = self.gate.principal(request, secret)
-        self.gate.check(principal, service, method, collection_of(service, message))
+        self.gate.check(principal, service, method, collection_of(service, message), message)
         slots = self.limits.slot()
         try:
             return await run_in_threadpool(self.engine.method(service, method), message)
@@ -242,18 +242,34 @@ def _rpc(ctx: Context, service: str, m):
             messages.append(message)
         principal = ctx.gate.principal(request)
         for message in messages:
-            ctx.gate.check(principal, service, m.name, collection_of(service, message))
+            ctx.gate.check(principal, service, m.name, collection_of(service, message), message)
         answers = ctx.engine.method(service, m.name)(iter(messages))
         return StreamingResponse(iterate_in_threadpool(_json_lines(answers)), media_type="application/x-ndjson")
 
     return streaming if m.client_streaming else unary
 
 
+def crop_route(ctx: Context) -> Route:
+    """GET /v1/collections/{collection}/faces/{face_id}/crop.jpg: a kept face crop as an image
+    (for pages and tools that show faces); the same role and errors as GetFaceCrop."""
+
+    async def crop(request: Request) -> Response:
+        face_id = request.path_params["face_id"]
+        if not face_id.isdigit():
+            raise InvalidArgument(f"face id {face_id!r} is not a number", reason=Reason.BAD_OPTION)
+        message = pb.FaceRef(collection=request.path_params["collection"], face_id=int(face_id))
+        result = await ctx.call(request, "Identities", "GetFaceCrop", message)
+        return Response(result.image, media_type=result.media_type, headers={"Cache-Control": "private, no-store"})
+
+    return Route("/v1/collections/{collection}/faces/{face_id}/crop.jpg", edge(crop), methods=["GET"])
+
+
 def build_app(engine: Engine, keys: ApiKeys, *, open_allowed: bool, max_bytes: int, max_concurrent: int) -> Starlette:
-    from facebank.server import http_compreface, http_deepstack, openapi
+    from facebank.server import console, http_compreface, http_deepstack, openapi
 
     ctx = Context(engine, HttpGate(keys, open_allowed=open_allowed), Limits(max_bytes, max_concurrent))
-    routes = [*rpc_routes(ctx), *http_compreface.routes(ctx, edge), *http_deepstack.routes(ctx), *openapi.routes()]
+    routes = [*rpc_routes(ctx), crop_route(ctx), *http_compreface.routes(ctx, edge), *http_deepstack.routes(ctx), *openapi.routes(),
+              *console.routes()]
 
     async def not_found(request: Request, exc) -> Response:
         return JSONResponse({"error": {"code": "NOT_FOUND", "reason": "", "message": f"no route {request.method} {request.url.path}; "

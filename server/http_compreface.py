@@ -6,7 +6,8 @@ collection, any other key (or none, on an open loopback server) in `default`.
 Where facebank is stricter it says so: deleting a subject or its examples is a
 forget (crypto-shredded, with a receipt: `facebank_receipt` in the answer), a
 subject cannot be renamed (ids are permanent: 400), similarity is the cosine
-similarity of the embeddings, and the age, gender, mask and calculator plugins
+similarity of the embeddings, an example's image (`.../faces/{image_id}/img`)
+is the aligned face facebank keeps (not the uploaded photo), and the age, gender, mask and calculator plugins
 are not offered (no embedding ever leaves facebank through these routes).
 """
 
@@ -47,6 +48,7 @@ def routes(ctx, edge) -> list[Route]:
         Route(f"{PREFIX}/recognition/faces", compat(delete_examples), methods=["DELETE"]),
         Route(f"{PREFIX}/recognition/faces/{{image_id}}", compat(delete_example), methods=["DELETE"]),
         Route(f"{PREFIX}/recognition/faces/{{image_id}}/verify", compat(verify_example), methods=["POST"]),
+        Route(f"{PREFIX}/recognition/faces/{{image_id}}/img", compat(example_image), methods=["GET"]),
         Route(f"{PREFIX}/recognition/subjects", compat(add_subject), methods=["POST"]),
         Route(f"{PREFIX}/recognition/subjects", compat(list_subjects), methods=["GET"]),
         Route(f"{PREFIX}/recognition/subjects", compat(delete_subjects), methods=["DELETE"]),
@@ -261,6 +263,12 @@ async def verify_example(ctx, request: Request) -> Response:
     r = await ctx.call(request, "Search", "Verify", pb.VerifyRequest(collection=collection_for(ctx, request), image=image,
                                                                      face_id=_image_id(request)))
     return JSONResponse(_status({"result": [{**_face(r.face, plugins), "similarity": round(r.score, 5)}]}, ctx, started, request))
+
+
+async def example_image(ctx, request: Request) -> Response:
+    """The example's image: facebank keeps the aligned face, not the photo it came from."""
+    r = await ctx.call(request, "Identities", "GetFaceCrop", pb.FaceRef(collection=collection_for(ctx, request), face_id=_image_id(request)))
+    return Response(r.image, media_type=r.media_type, headers={"Cache-Control": "private, no-store"})
 
 
 def _image_id(request: Request) -> int:

@@ -6,6 +6,7 @@ import base64
 import binascii
 
 from facebank.index import identities
+from facebank.index.face_crops import MEDIA_TYPE, face_crop, face_crops
 from facebank.errors import InvalidArgument, Reason
 from facebank.index.forget import forget_identity
 from facebank.server import convert, validate
@@ -35,6 +36,13 @@ def _after(token: str) -> bytes:
     return raw[len(_TOKEN_PREFIX):]
 
 
+def fill_crops(parts: Parts, faces: list[pb.Face]) -> None:
+    """Put each listed face's kept crop in its message (faces without one stay without)."""
+    crops = face_crops(parts.store, [f.face_id for f in faces])
+    for face in faces:
+        face.crop = crops.get(face.face_id, b"")
+
+
 class IdentitiesService:
     def __init__(self, parts: Parts) -> None:
         self.p = parts
@@ -48,17 +56,23 @@ class IdentitiesService:
     def get_identity(self, req: pb.IdentityRef) -> pb.Identity:
         coll = self.p.store.collection(validate.collection_name(req.collection))
         rec, faces = identities.identity(self.p.store, coll.name, validate.identity_id(req.identity_id))
-        return convert.identity_pb(rec, faces)
+        out = convert.identity_pb(rec, faces)
+        if req.with_crops:
+            fill_crops(self.p, list(out.faces))
+        return out
 
     def list_identities(self, req: pb.ListIdentitiesRequest) -> pb.ListIdentitiesResponse:
         coll = self.p.store.collection(validate.collection_name(req.collection))
         size = validate.positive(req.page_size, "page_size", MAX_PAGE) or 100
         rows = identities.list_identities(self.p.store, coll.name, _after(req.page_token), size + 1)
         page, more = rows[:size], len(rows) > size
-        return pb.ListIdentitiesResponse(
+        out = pb.ListIdentitiesResponse(
             identities=[convert.identity_pb(rec, faces) for _, rec, faces in page],
             next_page_token=_token(page[-1][0]) if more else "",
         )
+        if req.with_crops:
+            fill_crops(self.p, [f for identity in out.identities for f in identity.faces])
+        return out
 
     def update_identity(self, req: pb.UpdateIdentityRequest) -> pb.Identity:
         coll = self.p.store.collection(validate.collection_name(req.collection))
@@ -74,6 +88,12 @@ class IdentitiesService:
         rec = identities.delete_face(self.p.store, coll.name, req.face_id)
         owner = identities.identity_by_iid(self.p.store, rec.iid) if rec.iid else None
         return pb.DeleteFaceResponse(face=convert.face_pb(rec, owner.external_id if owner else ""))
+
+    def get_face_crop(self, req: pb.FaceRef) -> pb.FaceCrop:
+        coll = self.p.store.collection(validate.collection_name(req.collection))
+        rec, crop = face_crop(self.p.store, coll.name, req.face_id)
+        owner = identities.identity_by_iid(self.p.store, rec.iid) if rec.iid else None
+        return pb.FaceCrop(face=convert.face_pb(rec, owner.external_id if owner else ""), image=crop, media_type=MEDIA_TYPE)
 
     def forget(self, req: pb.ForgetRequest) -> pb.ForgetReceipt:
         coll = self.p.store.collection(validate.collection_name(req.collection))

@@ -25,6 +25,7 @@ _SCALARS = {
 COMPAT = {
     "/api/v1/recognition/recognize": ("post", "CompreFace: recognize faces (multipart `file` or JSON base64 `file`)"),
     "/api/v1/recognition/faces": ("post", "CompreFace: add an example of `subject`; GET lists them, DELETE forgets"),
+    "/api/v1/recognition/faces/{image_id}/img": ("get", "CompreFace: an example's image (the aligned face facebank keeps)"),
     "/api/v1/recognition/subjects": ("get", "CompreFace: list subjects; POST adds one, DELETE forgets every one"),
     "/api/v1/detection/detect": ("post", "CompreFace: detect faces"),
     "/api/v1/verification/verify": ("post", "CompreFace: compare source_image with target_image"),
@@ -72,6 +73,13 @@ def document() -> dict:
                 "responses": {"200": {"description": "OK", "content": {media: {"schema": answer}}},
                               "default": {"description": "an error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
             }}
+    paths["/v1/collections/{collection}/faces/{face_id}/crop.jpg"] = {"get": {
+        "tags": ["Identities"], "summary": "a kept face crop as a JPEG (as Identities/GetFaceCrop; enroll role)",
+        "parameters": [{"name": "collection", "in": "path", "required": True, "schema": {"type": "string"}},
+                       {"name": "face_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+        "responses": {"200": {"description": "the crop", "content": {"image/jpeg": {}}},
+                      "default": {"description": "an error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
+    }}
     for path, (method, summary) in COMPAT.items():
         paths[path] = {method: {"tags": ["compatible"], "summary": summary, "responses": {"200": {"description": "OK"}}}}
     return {

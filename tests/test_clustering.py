@@ -230,6 +230,47 @@ def test_merging_two_faces_of_one_photo_is_refused(store):
     assert clusters_of(store) == {first: a, second: b}  # refused: nothing changed
 
 
+def test_moving_faces_between_clusters_takes_the_target_identity(store):
+    """MoveFaces: faces from any cluster (or none) join the target and its name; a cluster
+    emptied by the move goes; a refused move (cannot-link, unknown face) changes nothing."""
+    from facebank.errors import InvalidArgument, NotFound
+    from facebank.index import cluster_store
+
+    x, labels = people(3, 4)
+    ids = ingest(store, x)
+    run(store, 1)
+    by_label = {labels[ids.index(next(iter(m)))]: cid for cid, m in clusters_of(store).items()}
+    cluster_store.name(store, 1, by_label[0], "alice", "Alice")
+    moved = cluster_store.move_faces(store, 1, by_label[0], [ids[4]])  # a face of person 1 into alice
+    assert moved.size == 5 and moved.locked and ids[4] in clusters_of(store)[by_label[0]]
+    rec, faces = identities.identity(store, "photos", "alice")
+    assert rec.face_count == 5 and ids[4] in {f.face_id for f in faces}  # now one of alice's enrolled faces
+    assert store.search("photos", x[4:5], 1)[0][0].identity.external_id == "alice"
+    assert clusters_of(store)[by_label[1]] == set(ids[5:8])
+
+    cluster_store.move_faces(store, 1, by_label[2], [ids[4]])  # and on, out of alice: enrolled no more
+    assert identities.identity(store, "photos", "alice")[0].face_count == 4
+    with store.read() as t:
+        assert t.get_face(ids[4]).iid == 0 and t.get_face(ids[4]).cluster_id == by_label[2]
+    cluster_store.move_faces(store, 1, by_label[2], ids[5:8])  # emptying person 1's cluster
+    assert by_label[1] not in clusters_of(store) and len(clusters_of(store)[by_label[2]]) == 8
+
+    before = clusters_of(store)
+    with pytest.raises(NotFound):
+        cluster_store.move_faces(store, 1, by_label[0], [ids[8], 999_999])
+    with pytest.raises(NotFound):
+        cluster_store.move_faces(store, 1, 424_242, [ids[8]])
+    with pytest.raises(InvalidArgument):
+        cluster_store.move_faces(store, 1, by_label[0], [])
+    with store.write() as t:  # a face of alice's now shares a photo with one in the other cluster
+        fa, fb_ = t.get_face(ids[0]), t.get_face(ids[8])
+        t.put_face(type(fb_)(**{**vars(fb_), "image_sha256": fa.image_sha256}), fb_)
+    with pytest.raises(FailedPrecondition, match="same photo"):
+        cluster_store.move_faces(store, 1, by_label[0], [ids[8]])
+    assert clusters_of(store) == before  # every refusal left the clusters as they were
+    assert_derived_tables_match(store)
+
+
 @pytest.fixture(scope="module")
 def real_clusters(tmp_path_factory):
     root = tmp_path_factory.mktemp("clusters")

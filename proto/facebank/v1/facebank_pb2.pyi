@@ -97,7 +97,7 @@ class Image(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., source_ref: _Optional[str] = ...) -> None: ...
 
 class Face(_message.Message):
-    __slots__ = ("face_id", "identity_id", "detection", "image_sha256", "source_ref", "model_id", "created_ms", "cluster_id")
+    __slots__ = ("face_id", "identity_id", "detection", "image_sha256", "source_ref", "model_id", "created_ms", "cluster_id", "crop")
     FACE_ID_FIELD_NUMBER: _ClassVar[int]
     IDENTITY_ID_FIELD_NUMBER: _ClassVar[int]
     DETECTION_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +106,7 @@ class Face(_message.Message):
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_MS_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    CROP_FIELD_NUMBER: _ClassVar[int]
     face_id: int
     identity_id: str
     detection: DetectedFace
@@ -114,7 +115,8 @@ class Face(_message.Message):
     model_id: str
     created_ms: int
     cluster_id: int
-    def __init__(self, face_id: _Optional[int] = ..., identity_id: _Optional[str] = ..., detection: _Optional[_Union[DetectedFace, _Mapping]] = ..., image_sha256: _Optional[str] = ..., source_ref: _Optional[str] = ..., model_id: _Optional[str] = ..., created_ms: _Optional[int] = ..., cluster_id: _Optional[int] = ...) -> None: ...
+    crop: bytes
+    def __init__(self, face_id: _Optional[int] = ..., identity_id: _Optional[str] = ..., detection: _Optional[_Union[DetectedFace, _Mapping]] = ..., image_sha256: _Optional[str] = ..., source_ref: _Optional[str] = ..., model_id: _Optional[str] = ..., created_ms: _Optional[int] = ..., cluster_id: _Optional[int] = ..., crop: _Optional[bytes] = ...) -> None: ...
 
 class Failure(_message.Message):
     __slots__ = ("code", "reason", "message")
@@ -165,7 +167,7 @@ class CollectionStats(_message.Message):
     def __init__(self, identities: _Optional[int] = ..., faces: _Optional[int] = ..., indexed: _Optional[int] = ..., unassigned: _Optional[int] = ..., clusters: _Optional[int] = ..., active_index: _Optional[_Union[IndexKind, str]] = ..., index_generation: _Optional[int] = ..., catalog_seq: _Optional[int] = ..., snapshot_seq: _Optional[int] = ..., retrain_pending: _Optional[bool] = ..., nprobe: _Optional[int] = ..., calibrated_recall: _Optional[float] = ...) -> None: ...
 
 class Collection(_message.Message):
-    __slots__ = ("name", "model_id", "embedding_dim", "index", "threshold", "created_ms", "stats", "scratch_lease_seconds")
+    __slots__ = ("name", "model_id", "embedding_dim", "index", "threshold", "created_ms", "stats", "scratch_lease_seconds", "keep_crops")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_DIM_FIELD_NUMBER: _ClassVar[int]
@@ -174,6 +176,7 @@ class Collection(_message.Message):
     CREATED_MS_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
     SCRATCH_LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    KEEP_CROPS_FIELD_NUMBER: _ClassVar[int]
     name: str
     model_id: str
     embedding_dim: int
@@ -182,19 +185,22 @@ class Collection(_message.Message):
     created_ms: int
     stats: CollectionStats
     scratch_lease_seconds: int
-    def __init__(self, name: _Optional[str] = ..., model_id: _Optional[str] = ..., embedding_dim: _Optional[int] = ..., index: _Optional[_Union[IndexOptions, _Mapping]] = ..., threshold: _Optional[float] = ..., created_ms: _Optional[int] = ..., stats: _Optional[_Union[CollectionStats, _Mapping]] = ..., scratch_lease_seconds: _Optional[int] = ...) -> None: ...
+    keep_crops: bool
+    def __init__(self, name: _Optional[str] = ..., model_id: _Optional[str] = ..., embedding_dim: _Optional[int] = ..., index: _Optional[_Union[IndexOptions, _Mapping]] = ..., threshold: _Optional[float] = ..., created_ms: _Optional[int] = ..., stats: _Optional[_Union[CollectionStats, _Mapping]] = ..., scratch_lease_seconds: _Optional[int] = ..., keep_crops: _Optional[bool] = ...) -> None: ...
 
 class CreateCollectionRequest(_message.Message):
-    __slots__ = ("name", "index", "threshold", "scratch_lease_seconds")
+    __slots__ = ("name", "index", "threshold", "scratch_lease_seconds", "keep_crops")
     NAME_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     SCRATCH_LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    KEEP_CROPS_FIELD_NUMBER: _ClassVar[int]
     name: str
     index: IndexOptions
     threshold: float
     scratch_lease_seconds: int
-    def __init__(self, name: _Optional[str] = ..., index: _Optional[_Union[IndexOptions, _Mapping]] = ..., threshold: _Optional[float] = ..., scratch_lease_seconds: _Optional[int] = ...) -> None: ...
+    keep_crops: bool
+    def __init__(self, name: _Optional[str] = ..., index: _Optional[_Union[IndexOptions, _Mapping]] = ..., threshold: _Optional[float] = ..., scratch_lease_seconds: _Optional[int] = ..., keep_crops: _Optional[bool] = ...) -> None: ...
 
 class UpdateCollectionRequest(_message.Message):
     __slots__ = ("name", "threshold", "index")
@@ -529,22 +535,26 @@ class CreateIdentityRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., identity_id: _Optional[str] = ..., display_name: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class IdentityRef(_message.Message):
-    __slots__ = ("collection", "identity_id")
+    __slots__ = ("collection", "identity_id", "with_crops")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     IDENTITY_ID_FIELD_NUMBER: _ClassVar[int]
+    WITH_CROPS_FIELD_NUMBER: _ClassVar[int]
     collection: str
     identity_id: str
-    def __init__(self, collection: _Optional[str] = ..., identity_id: _Optional[str] = ...) -> None: ...
+    with_crops: bool
+    def __init__(self, collection: _Optional[str] = ..., identity_id: _Optional[str] = ..., with_crops: _Optional[bool] = ...) -> None: ...
 
 class ListIdentitiesRequest(_message.Message):
-    __slots__ = ("collection", "page_size", "page_token")
+    __slots__ = ("collection", "page_size", "page_token", "with_crops")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    WITH_CROPS_FIELD_NUMBER: _ClassVar[int]
     collection: str
     page_size: int
     page_token: str
-    def __init__(self, collection: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    with_crops: bool
+    def __init__(self, collection: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., with_crops: _Optional[bool] = ...) -> None: ...
 
 class ListIdentitiesResponse(_message.Message):
     __slots__ = ("identities", "next_page_token")
@@ -588,6 +598,24 @@ class DeleteFaceResponse(_message.Message):
     FACE_FIELD_NUMBER: _ClassVar[int]
     face: Face
     def __init__(self, face: _Optional[_Union[Face, _Mapping]] = ...) -> None: ...
+
+class FaceRef(_message.Message):
+    __slots__ = ("collection", "face_id")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    FACE_ID_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    face_id: int
+    def __init__(self, collection: _Optional[str] = ..., face_id: _Optional[int] = ...) -> None: ...
+
+class FaceCrop(_message.Message):
+    __slots__ = ("face", "image", "media_type")
+    FACE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    face: Face
+    image: bytes
+    media_type: str
+    def __init__(self, face: _Optional[_Union[Face, _Mapping]] = ..., image: _Optional[bytes] = ..., media_type: _Optional[str] = ...) -> None: ...
 
 class ForgetRequest(_message.Message):
     __slots__ = ("collection", "identity_id", "strict")
@@ -735,12 +763,14 @@ class Cluster(_message.Message):
     def __init__(self, cluster_id: _Optional[int] = ..., identity_id: _Optional[str] = ..., size: _Optional[int] = ..., representatives: _Optional[_Iterable[int]] = ..., faces: _Optional[_Iterable[_Union[Face, _Mapping]]] = ...) -> None: ...
 
 class ListClustersRequest(_message.Message):
-    __slots__ = ("collection", "include_faces")
+    __slots__ = ("collection", "include_faces", "with_crops")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_FACES_FIELD_NUMBER: _ClassVar[int]
+    WITH_CROPS_FIELD_NUMBER: _ClassVar[int]
     collection: str
     include_faces: bool
-    def __init__(self, collection: _Optional[str] = ..., include_faces: _Optional[bool] = ...) -> None: ...
+    with_crops: bool
+    def __init__(self, collection: _Optional[str] = ..., include_faces: _Optional[bool] = ..., with_crops: _Optional[bool] = ...) -> None: ...
 
 class ListClustersResponse(_message.Message):
     __slots__ = ("clusters", "unclustered")
@@ -770,6 +800,16 @@ class SplitClusterRequest(_message.Message):
     face_ids: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, collection: _Optional[str] = ..., cluster_id: _Optional[int] = ..., face_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
+class MoveFacesRequest(_message.Message):
+    __slots__ = ("collection", "into", "face_ids")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    INTO_FIELD_NUMBER: _ClassVar[int]
+    FACE_IDS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    into: int
+    face_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, collection: _Optional[str] = ..., into: _Optional[int] = ..., face_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
 class NameClusterRequest(_message.Message):
     __slots__ = ("collection", "cluster_id", "identity_id", "display_name")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
@@ -783,12 +823,14 @@ class NameClusterRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., cluster_id: _Optional[int] = ..., identity_id: _Optional[str] = ..., display_name: _Optional[str] = ...) -> None: ...
 
 class ClusterRef(_message.Message):
-    __slots__ = ("collection", "cluster_id")
+    __slots__ = ("collection", "cluster_id", "with_crops")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    WITH_CROPS_FIELD_NUMBER: _ClassVar[int]
     collection: str
     cluster_id: int
-    def __init__(self, collection: _Optional[str] = ..., cluster_id: _Optional[int] = ...) -> None: ...
+    with_crops: bool
+    def __init__(self, collection: _Optional[str] = ..., cluster_id: _Optional[int] = ..., with_crops: _Optional[bool] = ...) -> None: ...
 
 class StatsRequest(_message.Message):
     __slots__ = ()

@@ -622,6 +622,11 @@ class IdentitiesStub:
                 request_serializer=facebank_dot_v1_dot_facebank__pb2.DeleteFaceRequest.SerializeToString,
                 response_deserializer=facebank_dot_v1_dot_facebank__pb2.DeleteFaceResponse.FromString,
                 _registered_method=True)
+        self.GetFaceCrop = channel.unary_unary(
+                '/facebank.v1.Identities/GetFaceCrop',
+                request_serializer=facebank_dot_v1_dot_facebank__pb2.FaceRef.SerializeToString,
+                response_deserializer=facebank_dot_v1_dot_facebank__pb2.FaceCrop.FromString,
+                _registered_method=True)
         self.Forget = channel.unary_unary(
                 '/facebank.v1.Identities/Forget',
                 request_serializer=facebank_dot_v1_dot_facebank__pb2.ForgetRequest.SerializeToString,
@@ -663,6 +668,13 @@ class IdentitiesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetFaceCrop(self, request, context):
+        """A face's kept crop (FAILED_PRECONDITION, reason NO_CROP, if none was kept).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Forget(self, request, context):
         """Unlearning-style deletion: crypto-shreds and removes every trace.
         """
@@ -697,6 +709,11 @@ def add_IdentitiesServicer_to_server(servicer, server):
                     servicer.DeleteFace,
                     request_deserializer=facebank_dot_v1_dot_facebank__pb2.DeleteFaceRequest.FromString,
                     response_serializer=facebank_dot_v1_dot_facebank__pb2.DeleteFaceResponse.SerializeToString,
+            ),
+            'GetFaceCrop': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFaceCrop,
+                    request_deserializer=facebank_dot_v1_dot_facebank__pb2.FaceRef.FromString,
+                    response_serializer=facebank_dot_v1_dot_facebank__pb2.FaceCrop.SerializeToString,
             ),
             'Forget': grpc.unary_unary_rpc_method_handler(
                     servicer.Forget,
@@ -850,6 +867,33 @@ class Identities:
             _registered_method=True)
 
     @staticmethod
+    def GetFaceCrop(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facebank.v1.Identities/GetFaceCrop',
+            facebank_dot_v1_dot_facebank__pb2.FaceRef.SerializeToString,
+            facebank_dot_v1_dot_facebank__pb2.FaceCrop.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def Forget(request,
             target,
             options=(),
@@ -916,6 +960,11 @@ class ClustersStub:
                 request_serializer=facebank_dot_v1_dot_facebank__pb2.SplitClusterRequest.SerializeToString,
                 response_deserializer=facebank_dot_v1_dot_facebank__pb2.Cluster.FromString,
                 _registered_method=True)
+        self.MoveFaces = channel.unary_unary(
+                '/facebank.v1.Clusters/MoveFaces',
+                request_serializer=facebank_dot_v1_dot_facebank__pb2.MoveFacesRequest.SerializeToString,
+                response_deserializer=facebank_dot_v1_dot_facebank__pb2.Cluster.FromString,
+                _registered_method=True)
         self.NameCluster = channel.unary_unary(
                 '/facebank.v1.Clusters/NameCluster',
                 request_serializer=facebank_dot_v1_dot_facebank__pb2.NameClusterRequest.SerializeToString,
@@ -962,6 +1011,13 @@ class ClustersServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MoveFaces(self, request, context):
+        """Fix a wrong face: these faces join cluster `into` (and its identity); their old clusters keep the rest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def NameCluster(self, request, context):
         """The cluster's faces become the identity's enrolled faces.
         """
@@ -1000,6 +1056,11 @@ def add_ClustersServicer_to_server(servicer, server):
             'SplitCluster': grpc.unary_unary_rpc_method_handler(
                     servicer.SplitCluster,
                     request_deserializer=facebank_dot_v1_dot_facebank__pb2.SplitClusterRequest.FromString,
+                    response_serializer=facebank_dot_v1_dot_facebank__pb2.Cluster.SerializeToString,
+            ),
+            'MoveFaces': grpc.unary_unary_rpc_method_handler(
+                    servicer.MoveFaces,
+                    request_deserializer=facebank_dot_v1_dot_facebank__pb2.MoveFacesRequest.FromString,
                     response_serializer=facebank_dot_v1_dot_facebank__pb2.Cluster.SerializeToString,
             ),
             'NameCluster': grpc.unary_unary_rpc_method_handler(
@@ -1169,6 +1230,33 @@ class Clusters:
             target,
             '/facebank.v1.Clusters/SplitCluster',
             facebank_dot_v1_dot_facebank__pb2.SplitClusterRequest.SerializeToString,
+            facebank_dot_v1_dot_facebank__pb2.Cluster.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MoveFaces(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facebank.v1.Clusters/MoveFaces',
+            facebank_dot_v1_dot_facebank__pb2.MoveFacesRequest.SerializeToString,
             facebank_dot_v1_dot_facebank__pb2.Cluster.FromString,
             options,
             channel_credentials,
