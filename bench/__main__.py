@@ -26,12 +26,15 @@ def main() -> None:
     parser.add_argument("--only", default="", help=f"comma-separated sections of: {', '.join(SECTIONS)}")
     parser.add_argument("--name", default="", help="run folder name (default: a timestamp)")
     parser.add_argument("--search-sizes", default="", help="comma-separated gallery sizes for search (default: 100000,1000000; 20000 with --quick)")
+    parser.add_argument("--cluster-sizes", default="", help="comma-separated synthetic collection sizes for clustering (default: 100000; 10000 with --quick)")
     args = parser.parse_args()
     from facebank.server.runtime import configure_process
 
     configure_process()  # as a server starts: before FAISS loads
     if args.search_sizes:
         search.SIZES = store.SIZES = [int(n) for n in args.search_sizes.split(",")]
+    if args.cluster_sizes:
+        cluster.SIZES = [int(n) for n in args.cluster_sizes.split(",")]
     chosen = [s for s in args.only.split(",") if s] or list(SECTIONS)
     unknown = set(chosen) - set(SECTIONS)
     if unknown:

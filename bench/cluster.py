@@ -1,5 +1,5 @@
-"""Clustering quality and speed, side by side: facebank (Infomap on a FAISS kNN
-graph, cannot-link) against the approaches its peers use on the same graph:
+"""Clustering quality, speed and memory, side by side: facebank (the map equation,
+NetworKit's LouvainMapEquation, on a FAISS kNN graph, cannot-link) against the approaches its peers use on the same graph:
 kNN-DBSCAN as in Immich (3 neighbours within cosine distance 0.5) and plain
 connected components of the thresholded graph. Pairwise F, BCubed F and NMI
 against the labels, on a synthetic photo collection and on the real photos."""
@@ -73,33 +73,75 @@ def components_on_graph(sims, nbrs, edge_min: float) -> np.ndarray:
     return labels
 
 
+SIZES: list[int] = []  # faces per synthetic collection; set by --cluster-sizes (default 100,000; 10,000 with --quick)
+
+
+class PeakRss:
+    """The process's resident memory, sampled every 0.2 s while a block runs (the peak of
+    that block, which ru_maxrss cannot give after an earlier, larger step)."""
+
+    def __enter__(self) -> "PeakRss":
+        import threading
+
+        import psutil
+
+        self.peak, self._stop = 0, threading.Event()
+        process = psutil.Process()
+
+        def sample() -> None:
+            while not self._stop.is_set():
+                self.peak = max(self.peak, process.memory_info().rss)
+                self._stop.wait(0.2)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def run(quick: bool, log=print) -> dict:
-    from facebank.index.clustering import ClusteringParams, cluster, knn
     from facebank.server.clusters import clustering_params
     from facebank.server.config import DEFAULT_THRESHOLD
 
-    params: ClusteringParams = clustering_params(DEFAULT_THRESHOLD)
-    n_faces, n_ids = (10_000, 500) if quick else (100_000, 5_000)
+    params = clustering_params(DEFAULT_THRESHOLD)
+    rows = []
+    for n_faces in SIZES or ([10_000] if quick else [100_000]):
+        rows += one_size(n_faces, params, log)
+    return {"clustering": rows, "clustering_real": real_photos(params)}
+
+
+def one_size(n_faces: int, params, log) -> list[dict]:
+    """facebank and its peers on one synthetic collection (20 faces a person on average)."""
+    from facebank.index.clustering import cluster, knn
+
+    n_ids = n_faces // 20
     x, truth = photo_collection(n_faces, n_ids, seed=3)
-    t0 = time.perf_counter()
-    sims, nbrs = knn(x, params.k)
-    graph_s = time.perf_counter() - t0
+    with PeakRss() as graph_mem:
+        t0 = time.perf_counter()
+        sims, nbrs = knn(x, params.k)
+        graph_s = time.perf_counter() - t0
     photos = np.arange(len(x))  # one face per photo here; cannot-link is tested on real photos
-    t0 = time.perf_counter()
-    labels, _ = cluster(sims, nbrs, photos, np.ones(len(x)), params)
-    cluster_s = time.perf_counter() - t0
+    with PeakRss() as cluster_mem:
+        t0 = time.perf_counter()
+        labels, _ = cluster(sims, nbrs, photos, np.ones(len(x)), params)
+        cluster_s = time.perf_counter() - t0
     rows = [{"system": "facebank (map equation, NetworKit)", "faces": n_faces, "identities": n_ids, "graph_s": round(graph_s, 2),
-             "cluster_s": round(cluster_s, 2), "total_s": round(graph_s + cluster_s, 2), **scores(truth, labels)}]
-    log(f"cluster: facebank {rows[-1]['bcubed_f']} BCubed F in {rows[-1]['total_s']} s")
+             "cluster_s": round(cluster_s, 2), "total_s": round(graph_s + cluster_s, 2), **scores(truth, labels),
+             "peak_rss_gb": round(max(graph_mem.peak, cluster_mem.peak) / 2**30, 2)}]
+    log(f"cluster: facebank {rows[-1]['bcubed_f']} BCubed F in {rows[-1]['total_s']} s at {n_faces:,} faces")
     for name, fn in (("kNN-DBSCAN (Immich rule)", lambda: dbscan_on_graph(sims, nbrs)),
                      ("connected components", lambda: components_on_graph(sims, nbrs, params.edge_min))):
-        t0 = time.perf_counter()
-        peer = fn()
-        elapsed = time.perf_counter() - t0
+        with PeakRss() as mem:
+            t0 = time.perf_counter()
+            peer = fn()
+            elapsed = time.perf_counter() - t0
         rows.append({"system": name, "faces": n_faces, "identities": n_ids, "graph_s": round(graph_s, 2), "cluster_s": round(elapsed, 2),
-                     "total_s": round(graph_s + elapsed, 2), **scores(truth, peer)})
+                     "total_s": round(graph_s + elapsed, 2), **scores(truth, peer), "peak_rss_gb": round(max(graph_mem.peak, mem.peak) / 2**30, 2)})
         log(f"cluster: {name} {rows[-1]['bcubed_f']} BCubed F")
-    return {"clustering": rows, "clustering_real": real_photos(params)}
+    return rows  # the graph goes with this frame, before the next size
 
 
 def real_photos(params) -> dict:

@@ -43,10 +43,15 @@ def targets(results: dict) -> list[dict]:
         add("retain recall@10 drop (points)", forget["retain_recall10_drop_points"], "<= 0.1", forget["retain_recall10_drop_points"] <= 0.1)
         if forget["faces"] >= 1_000_000:
             add("forget p99 at 1M faces under batch-64 search load (ms)", forget["forget_p99_ms"], "<= 100", forget["forget_p99_ms"] <= 100)
-    for row in results.get("clustering", [])[:1]:
+    for row in results.get("clustering", []):
+        if not row["system"].startswith("facebank"):
+            continue
         add(f"BCubed F on synthetic {row['faces']:,} faces", row["bcubed_f"], ">= 0.95", row["bcubed_f"] >= 0.95)
-        if row["faces"] >= 100_000:
+        if row["faces"] == 100_000:
             add("100k faces clustered (graph + clustering, s)", row["total_s"], "<= 60 on 2 cores", row["total_s"] <= 60)
+        if row["faces"] >= 1_000_000:
+            add(f"{row['faces']:,} faces clustered (graph + clustering, s)", row["total_s"], "reported", True)
+            add(f"{row['faces']:,} faces clustered, peak RSS (GB)", row["peak_rss_gb"], "reported", True)
     for version in ("after", "before"):
         for row in results.get("store_rows", []):
             if row["version"] == version and row["start"] == "rebuilding from catalog":
@@ -148,7 +153,7 @@ def _plots(run_dir: Path, results: dict) -> None:
         fig.savefig(run_dir / "store_before_after.png", dpi=120)
         plt.close(fig)
     if results.get("clustering"):
-        rows = results["clustering"]
+        rows = [r for r in results["clustering"] if r["faces"] == results["clustering"][0]["faces"]]
         fig, ax = plt.subplots(figsize=(7, 3.5))
         width = 0.25
         for i, metric in enumerate(("pairwise_f", "bcubed_f", "nmi")):

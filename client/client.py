@@ -185,8 +185,9 @@ class Client:
     def cluster(self, *, collection: str = "default", full: bool = False) -> Iterator[pb.ClusterProgress]:
         return self.transport.stream("Clusters", "RunClustering", pb.ClusterRequest(collection=collection, full=full))
 
-    def list_clusters(self, *, collection: str = "default", include_faces: bool = False, with_crops: bool = False) -> pb.ListClustersResponse:
-        req = pb.ListClustersRequest(collection=collection, include_faces=include_faces, with_crops=with_crops)
+    def list_clusters(self, *, collection: str = "default", include_faces: bool = False, with_crops: bool = False,
+                      unclustered_only: bool = False) -> pb.ListClustersResponse:
+        req = pb.ListClustersRequest(collection=collection, include_faces=include_faces, with_crops=with_crops, unclustered_only=unclustered_only)
         return self.transport.call("Clusters", "ListClusters", req)
 
     def get_cluster(self, cluster_id: int, *, collection: str = "default", with_crops: bool = False) -> pb.Cluster:

@@ -65,10 +65,14 @@ def read_state(store: FaceStore, cid: int) -> ClusterState:
     return ClusterState(store, clusters, members, [f for f, ok in zip(waiting, alive.tolist()) if ok], identity_clusters)
 
 
-def cluster_listing(store: FaceStore, cid: int, include_faces: bool):
+def cluster_listing(store: FaceStore, cid: int, include_faces: bool, unclustered_only: bool = False):
     """Every cluster, largest first, as (record, identity id, faces) with the
-    identity ids of named ones; and the faces waiting in no cluster."""
+    identity ids of named ones; and the faces waiting in no cluster (only those
+    when `unclustered_only`)."""
     state = read_state(store, cid)
+    if unclustered_only:
+        records = state.faces(state.waiting)
+        return [], [records[f] for f in state.waiting if f in records]
     member_ids = [f for faces in state.members.values() for f in faces] if include_faces else []
     records = state.faces(member_ids + (state.waiting if include_faces else []))
     with store.read(tolerant=True) as t:

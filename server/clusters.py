@@ -64,7 +64,7 @@ class ClustersService:
 
     def list_clusters(self, req: pb.ListClustersRequest) -> pb.ListClustersResponse:
         coll = self.p.collection(req.collection)
-        clusters, waiting = cluster_store.cluster_listing(self.p.store, coll.id, req.include_faces)
+        clusters, waiting = cluster_store.cluster_listing(self.p.store, coll.id, req.include_faces, req.unclustered_only)
         out = pb.ListClustersResponse(
             clusters=[convert.cluster_pb(rec, name, [convert.face_pb(f, name if f.iid else "") for f in faces]) for rec, name, faces in clusters],
             unclustered=[convert.face_pb(f) for f in waiting],

@@ -193,6 +193,9 @@ def _photos_clustered(fb) -> dict[str, list[int]]:
             if len(by_person[person]) == 3:
                 break
         assert len(by_person[person]) >= 2, person
+    lone = PEOPLE["angelina_jolie"][0]
+    item = pb.IngestItem(item_id=lone.path.name, collection="photos", image=pb.Image(data=lone.data, source_ref=lone.path.name))
+    by_person["lone"] = [f.face_id for r in fb.ingest([item]) for f in r.faces]  # nobody to cluster with
     return by_person
 
 
@@ -211,9 +214,15 @@ def test_clusters_are_run_merged_split_moved_cleaned_and_named(site):
     ui.click("#run")
     ui.until(lambda: ui.notice().startswith("done:"), "clustering ran to the end")
     clusters = fb.list_clusters(collection="photos").clusters
-    assert sorted(c.size for c in clusters) == sorted(len(f) for f in people.values())
+    assert sorted(c.size for c in clusters) == sorted(len(f) for p, f in people.items() if p != "lone")
     ui.until(lambda: len(ui.all(".card[data-cluster]")) == 4, "four clusters shown")
     ui.shot("clusters")
+    waiting = fb.list_clusters(collection="photos", unclustered_only=True)
+    assert not waiting.clusters and [f.face_id for f in waiting.unclustered] == people["lone"]
+    ui.go("#/c/photos/unclustered")
+    ui.find(f'.card[data-face="{people["lone"][0]}"]')
+    assert len(ui.all(".card[data-face]")) == 1
+    ui.go("#/c/photos/clusters")
 
     obama, biden = _cluster_of(fb, people["obama"][0]), _cluster_of(fb, people["biden"][0])
     ui.click(f'.card[data-cluster="{obama}"] input[data-pick]')

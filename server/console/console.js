@@ -275,10 +275,11 @@ async function clusterPage(collection, clusterId) {
 }
 
 async function unclusteredPage(collection) {
-  const { unclustered = [] } = await call("Clusters", "ListClusters", { collection, include_faces: true });
+  const { unclustered = [] } = await call("Clusters", "ListClusters", { collection, unclustered_only: true });
   const shown = unclustered.slice(0, 10 * PAGE);
   show(el("h1", {}, "Unclustered faces", " ", el("small", {}, `${unclustered.length} waiting for confident neighbours`)),
-    el("div", { class: "toolbar" }, el("a", { href: `#/c/${enc(collection)}/clusters` }, "All clusters")),
+    el("div", { class: "toolbar" }, el("a", { href: `#/c/${enc(collection)}/clusters` }, "All clusters"),
+      shown.length < unclustered.length ? el("span", {}, `showing the first ${shown.length}`) : null),
     faceTools(collection, shown, {}), el("div", { class: "grid" }, shown.map((f) => faceCard(collection, f, pick(f.face_id)))));
 }
 

@@ -763,14 +763,16 @@ class Cluster(_message.Message):
     def __init__(self, cluster_id: _Optional[int] = ..., identity_id: _Optional[str] = ..., size: _Optional[int] = ..., representatives: _Optional[_Iterable[int]] = ..., faces: _Optional[_Iterable[_Union[Face, _Mapping]]] = ...) -> None: ...
 
 class ListClustersRequest(_message.Message):
-    __slots__ = ("collection", "include_faces", "with_crops")
+    __slots__ = ("collection", "include_faces", "with_crops", "unclustered_only")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_FACES_FIELD_NUMBER: _ClassVar[int]
     WITH_CROPS_FIELD_NUMBER: _ClassVar[int]
+    UNCLUSTERED_ONLY_FIELD_NUMBER: _ClassVar[int]
     collection: str
     include_faces: bool
     with_crops: bool
-    def __init__(self, collection: _Optional[str] = ..., include_faces: _Optional[bool] = ..., with_crops: _Optional[bool] = ...) -> None: ...
+    unclustered_only: bool
+    def __init__(self, collection: _Optional[str] = ..., include_faces: _Optional[bool] = ..., with_crops: _Optional[bool] = ..., unclustered_only: _Optional[bool] = ...) -> None: ...
 
 class ListClustersResponse(_message.Message):
     __slots__ = ("clusters", "unclustered")
