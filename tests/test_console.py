@@ -318,3 +318,27 @@ def test_pages_stay_usable_at_ten_thousand_identities_and_a_hundred_thousand_fac
     ui.go("#/c/default/i/person-09999")
     ui.until(lambda: len(ui.all(".card[data-face]")) == 10, "one identity's ten faces")
     assert not ui.error()
+
+
+def test_the_console_ships_in_the_package_and_loads_nothing_from_elsewhere(tmp_path, embedder):
+    import re
+
+    import httpx
+
+    engine = Engine(make_config(tmp_path / "data"), embedder=embedder)
+    running = start(make_config(tmp_path / "data", http="127.0.0.1:0"), engine=engine)
+    try:
+        base = f"http://{running.http.address}"
+        assert httpx.get(f"{base}/console").status_code in (302, 307)
+        page = httpx.get(f"{base}/console/")
+        policy = page.headers["content-security-policy"]
+        assert "default-src 'none'" in policy and "script-src 'self'" in policy and "connect-src 'self'" in policy
+        for name in ("console.js", "console.css"):
+            asset = httpx.get(f"{base}/console/{name}")
+            assert asset.status_code == 200 and asset.headers["x-content-type-options"] == "nosniff"
+            assert not re.search(r"https?://", asset.text), f"{name} refers to another site"
+        assert not re.search(r"(src|href)=\"https?://", page.text)
+        assert "innerHTML" not in httpx.get(f"{base}/console/console.js").text  # catalog text is only ever set as text
+        assert httpx.get(f"{base}/console/server.py").status_code == 404
+    finally:
+        running.stop(grace=2)
