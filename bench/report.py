@@ -87,7 +87,7 @@ def write(run_dir: Path, results: dict) -> None:
           f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB; GPU: {m['gpu'] or 'none'}.\n",
           f"Command: `{results['command']}`\n", "## Targets\n", _table(results["targets"])]
     for key, title in (("search", "Search"), ("embedding", "Embedding"), ("enrollment", "Enrollment"), ("clustering", "Clustering"),
-                       ("store_rows", "The store, before and after"), ("http", "HTTP and gRPC, same server and photos"), ("store_clustering_rows", "Clustering passes through the store, before and after")):
+                       ("store_rows", "The store, before and after"), ("http", "HTTP and gRPC, same server and photos"), ("migration", "Moving a collection to another model"), ("store_clustering_rows", "Clustering passes through the store, before and after")):
         if results.get(key):
             md += [f"## {title}\n", _table(results[key])]
     if results.get("accuracy"):

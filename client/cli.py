@@ -236,8 +236,9 @@ def check(ctx, quarantine: bool, as_json: bool) -> None:
         sys.exit(1)
 
 
-from facebank import cli_faces, cli_admin, cli_photos  # noqa: E402  (register their commands)
+from facebank import cli_faces, cli_admin, cli_migrate, cli_photos  # noqa: E402  (register their commands)
 
 cli_faces.register(main)
 cli_admin.register(main)
+cli_migrate.register(main)
 cli_photos.register(main)

@@ -186,8 +186,9 @@ class Client:
         return self.transport.stream("Clusters", "RunClustering", pb.ClusterRequest(collection=collection, full=full))
 
     def list_clusters(self, *, collection: str = "default", include_faces: bool = False, with_crops: bool = False,
-                      unclustered_only: bool = False) -> pb.ListClustersResponse:
-        req = pb.ListClustersRequest(collection=collection, include_faces=include_faces, with_crops=with_crops, unclustered_only=unclustered_only)
+                      unclustered_only: bool = False, suggest: bool = False) -> pb.ListClustersResponse:
+        req = pb.ListClustersRequest(collection=collection, include_faces=include_faces, with_crops=with_crops, unclustered_only=unclustered_only,
+                                     suggest=suggest)
         return self.transport.call("Clusters", "ListClusters", req)
 
     def get_cluster(self, cluster_id: int, *, collection: str = "default", with_crops: bool = False) -> pb.Cluster:
@@ -213,6 +214,11 @@ class Client:
 
     def compact(self) -> pb.CompactResponse:
         return self.transport.call("Admin", "Compact", pb.CompactRequest())
+
+    def migrate(self, model: str, *, collection: str = "default", dry_run: bool = False) -> Iterator[pb.MigrationProgress]:
+        """Move a collection to another shipped model (re-embedding every face from its crop); streams progress.
+        Interrupted, it resumes when called again."""
+        return self.transport.stream("Admin", "MigrateCollection", pb.MigrateCollectionRequest(collection=collection, model=model, dry_run=dry_run))
 
     def receipts(self) -> pb.ListReceiptsResponse:
         return self.transport.call("Admin", "ListReceipts", pb.ListReceiptsRequest())

@@ -36,6 +36,7 @@ TABLES = (
     "segment_faces",    # cid + segment + face id -> ''
     "embeddings",       # face id -> slot (8) + sealed float32 vector
     "crops",            # face id -> owner iid (8) + slot (8) + sealed JPEG of the aligned face
+    "staged_embeddings",  # face id -> owner iid (8) + slot (8) + sealed vector of the model a migration moves to
     "images",           # cid + sha256 + iid -> JSON [face ids]
     "metadata_index",   # cid + text_key(key) \0 text_key(value) \0 + iid -> ''
     "changes",          # seq -> JSON {c, s, add, remove}
@@ -95,7 +96,7 @@ class DamagedRecord(DataCorruption):
 
 def describe_key(table: str, key: bytes) -> str:
     """A key as a person reads it (ids as numbers)."""
-    if len(key) == 8 and table in ("faces", "face_owner", "embeddings", "crops", "changes", "forget_intents", "key_slots", "identity_iids"):
+    if len(key) == 8 and table in ("faces", "face_owner", "embeddings", "crops", "staged_embeddings", "changes", "forget_intents", "key_slots", "identity_iids"):
         return str(read_u64(key))
     if table in ("meta", "collections", "api_keys"):
         return key.decode(errors="replace")

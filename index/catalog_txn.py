@@ -148,6 +148,7 @@ class CatalogTxn(TableTxn):
         self.face_owners_changed[rec.face_id] = -1
         self._delete("embeddings", u64(rec.face_id))
         self._delete("crops", u64(rec.face_id))
+        self._delete("staged_embeddings", u64(rec.face_id))
         self._delete("unclustered", u32(rec.collection_id) + u64(rec.face_id))
         self._unlink_face(rec)
 
@@ -196,18 +197,29 @@ class CatalogTxn(TableTxn):
         raw = self._get("embeddings", u64(face_id))
         return None if raw is None else (read_u64(raw), read_u64(raw, 8), raw[16:])
 
-    def iter_embeddings(self, face_ids) -> Iterator[tuple[int, int, int, bytes]]:
+    def iter_embeddings(self, face_ids, table: str = "embeddings") -> Iterator[tuple[int, int, int, bytes]]:
         """(face id, owner iid, key slot, sealed) of those of `face_ids` (ascending) that have one,
-        read with one cursor (a rebuild reads a million)."""
-        cursor = self.txn.cursor(db=self.db["embeddings"])
+        read with one cursor (a rebuild reads a million); `staged_embeddings` alike."""
+        cursor = self.txn.cursor(db=self.db[table])
         for fid in face_ids:
             key = u64(fid)
             stored = cursor.get(key)
             if stored is None:
                 continue
-            raw = self._open("embeddings", key, stored)
+            raw = self._open(table, key, stored)
             if raw is not None:
                 yield fid, read_u64(raw), read_u64(raw, 8), raw[16:]
+
+    def put_staged(self, face_id: int, iid: int, slot: int, sealed: bytes) -> None:
+        """A migration's new embedding of a face, sealed like the live one (same key, same binding)."""
+        self._put("staged_embeddings", u64(face_id), u64(iid) + u64(slot) + sealed)
+
+    def get_staged(self, face_id: int) -> tuple[int, int, bytes] | None:
+        raw = self._get("staged_embeddings", u64(face_id))
+        return None if raw is None else (read_u64(raw), read_u64(raw, 8), raw[16:])
+
+    def delete_staged(self, face_id: int) -> None:
+        self._delete("staged_embeddings", u64(face_id))
 
     def put_crop(self, face_id: int, iid: int, slot: int, sealed: bytes) -> None:
         """A sealed face crop, with what opening it needs (owner iid, key slot) in front."""

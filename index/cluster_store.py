@@ -17,7 +17,7 @@ from facebank.errors import FailedPrecondition, InvalidArgument, NotFound
 from facebank.index.cluster_records import check_cannot_link, get_cluster, new_cluster, refresh_cluster
 from facebank.index.keyring import face_owner, identity_owner
 from facebank.index.records import ClusterRecord, FaceRecord, IdentityRecord
-from facebank.index.sealed_faces import now_ms, open_crop, open_embedding, seal_crop, seal_embedding
+from facebank.index.sealed_faces import now_ms, open_crop, open_embedding, open_staged, seal_crop, seal_embedding, seal_staged
 from facebank.index.store import FaceStore
 from facebank.index.unit_of_work import WriteTxn
 
@@ -125,6 +125,9 @@ class ClusterWriter:
             crop = open_crop(self.store.keyring, w.t, face.face_id)
             if crop is not None:
                 seal_crop(w, face.face_id, iid, key, crop)
+            staged = open_staged(self.store.keyring, w.t, face.face_id)  # a migration in progress
+            if staged is not None:
+                seal_staged(w, face.face_id, iid, key, staged)
             w.index_remove(self.cid, face.segment, [face.face_id])
             w.index_add(self.cid, updated.segment, face.face_id, vector)
             for old_or_new, delta in ((face.iid, -1), (iid, +1)):

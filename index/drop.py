@@ -64,7 +64,7 @@ def finish_drop(store: FaceStore, cid: int) -> tuple[dict, int]:
                         done += 1
                     else:  # its record was damaged or quarantined: its other rows go anyway
                         done += w.delete_prefix("segment_faces", u32(cid) + (b"e" if seg != INGESTED else b"i") + fid.to_bytes(8, "big"), 1)
-                        for table in ("embeddings", "crops", "face_owner"):
+                        for table in ("embeddings", "crops", "staged_embeddings", "face_owner"):
                             w.delete_prefix(table, fid.to_bytes(8, "big"), 1)
             for _, rec in list(w.iter_identities(cid))[:BATCH]:
                 w.delete_identity(rec)

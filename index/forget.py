@@ -131,7 +131,7 @@ def erase(store: FaceStore, intent: ForgetIntent, *, apply: str = "later"):
             if face is None:
                 continue
             counts["faces"] += 1
-            counts["embeddings"] += w.get_embedding(fid) is not None
+            counts["embeddings"] += (w.get_embedding(fid) is not None) + (w.get_staged(fid) is not None)  # staged: a migration's
             counts["crops"] += w.get_crop(fid) is not None
             counts["cluster_memberships"] += bool(face.cluster_id)
             w.delete_face(face)

@@ -44,7 +44,7 @@ def check_catalog(store: FaceStore, *, quarantine: bool = False) -> tuple[int, l
                 value = t.mac.check(table, key, stored)
                 if value is None:
                     damaged.append(Damage(table, key, "failed its integrity tag"))
-                elif table in ("embeddings", "crops"):
+                elif table in ("embeddings", "staged_embeddings", "crops"):
                     problem = _sealed_problem(store, table, read_u64(key), value)
                     if problem:
                         damaged.append(Damage(table, key, problem))
@@ -69,7 +69,7 @@ def _sealed_problem(store: FaceStore, table: str, face_id: int, value: bytes) ->
     except DataCorruption:
         return f"its data key (slot {slot}) failed its check"
     try:
-        key.open(sealed, embedding_aad(face_id) if table == "embeddings" else crop_aad(face_id))
+        key.open(sealed, crop_aad(face_id) if table == "crops" else embedding_aad(face_id))
     except DataCorruption:
-        return f"sealed {'embedding' if table == 'embeddings' else 'face crop'} failed its authentication"
+        return f"sealed {'face crop' if table == 'crops' else 'embedding'} failed its authentication"
     return ""

@@ -72,6 +72,18 @@ def seal_embedding(t: CatalogTxn, face_id: int, iid: int, key: DataKey, vector: 
     t.put_embedding(face_id, iid, key.slot, key.seal(np.ascontiguousarray(vector, dtype="<f4").tobytes(), embedding_aad(face_id)))
 
 
+def seal_staged(t: CatalogTxn, face_id: int, iid: int, key: DataKey, vector: np.ndarray) -> None:
+    t.put_staged(face_id, iid, key.slot, key.seal(np.ascontiguousarray(vector, dtype="<f4").tobytes(), embedding_aad(face_id)))
+
+
+def open_staged(keyring: Keyring, t: CatalogTxn, face_id: int) -> np.ndarray | None:
+    row = t.get_staged(face_id)
+    if row is None:
+        return None
+    iid, slot, sealed = row
+    return np.frombuffer(keyring.open(slot, owner_tag(iid, face_id)).open(sealed, embedding_aad(face_id)), dtype="<f4")
+
+
 def seal_crop(t: CatalogTxn, face_id: int, iid: int, key: DataKey, crop: bytes) -> None:
     t.put_crop(face_id, iid, key.slot, key.seal(crop, crop_aad(face_id)))
 
@@ -99,20 +111,22 @@ def open_embedding(keyring: Keyring, t: CatalogTxn, face_id: int) -> np.ndarray 
     return np.frombuffer(plain, dtype="<f4")
 
 
-def open_vectors(keyring: Keyring, t: CatalogTxn, face_ids, dim: int = 0, damaged: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+def open_vectors(keyring: Keyring, t: CatalogTxn, face_ids, dim: int = 0, damaged: list | None = None,
+                 table: str = "embeddings") -> tuple[np.ndarray, np.ndarray]:
     """(ids, embeddings) of the faces that can still be read, ascending, in one pass.
 
     A face whose key is already shredded belongs to a forget in progress (its erase
     commits next, or is finished by recovery at start): left out, never an error for
     the reader. One whose seal fails is damaged: left out and named in `damaged`
-    (a rebuild must not stop the server for one bad record)."""
+    (a rebuild must not stop the server for one bad record). `table="staged_embeddings"`
+    reads a migration's new vectors the same way."""
     wanted = np.unique(np.asarray(face_ids, np.int64))
     ids = np.empty(len(wanted), np.int64)
     out: np.ndarray | None = np.empty((len(wanted), dim), np.float32) if dim else None
     rows: list[np.ndarray] = []
     keys: dict[int, DataKey | None] = {}
     n = 0
-    for fid, iid, slot, sealed in t.iter_embeddings(wanted.tolist()):
+    for fid, iid, slot, sealed in t.iter_embeddings(wanted.tolist(), table):
         key = keys.get(slot, False)
         if key is False:
             try:
@@ -121,20 +135,20 @@ def open_vectors(keyring: Keyring, t: CatalogTxn, face_ids, dim: int = 0, damage
                 key = keys[slot] = None
             except DataCorruption:
                 key = keys[slot] = None
-                _report(damaged, "embeddings", fid, f"key slot {slot} failed its check")
+                _report(damaged, table, fid, f"key slot {slot} failed its check")
         if key is None:
             continue
         try:
             vector = np.frombuffer(key.open(sealed, embedding_aad(fid)), dtype="<f4")
         except DataCorruption:
-            _report(damaged, "embeddings", fid, "sealed embedding failed its authentication")
+            _report(damaged, table, fid, "sealed embedding failed its authentication")
             continue
         if out is None:
             rows.append(vector)
         elif len(vector) == dim:
             out[n] = vector
         else:
-            _report(damaged, "embeddings", fid, f"{len(vector)} values where the collection has {dim}")
+            _report(damaged, table, fid, f"{len(vector)} values where the collection has {dim}")
             continue
         ids[n] = fid
         n += 1

@@ -176,6 +176,11 @@ class SegmentManager:
     def _build(self, cid: int, name: str, dim: int, settings: IndexSettings, generation: int = 0,
                like: VectorIndex | None = None) -> Segment:
         seq, ids, vectors = self._fetch_vectors(cid, name)
+        return self.build_from(cid, name, dim, settings, ids, vectors, seq, generation, like)
+
+    def build_from(self, cid: int, name: str, dim: int, settings: IndexSettings, ids: np.ndarray, vectors: np.ndarray, seq: int,
+                   generation: int = 0, like: VectorIndex | None = None) -> Segment:
+        """A segment over these vectors, searched by no one until it replaces a live one."""
         family = self.factory.family_for(settings.kind, len(ids))
         index = self.factory.build(family, dim, ids, vectors, nprobe=settings.nprobe, ef_search=settings.ef_search, like=like)
         return Segment(cid, name, dim, settings, index, applied_seq=seq, generation=generation + 1, changes_since_snapshot=1)

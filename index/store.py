@@ -20,7 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
-from facebank.errors import AlreadyExists, NotFound
+from facebank.errors import AlreadyExists, NotFound, Unavailable
 from facebank.index.audit import AuditLog, ReceiptSigner
 from facebank.index.catalog import DEFAULT_MAP_SIZE
 from facebank.index.catalog_txn import CatalogTxn, metadata_pair
@@ -230,7 +230,10 @@ class FaceStore:
         """The best `top_k` identities per query (an identity scores its best face),
         none scoring below min_score; `answer[i]` is query i's list of `Hit`s."""
         coll = self.collection(collection)
-        parts = SearchParts(self.segments.get(coll.id, ENROLLED), self.owners, self._identity_records,
+        segment = self.segments.get(coll.id, ENROLLED)
+        if queries.ndim == 2 and queries.shape[1] != segment.dim:  # the collection moved to another model during this call
+            raise Unavailable(f"collection {collection!r} switched to model {coll.model_id!r} while this request ran; send it again")
+        parts = SearchParts(segment, self.owners, self._identity_records,
                             lambda wanted: self._filter_faces(coll.id, wanted))
         return search_identities(parts, queries, top_k, metadata_filter, min_score)
 

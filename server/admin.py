@@ -33,6 +33,11 @@ class AdminService:
             index_changes_pending=store.uow.pending,
         )
 
+    def migrate_collection(self, req: pb.MigrateCollectionRequest):
+        from facebank.server.migrate import migrate_collection
+
+        return migrate_collection(self.p, req)
+
     def compact(self, req: pb.CompactRequest) -> pb.CompactResponse:
         before, after = self.p.maintenance.compact()
         return pb.CompactResponse(bytes_before=before, bytes_after=after)

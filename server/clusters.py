@@ -46,8 +46,9 @@ class ClustersService:
         ref = validate.source_ref(item.image.source_ref)
         sha = sha256_hex(item.image.data)
         if identities.ingested_faces(self.p.store, coll.name, sha) is None:
-            faces = every_face(self.p.faces, item.image.data, 0)
-            new = [self.p.faces.new_face(f, sha, ref) for f in faces]
+            pipeline = self.p.faces_for(coll)
+            faces = every_face(pipeline, item.image.data, 0)
+            new = [pipeline.new_face(f, sha, ref) for f in faces]
         else:
             new = []
         records, already = identities.ingest(self.p.store, coll.name, sha, new)
@@ -71,7 +72,24 @@ class ClustersService:
         )
         if req.with_crops:
             fill_crops(self.p, [f for c in out.clusters for f in c.faces] + list(out.unclustered))
+        if req.suggest:
+            out.suggestions.extend(self._suggestions(coll, [f.face_id for f in waiting]))
         return out
+
+    def _suggestions(self, coll, face_ids: list[int]) -> list[pb.FaceSuggestion]:
+        """Each waiting face's best enrolled identity at or above the collection's threshold,
+        from its stored embedding (nothing leaves the server but the match)."""
+        if not face_ids:
+            return []
+        ids, vectors = self.p.store.vectors_of(face_ids, coll.dim)
+        answer = self.p.store.search(coll.name, vectors, 1, min_score=coll.threshold)
+        out = []
+        for row, face_id in enumerate(ids.tolist()):
+            for hit in answer[row][:1]:
+                out.append(pb.FaceSuggestion(face_id=face_id, identity_id=hit.identity.external_id, display_name=hit.identity.display_name,
+                                             score=hit.score, cluster_id=hit.identity.cluster_id))
+        order = {fid: i for i, fid in enumerate(face_ids)}
+        return sorted(out, key=lambda s: order[s.face_id])
 
     def get_cluster(self, req: pb.ClusterRef) -> pb.Cluster:
         coll = self.p.collection(req.collection)

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 from facebank.embedder import FaceEmbedder, OnnxFaceEmbedder
-from facebank.embedder.models import ModelSpec, model_spec
+from facebank.embedder.models import MODELS, ModelSpec, model_spec
 from facebank.errors import FailedPrecondition, InvalidArgument, Reason
 from facebank.index.lifecycle import start_store, stop_store
 from facebank.index.maintenance import Maintenance
@@ -31,12 +32,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Parts:
-    """What every service shares."""
+    """What every service shares. `faces` runs the server's model; a collection migrated
+    to another shipped model is served by that model (`faces_for`), loaded on first use."""
 
     config: ServerConfig
     store: FaceStore
     maintenance: Maintenance
     faces: FacePipeline
+    others: dict[str, FacePipeline] = field(default_factory=dict)
+    _loading: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def default_threshold(self) -> float:
@@ -47,13 +51,46 @@ class Parts:
 
     def collection(self, name: str):
         rec = self.store.collection(validate.collection_name(name))
-        if rec.model_id != self.faces.model_id:
+        self.faces_for(rec)
+        return rec
+
+    def faces_for(self, rec) -> FacePipeline:
+        """The pipeline of the collection's model; MODEL_MISMATCH if this server cannot run it."""
+        if rec.model_id == self.faces.model_id:
+            return self.faces
+        found = self.others.get(rec.model_id)
+        if found is not None:
+            return found
+        spec = shipped_spec(rec.model_id)
+        if spec is None:
             raise FailedPrecondition(
                 f"collection {rec.name!r} holds embeddings of model {rec.model_id!r}, but this server runs "
                 f"{self.faces.model_id!r}; start the server with that model (--model-spec) to use it",
                 reason=Reason.MODEL_MISMATCH,
             )
-        return rec
+        return self.pipeline(spec)
+
+    def pipeline(self, spec: ModelSpec) -> FacePipeline:
+        """The server's own pipeline if it runs this model, else one loaded once for it."""
+        if spec.model_id == self.faces.model_id:
+            return self.faces
+        with self._loading:
+            if spec.model_id not in self.others:
+                self.others[spec.model_id] = FacePipeline(load_embedder(self.config, spec))
+            return self.others[spec.model_id]
+
+    def close(self) -> None:
+        for pipeline in self.others.values():
+            pipeline.embedder.close()
+
+
+def shipped_spec(model_id: str) -> ModelSpec | None:
+    """The shipped model pair with this id, if any."""
+    for name in MODELS:
+        spec = model_spec(name)
+        if spec.model_id == model_id:
+            return spec
+    return None
 
 
 def method_name(rpc: str) -> str:
@@ -61,8 +98,8 @@ def method_name(rpc: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", rpc).lower()
 
 
-def load_embedder(config: ServerConfig) -> FaceEmbedder:
-    spec = ModelSpec.from_json(config.model_spec) if config.model_spec else model_spec(config.model)
+def load_embedder(config: ServerConfig, spec: ModelSpec | None = None) -> FaceEmbedder:
+    spec = spec or (ModelSpec.from_json(config.model_spec) if config.model_spec else model_spec(config.model))
     return OnnxFaceEmbedder(
         spec, device=config.device, threads=config.threads, micro_batch_wait_ms=config.micro_batch_wait_ms, backend=config.backend
     )
@@ -119,6 +156,7 @@ class Engine:
 
     def close(self) -> None:
         stop_store(self.store, self.maintenance)
+        self.parts.close()
         if self._owns_embedder:
             self.embedder.close()
 

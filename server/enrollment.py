@@ -42,12 +42,13 @@ class EnrollmentService:
         known = identities.enrolled_faces(self.p.store, coll.name, external_id, shas)
         todo = [i for i, sha in enumerate(shas) if sha not in known and shas.index(sha) == i]
         names = {n: f"image {i + 1}" + (f" ({refs[i]})" if refs[i] else "") for n, i in enumerate(todo)}
-        observed = self.p.faces.analyze([req.images[i].data for i in todo], max_faces=1, names=names)
+        pipeline = self.p.faces_for(coll)
+        observed = pipeline.analyze([req.images[i].data for i in todo], max_faces=1, names=names)
         new_faces = []
         for n, (i, faces) in enumerate(zip(todo, observed)):
             where = names[n] if len(req.images) > 1 else "the image"
             face = require_face(faces, accept_low_quality=low_ok, where=where)
-            new_faces.append(self.p.faces.new_face(face, shas[i], refs[i]))
+            new_faces.append(pipeline.new_face(face, shas[i], refs[i]))
 
         identity, stored = identities.enroll(self.p.store, coll.name, external_id, name, metadata, new_faces)
         by_sha = {s.face.image_sha256: s for s in stored}

@@ -56,9 +56,10 @@ class SearchService:
         top_k, threshold, filter_ = self._options(req.options, coll.threshold)  # bad options fail before the model runs
         low_ok = accept_low_quality(req.quality_filter)
         max_faces = validate.positive(req.max_faces, "max_faces", validate.MAX_FACES_PER_IMAGE)
-        found = every_face(self.p.faces, req.image.data, max_faces)
+        pipeline = self.p.faces_for(coll)
+        found = every_face(pipeline, req.image.data, max_faces)
         faces = found if low_ok else [f for f in found if f.quality.passed]
-        queries = np.asarray([f.embedding for f in faces], np.float32).reshape(len(faces), self.p.faces.dim)
+        queries = np.asarray([f.embedding for f in faces], np.float32).reshape(len(faces), pipeline.dim)
         matches = self.p.store.search(coll.name, queries, top_k, filter_ or None, min_score=threshold) if faces else []
         response = pb.SearchByImageResponse(threshold=threshold, faces_below_quality=len(found) - len(faces))
         for face, hits in zip(faces, matches):
@@ -82,10 +83,9 @@ class SearchService:
         return response
 
     def detect_faces(self, req: pb.DetectFacesRequest) -> pb.DetectFacesResponse:
-        if req.collection:
-            self.p.collection(req.collection)  # exists (and a scoped key may use it)
+        pipeline = self.p.faces_for(self.p.collection(req.collection)) if req.collection else self.p.faces  # a scoped key names its collection
         max_faces = validate.positive(req.max_faces, "max_faces", validate.MAX_FACES_PER_IMAGE)
-        return pb.DetectFacesResponse(faces=[convert.observation_pb(f) for f in every_face(self.p.faces, req.image.data, max_faces)])
+        return pb.DetectFacesResponse(faces=[convert.observation_pb(f) for f in every_face(pipeline, req.image.data, max_faces)])
 
     def verify(self, req: pb.VerifyRequest) -> pb.VerifyResponse:
         coll = self.p.collection(req.collection)
@@ -94,7 +94,7 @@ class SearchService:
         if which is None:
             raise InvalidArgument("verify needs something to compare with: other_image, identity_id or face_id", reason=Reason.BAD_OPTION)
         if which == "other_image":
-            first, second = self.p.faces.analyze([req.image.data, req.other_image.data], max_faces=validate.MAX_FACES_PER_IMAGE, label="image")
+            first, second = self.p.faces_for(coll).analyze([req.image.data, req.other_image.data], max_faces=validate.MAX_FACES_PER_IMAGE, label="image")
             face = chosen_face(first, req.face, "the first image", "face")
             other = chosen_face(second, req.other_face, "the second image", "other_face")
             score = float(np.dot(face.embedding, other.embedding))
@@ -108,7 +108,7 @@ class SearchService:
             vectors = stored[None]
         else:
             _, vectors = identities.identity_vectors(self.p.store, coll.name, validate.identity_id(req.identity_id))
-        found = self.p.faces.analyze([req.image.data], max_faces=validate.MAX_FACES_PER_IMAGE)[0]
+        found = self.p.faces_for(coll).analyze([req.image.data], max_faces=validate.MAX_FACES_PER_IMAGE)[0]
         face = chosen_face(found, req.face, "the image", "face")
         score = float(np.max(vectors @ face.embedding)) if len(vectors) else -1.0
         return pb.VerifyResponse(match=score >= threshold, score=score, threshold=threshold, face=convert.observation_pb(face),

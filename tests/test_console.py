@@ -270,6 +270,22 @@ def test_clusters_are_run_merged_split_moved_cleaned_and_named(site):
     ui.shot("named")
     assert not ui.error()
 
+    # A new photo waits unclustered until the next pass; the page suggests who it is.
+    fb.name_cluster(merged, "obama", collection="photos", display_name="Barack Obama")
+    newcomer = next(p for p in PEOPLE["obama"][3:] if p.faces == 1)
+    item = pb.IngestItem(item_id=newcomer.path.name, collection="photos", image=pb.Image(data=newcomer.data, source_ref=newcomer.path.name))
+    (face,) = [f.face_id for r in fb.ingest([item]) for f in r.faces]
+    suggested = fb.list_clusters(collection="photos", unclustered_only=True, suggest=True).suggestions
+    assert [(s.face_id, s.identity_id, s.cluster_id) for s in suggested] == [(face, "obama", merged)]  # the lone face resembles nobody
+    ui.go("#/c/photos/unclustered")
+    card = ui.find(f'.card[data-face="{face}"] .suggestion[data-suggests="obama"]')
+    assert "Barack Obama" in card.text
+    assert ui.all(f'.card[data-face="{people["lone"][0]}"] .suggestion') == []
+    ui.shot("suggestions")
+    ui.click(f'.card[data-face="{face}"] button.accept')
+    ui.until(lambda: "added to Barack Obama" in ui.notice(), "the suggestion was accepted")
+    assert face in {f.face_id for f in fb.get_identity("obama", collection="photos").faces}
+
 
 def test_search_boxes_every_face_with_its_matches_or_unknown(site):
     ui, fb, _ = site

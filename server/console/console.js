@@ -275,12 +275,21 @@ async function clusterPage(collection, clusterId) {
 }
 
 async function unclusteredPage(collection) {
-  const { unclustered = [] } = await call("Clusters", "ListClusters", { collection, unclustered_only: true });
+  const { unclustered = [], suggestions = [] } = await call("Clusters", "ListClusters", { collection, unclustered_only: true, suggest: true });
   const shown = unclustered.slice(0, 10 * PAGE);
+  const like = new Map(suggestions.map((s) => [s.face_id, s]));
+  const hint = (f) => {
+    const s = like.get(f.face_id);
+    if (!s) return el("div", { class: "meta" }, "no likely person");
+    const accept = s.cluster_id !== "0" ? el("button", { class: "accept", onclick: () =>
+      act(() => call("Clusters", "MoveFaces", { collection, into: s.cluster_id, face_ids: [f.face_id] }), `Face ${f.face_id} added to ${s.display_name || s.identity_id}.`) }, "Accept") : null;
+    return el("div", { class: "suggestion", "data-suggests": s.identity_id },
+      el("a", { href: `#/c/${enc(collection)}/i/${enc(s.identity_id)}` }, `looks like ${s.display_name || s.identity_id} (${s.score.toFixed(2)})`), " ", accept);
+  };
   show(el("h1", {}, "Unclustered faces", " ", el("small", {}, `${unclustered.length} waiting for confident neighbours`)),
     el("div", { class: "toolbar" }, el("a", { href: `#/c/${enc(collection)}/clusters` }, "All clusters"),
       shown.length < unclustered.length ? el("span", {}, `showing the first ${shown.length}`) : null),
-    faceTools(collection, shown, {}), el("div", { class: "grid" }, shown.map((f) => faceCard(collection, f, pick(f.face_id)))));
+    faceTools(collection, shown, {}), el("div", { class: "grid" }, shown.map((f) => faceCard(collection, f, [pick(f.face_id), hint(f)]))));
 }
 
 async function searchPage() {

@@ -763,24 +763,42 @@ class Cluster(_message.Message):
     def __init__(self, cluster_id: _Optional[int] = ..., identity_id: _Optional[str] = ..., size: _Optional[int] = ..., representatives: _Optional[_Iterable[int]] = ..., faces: _Optional[_Iterable[_Union[Face, _Mapping]]] = ...) -> None: ...
 
 class ListClustersRequest(_message.Message):
-    __slots__ = ("collection", "include_faces", "with_crops", "unclustered_only")
+    __slots__ = ("collection", "include_faces", "with_crops", "unclustered_only", "suggest")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_FACES_FIELD_NUMBER: _ClassVar[int]
     WITH_CROPS_FIELD_NUMBER: _ClassVar[int]
     UNCLUSTERED_ONLY_FIELD_NUMBER: _ClassVar[int]
+    SUGGEST_FIELD_NUMBER: _ClassVar[int]
     collection: str
     include_faces: bool
     with_crops: bool
     unclustered_only: bool
-    def __init__(self, collection: _Optional[str] = ..., include_faces: _Optional[bool] = ..., with_crops: _Optional[bool] = ..., unclustered_only: _Optional[bool] = ...) -> None: ...
+    suggest: bool
+    def __init__(self, collection: _Optional[str] = ..., include_faces: _Optional[bool] = ..., with_crops: _Optional[bool] = ..., unclustered_only: _Optional[bool] = ..., suggest: _Optional[bool] = ...) -> None: ...
+
+class FaceSuggestion(_message.Message):
+    __slots__ = ("face_id", "identity_id", "display_name", "score", "cluster_id")
+    FACE_ID_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_ID_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    face_id: int
+    identity_id: str
+    display_name: str
+    score: float
+    cluster_id: int
+    def __init__(self, face_id: _Optional[int] = ..., identity_id: _Optional[str] = ..., display_name: _Optional[str] = ..., score: _Optional[float] = ..., cluster_id: _Optional[int] = ...) -> None: ...
 
 class ListClustersResponse(_message.Message):
-    __slots__ = ("clusters", "unclustered")
+    __slots__ = ("clusters", "unclustered", "suggestions")
     CLUSTERS_FIELD_NUMBER: _ClassVar[int]
     UNCLUSTERED_FIELD_NUMBER: _ClassVar[int]
+    SUGGESTIONS_FIELD_NUMBER: _ClassVar[int]
     clusters: _containers.RepeatedCompositeFieldContainer[Cluster]
     unclustered: _containers.RepeatedCompositeFieldContainer[Face]
-    def __init__(self, clusters: _Optional[_Iterable[_Union[Cluster, _Mapping]]] = ..., unclustered: _Optional[_Iterable[_Union[Face, _Mapping]]] = ...) -> None: ...
+    suggestions: _containers.RepeatedCompositeFieldContainer[FaceSuggestion]
+    def __init__(self, clusters: _Optional[_Iterable[_Union[Cluster, _Mapping]]] = ..., unclustered: _Optional[_Iterable[_Union[Face, _Mapping]]] = ..., suggestions: _Optional[_Iterable[_Union[FaceSuggestion, _Mapping]]] = ...) -> None: ...
 
 class MergeClustersRequest(_message.Message):
     __slots__ = ("collection", "into", "others")
@@ -975,3 +993,33 @@ class RevokeApiKeyRequest(_message.Message):
 class RevokeApiKeyResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class MigrateCollectionRequest(_message.Message):
+    __slots__ = ("collection", "model", "dry_run")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    model: str
+    dry_run: bool
+    def __init__(self, collection: _Optional[str] = ..., model: _Optional[str] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class MigrationProgress(_message.Message):
+    __slots__ = ("stage", "done", "total", "model_id", "faces_without_crops", "without_crops", "already_staged", "estimate_s")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    FACES_WITHOUT_CROPS_FIELD_NUMBER: _ClassVar[int]
+    WITHOUT_CROPS_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_STAGED_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATE_S_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    done: int
+    total: int
+    model_id: str
+    faces_without_crops: int
+    without_crops: _containers.RepeatedScalarFieldContainer[int]
+    already_staged: int
+    estimate_s: float
+    def __init__(self, stage: _Optional[str] = ..., done: _Optional[int] = ..., total: _Optional[int] = ..., model_id: _Optional[str] = ..., faces_without_crops: _Optional[int] = ..., without_crops: _Optional[_Iterable[int]] = ..., already_staged: _Optional[int] = ..., estimate_s: _Optional[float] = ...) -> None: ...

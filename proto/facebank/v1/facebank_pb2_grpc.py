@@ -1305,6 +1305,11 @@ class AdminStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.MigrateCollection = channel.unary_stream(
+                '/facebank.v1.Admin/MigrateCollection',
+                request_serializer=facebank_dot_v1_dot_facebank__pb2.MigrateCollectionRequest.SerializeToString,
+                response_deserializer=facebank_dot_v1_dot_facebank__pb2.MigrationProgress.FromString,
+                _registered_method=True)
         self.Stats = channel.unary_unary(
                 '/facebank.v1.Admin/Stats',
                 request_serializer=facebank_dot_v1_dot_facebank__pb2.StatsRequest.SerializeToString,
@@ -1349,6 +1354,12 @@ class AdminStub:
 
 class AdminServicer:
     """Missing associated documentation comment in .proto file."""
+
+    def MigrateCollection(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def Stats(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -1402,6 +1413,11 @@ class AdminServicer:
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'MigrateCollection': grpc.unary_stream_rpc_method_handler(
+                    servicer.MigrateCollection,
+                    request_deserializer=facebank_dot_v1_dot_facebank__pb2.MigrateCollectionRequest.FromString,
+                    response_serializer=facebank_dot_v1_dot_facebank__pb2.MigrationProgress.SerializeToString,
+            ),
             'Stats': grpc.unary_unary_rpc_method_handler(
                     servicer.Stats,
                     request_deserializer=facebank_dot_v1_dot_facebank__pb2.StatsRequest.FromString,
@@ -1452,6 +1468,33 @@ def add_AdminServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Admin:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def MigrateCollection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/facebank.v1.Admin/MigrateCollection',
+            facebank_dot_v1_dot_facebank__pb2.MigrateCollectionRequest.SerializeToString,
+            facebank_dot_v1_dot_facebank__pb2.MigrationProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def Stats(request,

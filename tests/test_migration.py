@@ -1,0 +1,153 @@
+"""Moving a collection to another model (the default pair -> SFace, two different ONNX
+recognizers, 512-d and 128-d) from its kept crops, with every name kept: in process,
+with searches and a forget during the migration, refused without crops, and over
+the CLI with the server SIGKILLed in the middle and the migration finished after
+a restart."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import ServerProcess, make_config, single_person_photos
+from facebank.client import Client
+from facebank.embedder.models import SFACE_MODEL_ID
+from facebank.errors import FailedPrecondition, NotFound
+from facebank.index import migration
+from facebank.server.engine import Engine
+from facebank.transport import GrpcTransport, LocalTransport
+
+PEOPLE = {p: photos for p, photos in single_person_photos().items() if len(photos) >= 2}
+
+
+@pytest.fixture
+def local(tmp_path, embedder):
+    engine = Engine(make_config(tmp_path / "data"), embedder=embedder)
+    fb = Client(LocalTransport(engine))
+    for person, photos in PEOPLE.items():
+        fb.enroll(person, [photos[0].path], display_name=person.replace("_", " ").title(), metadata={"team": person[0]})
+    yield fb, engine
+    fb.close()  # closes the engine too
+
+
+def _identities(fb, collection="default") -> dict:
+    out = {}
+    for i in fb.list_identities(collection=collection):
+        out[i.id] = (i.display_name, dict(i.metadata), sorted(f.face_id for f in i.faces))
+    return out
+
+
+def _rank1(fb, collection="default") -> dict[str, bool]:
+    """Every other photo of each person, searched: is that person the best match?"""
+    found = {}
+    for person, photos in PEOPLE.items():
+        for photo in photos[1:]:
+            faces = fb.search(photo.path, collection=collection).faces
+            found[f"{person}/{photo.path.name}"] = bool(faces and faces[0].matches and faces[0].matches[0].identity_id == person)
+    return found
+
+
+def _staged_rows(engine) -> int:
+    with engine.store.read() as t:
+        return sum(1 for _ in t.raw_rows("staged_embeddings"))
+
+
+def test_a_collection_moves_to_another_model_with_every_name_kept(local):
+    fb, engine = local
+    before = _identities(fb)
+    old_model = fb.describe_collection("default").model_id
+    assert all(_rank1(fb).values())
+
+    (plan,) = list(fb.migrate("sface", dry_run=True))
+    assert plan.stage == "plan" and plan.total == len(PEOPLE) and plan.faces_without_crops == 0 and plan.estimate_s > 0
+    assert fb.describe_collection("default").model_id == old_model and _staged_rows(engine) == 0  # a dry run changes nothing
+
+    events = list(fb.migrate("sface"))
+    assert events[0].stage == "plan" and events[-1].stage == "done"
+    assert [e.done for e in events if e.stage == "embed"][-1] == len(PEOPLE)
+    coll = fb.describe_collection("default")
+    assert coll.model_id == SFACE_MODEL_ID and coll.embedding_dim == 128 and coll.threshold == pytest.approx(0.363)
+    assert _identities(fb) == before  # ids, names, metadata, face ids
+    assert all(_rank1(fb).values()), _rank1(fb)  # every identity found at rank 1 by the new model
+    assert _staged_rows(engine) == 0
+    face = fb.enroll("newcomer", [PEOPLE["obama"][1].path]).images[0].face
+    assert face.model_id == SFACE_MODEL_ID  # new faces of the collection come from its new model
+    assert fb.face_crop(face.face_id).image  # and crops are kept as before
+    with pytest.raises(FailedPrecondition, match="already holds"):
+        list(fb.migrate("sface"))
+
+
+def test_searches_go_on_during_a_migration_and_a_forget_meanwhile_leaves_nothing(local, monkeypatch):
+    fb, engine = local
+    monkeypatch.setenv("FACEBANK_MIGRATE_BATCH", "1")
+    stream = iter(fb.migrate("sface"))
+    assert next(stream).stage == "plan"
+    assert next(stream).stage == "embed" and _staged_rows(engine) == 1
+    assert fb.search(PEOPLE["obama"][1].path).faces[0].matches[0].identity_id == "obama"  # the old model and index still answer
+    biden_faces = [f.face_id for f in fb.get_identity("biden").faces]
+    receipt = fb.forget("biden")
+    assert receipt.verification.passed
+    assert next(stream).stage == "embed"
+    rest = list(stream)
+    assert rest[-1].stage == "done"
+    with engine.store.read() as t:
+        assert all(t.get_staged(fid) is None and t.get_embedding(fid) is None for fid in biden_faces)
+    with pytest.raises(NotFound):
+        fb.get_identity("biden")
+    found = {k: v for k, v in _rank1(fb).items() if not k.startswith("biden/")}
+    assert all(found.values()), found
+    assert fb.describe_collection("default").stats.faces == len(PEOPLE) - 1
+
+
+def test_faces_without_crops_are_named_and_the_migration_refused(local):
+    fb, engine = local
+    fb.create_collection("templates", keep_crops=False)
+    face = fb.enroll("obama", [PEOPLE["obama"][0].path], collection="templates").images[0].face
+    (plan,) = list(fb.migrate("sface", collection="templates", dry_run=True))
+    assert plan.faces_without_crops == 1 and list(plan.without_crops) == [face.face_id]
+    with pytest.raises(FailedPrecondition, match="no kept crop") as err:
+        list(fb.migrate("sface", collection="templates"))
+    assert str(face.face_id) in str(err.value)
+    coll = fb.describe_collection("templates")
+    assert coll.model_id != SFACE_MODEL_ID and fb.search(PEOPLE["obama"][1].path, collection="templates").faces[0].matches[0].identity_id == "obama"
+    with engine.store.read() as t:
+        assert migration.state_of(t, coll_id(engine, "templates")) is None
+
+
+def coll_id(engine, name: str) -> int:
+    return engine.store.collection(name).id
+
+
+def test_a_migration_killed_in_the_middle_finishes_after_a_restart(tmp_path):
+    data = tmp_path / "data"
+    server = ServerProcess(data, env={"FACEBANK_MIGRATE_BATCH": "1", "FACEBANK_CRASH_AT": "migration:after-batch:2"}).start()
+    try:
+        with Client(GrpcTransport(server.address)) as fb:
+            for person, photos in PEOPLE.items():
+                fb.enroll(person, [photos[0].path], display_name=person.title())
+            before = _identities(fb)
+        crashed = server.cli("migrate", "--model", "sface", check=False)
+        assert crashed.returncode != 0  # the server died under it (SIGKILL after the second batch)
+        assert server.proc.wait(timeout=30) == -9
+    finally:
+        server.kill()
+
+    server = ServerProcess(data).start()
+    try:
+        dry = json.loads(server.cli("migrate", "--model", "sface", "--dry-run", "--json").stdout)["plan"]
+        assert dry["already_staged"] == 2 and dry["faces"] == len(PEOPLE)  # the two committed batches were kept
+        done = json.loads(server.cli("migrate", "--model", "sface", "--json").stdout)
+        assert done["done"] and done["plan"]["already_staged"] == 2
+        with Client(GrpcTransport(server.address)) as fb:
+            assert fb.describe_collection("default").model_id == SFACE_MODEL_ID
+            assert _identities(fb) == before
+            assert all(_rank1(fb).values())
+    finally:
+        server.stop()
+    server = ServerProcess(data).start()  # and it stays so after a restart (indexes rebuilt from the new vectors)
+    try:
+        with Client(GrpcTransport(server.address)) as fb:
+            assert fb.describe_collection("default").model_id == SFACE_MODEL_ID and all(_rank1(fb).values())
+    finally:
+        server.stop()
