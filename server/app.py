@@ -141,7 +141,10 @@ def bind_http(config: ServerConfig) -> socket.socket:
     """The HTTP listening socket, bound before anything is created (a busy port: one line)."""
     host, port = config.host_port(config.http, "--http")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on connections of such sockets; without it a
+    # keep-alive client waited out its delayed ACK (40 ms) on every answer written in two parts.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
         sock.listen(128)
