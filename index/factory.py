@@ -19,8 +19,10 @@ MIN_IVF = 256              # fewer vectors than this cannot train IVF: stay exac
 
 
 class IndexFactory:
-    def __init__(self, device: str = "cpu") -> None:
+    def __init__(self, device: str = "cpu", milvus=None) -> None:
+        """milvus: a MilvusTarget (milvus_vectors.py) when the vectors live in Milvus, for every collection."""
         self.device = search_device(device)
+        self.milvus = milvus
 
     @property
     def exact_max(self) -> int:
@@ -28,6 +30,8 @@ class IndexFactory:
 
     def family_for(self, requested: str, n: int, current: str | None = None) -> str:
         """The index family a segment of n faces should have."""
+        if self.milvus is not None:
+            return "milvus"
         if requested != "auto":
             return "flat" if requested == "ivf" and n < MIN_IVF else requested
         if current == "ivf":  # hysteresis: back to exact only well below the line
@@ -35,10 +39,12 @@ class IndexFactory:
         return "flat" if n < self.exact_max else "ivf"
 
     def build(self, family: str, dim: int, ids: np.ndarray, vectors: np.ndarray, *, nprobe: int = 0, ef_search: int = 0,
-              like: VectorIndex | None = None) -> VectorIndex:
-        """`like`: the IVF index a retrain replaces (see IvfIndex.train)."""
+              like: VectorIndex | None = None, place: tuple[int, str] = (0, "")) -> VectorIndex:
+        """`like`: the IVF index a retrain replaces (see IvfIndex.train); `place`: (collection id, segment)."""
         ids = np.ascontiguousarray(ids, np.int64)
         vectors = np.ascontiguousarray(vectors, np.float32).reshape(-1, dim)
+        if family == "milvus":
+            return self.milvus.build(*place, dim, ids, vectors)
         if family == "ivf" and len(ids) >= MIN_IVF:
             like = getattr(like, "master", like)  # a GPU mirror's CPU master holds the centroids
             index: VectorIndex = IvfIndex.train(dim, ids, vectors, nprobe=nprobe, like=like)
@@ -59,6 +65,10 @@ class IndexFactory:
         """An index from a snapshot, placed on this machine's device."""
         import faiss
 
+        if kind == "milvus" or self.milvus is not None:
+            if kind != "milvus" or self.milvus is None:
+                raise ValueError(f"a {kind} snapshot where the vectors live in {'Milvus' if self.milvus else 'FAISS'}")
+            return self.milvus.restore(dim, info)
         if kind == "gpu-exact":
             if self.device == "cuda" and torch_cuda_available():
                 return TorchExactIndex.restore(dim, info, arrays, "cuda")

@@ -25,29 +25,21 @@ from its intent record, so an identity never comes back):
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import threading
 
 import numpy as np
 
 from facebank.errors import NotFound
 from facebank.index.catalog_txn import CatalogTxn
+from facebank.index.faults import CRASH_ENV, crash_point  # noqa: F401  (CRASH_ENV: the tests name it from here)
 from facebank.index.records import ENROLLED, INGESTED, SEGMENTS, ForgetIntent
 from facebank.index.sealed_faces import now_ms
 from facebank.index.store import FaceStore
 
 log = logging.getLogger(__name__)
 
-CRASH_ENV = "FACEBANK_CRASH_AT"
 PURGE_DUE = "purge_due_ms"   # meta: compact the catalog by then (a forget's plaintext records sit in free pages)
 COMPACT_AFTER_FORGET_S = 300.0
-
-
-def crash_point(name: str) -> None:
-    """Fault injection for the crash tests: SIGKILL this process at a named step."""
-    if os.environ.get(CRASH_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def forget_identity(store: FaceStore, maintenance, collection: str, external_id: str, *, strict: bool = False,
@@ -70,13 +62,17 @@ def forget_identity(store: FaceStore, maintenance, collection: str, external_id:
             if w.get_meta(PURGE_DUE) is None:
                 w.put_meta(PURGE_DUE, now_ms() + int(compact_after_s * 1000))
         crash_point("forget:after-intent")
-        counts, w = erase(store, intent, apply="now" if strict else "later")
+        # Vectors in Milvus: other processes search them without this one's answer filter,
+        # so the forget answers only once Milvus itself no longer returns the faces.
+        remote = any(s.index.family == "milvus" for s in store.segments_of(coll.id))
+        counts, w = erase(store, intent, apply="now" if strict or remote else "later")
         crash_point("forget:after-erase")
         if strict:
             maintenance.clean_now(coll.id)
         crash_point("forget:after-index")
         segments = store.segments_of(coll.id)
         removed_now = w.index_removed
+        vector_store = [s.index.purge() for s in segments if remote and hasattr(s.index, "purge")]
         receipt = {
             "kind": "forget",
             "time_ms": now_ms(),
@@ -90,9 +86,17 @@ def forget_identity(store: FaceStore, maintenance, collection: str, external_id:
             "derived_clean": not any(_reflects(s, face_ids, pending=removed_now is None) for s in segments),
             "snapshot_rewritten": all(s.changes_since_snapshot == 0 for s in segments),
             "verification": verify_forgotten(store, coll.id, coll.threshold, np.asarray(face_ids, np.int64), probes,
-                                             search=strict, pending=removed_now is None),
+                                             search=strict or remote, pending=removed_now is None),
             "note": "",
         }
+        failed = [c.error for c in w.changes if c.error]
+        if remote and failed:
+            receipt["note"] = f"Milvus did not confirm the removal ({failed[0]}); its index is rebuilt from the catalog without these faces"
+        elif vector_store:
+            receipt["note"] = "Milvus: a Strong-consistency query then found none of these faces; " + "; ".join(
+                f"{p['milvus_collection']}: {'flushed' if p['flushed'] else 'not flushed'}, compaction {p['compaction']}" for p in vector_store
+            ) + (". Milvus removes deleted rows from storage at compaction and their old files at garbage collection; "
+                 "its message log (rocksmq, Pulsar or Kafka) keeps every write until its retention expires")
         receipt = store.audit.append(receipt)
         crash_point("forget:after-receipt")
         with store.write() as w:

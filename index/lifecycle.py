@@ -15,8 +15,8 @@ from facebank.index.store import FaceStore
 
 
 def start_store(data_dir: Path, *, keys_dir: Path | None = None, device: str = "cpu", background: bool = True,
-                map_size: int = DEFAULT_MAP_SIZE) -> tuple[FaceStore, Maintenance]:
-    store = FaceStore(data_dir, keys_dir=keys_dir, device=device, map_size=map_size)
+                map_size: int = DEFAULT_MAP_SIZE, vectors: str | None = None) -> tuple[FaceStore, Maintenance]:
+    store = FaceStore(data_dir, keys_dir=keys_dir, device=device, map_size=map_size, vectors=vectors)
     try:
         recover(store)
         store.load_indexes()

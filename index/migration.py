@@ -26,7 +26,7 @@ import numpy as np
 
 from facebank.errors import FailedPrecondition, InvalidArgument, Reason
 from facebank.index.catalog_txn import CatalogTxn
-from facebank.index.forget import crash_point
+from facebank.index.faults import crash_point
 from facebank.index.keyring import KeyShredded
 from facebank.index.records import CollectionRecord
 from facebank.index.sealed_faces import open_crop, open_vectors, owner_tag, seal_staged

@@ -132,8 +132,10 @@ class SegmentManager:
 
     def drop(self, cid: int) -> None:
         for name in SEGMENTS:
-            self._segments.pop((cid, name), None)
+            segment = self._segments.pop((cid, name), None)
             self.snapshot_path(cid, name).unlink(missing_ok=True)
+            if segment is not None:
+                _release(segment.index)
 
     # -- loading -----------------------------------------------------------------------
 
@@ -145,6 +147,8 @@ class SegmentManager:
                 segment = self._build(cid, name, dim, settings)
             else:
                 self.replay(segment, [c for c in changes if c[0] > segment.applied_seq and c[1]["c"] == cid and c[1]["s"] == name])
+                if hasattr(segment.index, "recount"):  # kept elsewhere (Milvus): the replay may have re-sent faces it had
+                    segment.index.recount()
             self._segments[(cid, name)] = segment
 
     def _load_snapshot(self, cid: int, name: str, dim: int, settings: IndexSettings) -> Segment | None:
@@ -182,7 +186,8 @@ class SegmentManager:
                    generation: int = 0, like: VectorIndex | None = None) -> Segment:
         """A segment over these vectors, searched by no one until it replaces a live one."""
         family = self.factory.family_for(settings.kind, len(ids))
-        index = self.factory.build(family, dim, ids, vectors, nprobe=settings.nprobe, ef_search=settings.ef_search, like=like)
+        index = self.factory.build(family, dim, ids, vectors, nprobe=settings.nprobe, ef_search=settings.ef_search, like=like,
+                                   place=(cid, name))
         return Segment(cid, name, dim, settings, index, applied_seq=seq, generation=generation + 1, changes_since_snapshot=1)
 
     # -- rebuild and snapshot ------------------------------------------------------------
@@ -224,6 +229,8 @@ class SegmentManager:
             fresh.applied_seq = max(fresh.applied_seq, old.applied_seq)
             if self._segments.get((old.cid, old.name)) is old:
                 self._segments[(old.cid, old.name)] = fresh
+        if fresh.index is not old.index:
+            _release(old.index)
 
     def snapshot(self, segment: Segment, hold_writes) -> bool:
         """Write a new snapshot under a fresh key, then shred the previous key.
@@ -267,6 +274,12 @@ class SegmentManager:
 
     def snapshot_path(self, cid: int, name: str) -> Path:
         return self.snapshot_dir / f"{cid}.{name}.snap"
+
+
+def _release(index: VectorIndex) -> None:
+    """An index kept outside this process (Milvus) is dropped there once no segment uses it."""
+    if hasattr(index, "release"):
+        index.release()
 
 
 def _resize_due(index: VectorIndex) -> bool:

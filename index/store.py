@@ -20,7 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
-from facebank.errors import AlreadyExists, NotFound, Unavailable
+from facebank.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from facebank.index.audit import AuditLog, ReceiptSigner
 from facebank.index.catalog import DEFAULT_MAP_SIZE
 from facebank.index.catalog_txn import CatalogTxn, metadata_pair
@@ -46,18 +46,21 @@ log = logging.getLogger(__name__)
 
 
 class FaceStore:
-    def __init__(self, data_dir: Path, *, keys_dir: Path | None = None, map_size: int = DEFAULT_MAP_SIZE, device: str = "cpu") -> None:
+    def __init__(self, data_dir: Path, *, keys_dir: Path | None = None, map_size: int = DEFAULT_MAP_SIZE, device: str = "cpu",
+                 vectors: str | None = None) -> None:
+        """vectors: where the vector indexes live: faiss (in this process), milvus://HOST:PORT or milvus-lite:PATH.db;
+        None: where this data directory already keeps them (faiss for a new one)."""
         self.data_dir = Path(data_dir)
         self.keys_dir = Path(keys_dir) if keys_dir else self.data_dir / "keys"
         opened = open_bound(self.data_dir, self.keys_dir, map_size=map_size)
         self.catalog, self.keyring, self._keys_lock = opened.catalog, opened.keyring, opened.keys_lock
         try:
-            self._open(device)
+            self._open(device, vectors)
         except BaseException:  # leave nothing locked behind a failed start
             self._release()
             raise
 
-    def _open(self, device: str) -> None:
+    def _open(self, device: str, vectors: str | None) -> None:
         self.audit = AuditLog(self.data_dir / "audit", ReceiptSigner.load_or_create(self.keys_dir))
         self.damage = DamageReport()
         self.owners, self.identities, self.metadata = FaceOwners(), IdentityCache(), MetadataView()
@@ -71,7 +74,7 @@ class FaceStore:
             fetch_vectors=self._segment_vectors,
             fetch_change_vectors=self.vectors_of,
             snapshot_keys=SnapshotKeys(self.keyring, self.read, self.write),
-            factory=IndexFactory(device),
+            factory=IndexFactory(device, milvus=self._vector_target(vectors)),
         )
         self.uow = UnitOfWork(self.catalog, self.keyring, self.segments, dims=self._dim)
         self.forget_lock = threading.Lock()          # one forget (or drop) at a time
@@ -82,6 +85,23 @@ class FaceStore:
             self.owners.load(t.iter_face_owners())
             self.metadata.load(t.iter_metadata_index())
             self.damage.add(t.damaged)
+
+    def _vector_target(self, vectors: str | None):
+        """The Milvus target, or None for FAISS. A data directory keeps its vectors where
+        they were first put: another --vectors is refused before anything changes (a forget
+        made while the vectors lived elsewhere would not reach the old place)."""
+        from facebank.index.milvus_vectors import MilvusTarget, canonical
+
+        vectors = canonical(vectors) if vectors else None
+        with self.read() as t:
+            recorded, binding = t.get_meta("vectors"), t.get_meta("binding") or {}
+        if vectors is not None and recorded is not None and recorded != vectors:
+            raise FailedPrecondition(f"{self.data_dir} keeps its vectors in {recorded}; start with --vectors {recorded}")
+        self.vectors = vectors = vectors or recorded or "faiss"
+        target = None
+        if vectors != "faiss":
+            target = MilvusTarget(vectors, prefix="fb" + binding.get("catalog_id", "0" * 12)[:12])
+        return target
 
     def _upgrade_derived(self) -> None:
         from facebank.index.catalog_tables import DERIVED_VERSION
@@ -101,8 +121,13 @@ class FaceStore:
         with self.read() as t:
             collections = t.list_collections()
             changes = list(t.iter_changes(0))
+        with self.write() as w:
+            if w.get_meta("vectors") is None:  # from now on this data directory keeps its vectors there
+                w.put_meta("vectors", self.vectors)
         for rec in collections:
             self.segments.load(rec.id, rec.dim, rec.index_settings, changes)
+        if self.segments.factory.milvus is not None:
+            self.segments.factory.milvus.drop_unused({s.index.name for s in self.segments.all()})
 
     # -- the public parts workflows use ---------------------------------------------------
 
@@ -302,6 +327,9 @@ class FaceStore:
         self._release()
 
     def _release(self) -> None:
+        segments = getattr(self, "segments", None)
+        if segments is not None and segments.factory.milvus is not None:
+            segments.factory.milvus.close()
         self.keyring.close()
         self.catalog.close()
         if self._keys_lock is not None:

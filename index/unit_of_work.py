@@ -33,6 +33,7 @@ import numpy as np
 
 from facebank.index.catalog import Catalog
 from facebank.index.catalog_txn import CatalogTxn
+from facebank.index.faults import crash_point
 from facebank.index.keyring import DataKey, Keyring
 from facebank.index.segments import Segment, SegmentManager
 
@@ -175,6 +176,8 @@ class UnitOfWork:
             self._queue.extend(w.changes)
             for hook in w.on_commit:
                 hook()
+        if w.changes:
+            crash_point("uow:after-commit")  # the catalog has the change; no index (nor Milvus) has it yet
         if w.shred_after_commit:
             self.keyring.shred(w.shred_after_commit)
         if apply == "now" and w.changes:

@@ -107,6 +107,10 @@ def start(config: ServerConfig, *, engine: Engine | None = None) -> RunningServe
     try:
         if engine is None and not config.all_loopback and not (Path(config.data_dir) / "catalog" / "data.mdb").exists():
             raise FailedPrecondition(_NO_KEYS.format(listen=config.listen, data=config.data_dir))
+        if engine is None and config.vectors != "faiss":  # an unreachable Milvus is refused before the data directory is touched
+            from facebank.index.milvus_vectors import MilvusTarget
+
+            MilvusTarget(config.vectors, prefix="").close()
         engine = engine or Engine(config)
     except BaseException:
         server.stop(0)

@@ -26,6 +26,7 @@ class ServerConfig:
     backend: str = "auto"                 # auto | onnxruntime | torch (how the models run)
     model: str = "default"                # a shipped pair: default (InsightFace, non-commercial) | sface (commercial use)
     model_spec: Path | None = None        # JSON spec of another ArcFace-style pair (wins over `model`)
+    vectors: str = "faiss"                # where vectors live: faiss (in process), milvus://HOST:PORT, milvus-lite:PATH.db
     threads: int = 0                      # inference threads; 0 = every core
     workers: int = 16                     # RPC handler threads
     max_concurrent_rpcs: int = 64         # beyond this, RESOURCE_EXHAUSTED

@@ -7,8 +7,8 @@ from facebank.errors import FacebankError
 from facebank.index.records import ClusterRecord, CollectionRecord, FaceRecord, IdentityRecord, IndexSettings
 from facebank.v1 import facebank_pb2 as pb
 
-INDEX_KIND_TO_PB = {"auto": pb.INDEX_KIND_AUTO, "flat": pb.INDEX_KIND_FLAT, "ivf": pb.INDEX_KIND_IVF, "hnsw": pb.INDEX_KIND_HNSW}
-INDEX_KIND_FROM_PB = {v: k for k, v in INDEX_KIND_TO_PB.items()}
+INDEX_KIND_FROM_PB = {pb.INDEX_KIND_AUTO: "auto", pb.INDEX_KIND_FLAT: "flat", pb.INDEX_KIND_IVF: "ivf", pb.INDEX_KIND_HNSW: "hnsw"}
+INDEX_KIND_TO_PB = {**{v: k for k, v in INDEX_KIND_FROM_PB.items()}, "milvus": pb.INDEX_KIND_MILVUS}
 
 
 def quality_pb(q: dict) -> pb.Quality:

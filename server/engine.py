@@ -121,7 +121,8 @@ class Engine:
         self.embedder = embedder or load_embedder(config)
         try:
             self.store, self.maintenance = start_store(
-                config.data_dir, keys_dir=config.resolved_keys_dir, background=config.background, device=config.device)
+                config.data_dir, keys_dir=config.resolved_keys_dir, background=config.background, device=config.device,
+                vectors=config.vectors)
         except BaseException:
             if self._owns_embedder:
                 self.embedder.close()
