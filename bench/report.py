@@ -66,6 +66,9 @@ def targets(results: dict) -> list[dict]:
         ok = real["impure_clusters"] == 0 and real["identities_in_exactly_one_cluster"] == real["identities_with_2plus_faces"]
         add("real photos: every identity in one pure cluster", f"{real['identities_in_exactly_one_cluster']}/{real['identities_with_2plus_faces']}, {real['impure_clusters']} impure", "all, 0 impure", ok)
         add("real photos: clusters holding two faces of one photo", real["clusters_holding_two_faces_of_one_photo"], "== 0", real["clusters_holding_two_faces_of_one_photo"] == 0)
+    for row in results.get("milvus_overhead", []):
+        add(f"facebank-on-Milvus batch-64 time per query / pymilvus direct, minus 1, at n={row['n']:,}", row["overhead"],
+            f"<= 0.20 at equal recall ({row['recall_facebank']} vs {row['recall_direct']})", row["overhead"] <= 0.20)
     return out
 
 
@@ -87,7 +90,9 @@ def write(run_dir: Path, results: dict) -> None:
           f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB; GPU: {m['gpu'] or 'none'}.\n",
           f"Command: `{results['command']}`\n", "## Targets\n", _table(results["targets"])]
     for key, title in (("search", "Search"), ("embedding", "Embedding"), ("enrollment", "Enrollment"), ("clustering", "Clustering"),
-                       ("store_rows", "The store, before and after"), ("http", "HTTP and gRPC, same server and photos"), ("migration", "Moving a collection to another model"), ("store_clustering_rows", "Clustering passes through the store, before and after")):
+                       ("store_rows", "The store, before and after"), ("http", "HTTP and gRPC, same server and photos"), ("migration", "Moving a collection to another model"), ("store_clustering_rows", "Clustering passes through the store, before and after"),
+                       ("milvus", "Vectors in Milvus: facebank vs pymilvus on the same collection, and facebank on FAISS"),
+                       ("milvus_load", "Vectors in Milvus: bulk load"), ("milvus_forget", "Vectors in Milvus: forget latency")):
         if results.get(key):
             md += [f"## {title}\n", _table(results[key])]
     if results.get("accuracy"):

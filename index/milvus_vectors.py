@@ -169,8 +169,11 @@ class MilvusIndex(VectorIndex):
             return scores, labels
         expr = f"face_id in {[int(f) for f in params.allowed]}" if params.allowed is not None else ""
         search_params = {"metric_type": "IP", "params": {"ef": max(HNSW_EF, params.ef_search, k)} if self.target.index_type == "HNSW" else {}}
-        hits = self.client.search(self.name, data=queries.tolist(), limit=k, filter=expr, search_params=search_params,
-                                  anns_field="vector", consistency_level=SESSION)
+        try:
+            hits = self.client.search(self.name, data=queries.tolist(), limit=k, filter=expr, search_params=search_params,
+                                      anns_field="vector", consistency_level=SESSION)
+        except Exception as err:  # the caller can retry; nothing is wrong with its request
+            raise Unavailable(f"the vector store {self.target.spec} did not answer ({type(err).__name__}: {err}); retry shortly") from None
         for row, found in enumerate(hits):
             for col, hit in enumerate(found[:k]):
                 labels[row, col] = int(hit["id"] if "id" in hit else hit["face_id"])  # Milvus Lite names the key field

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import ServerProcess, free_port, make_config, single_person_photos
 from facebank.client import Client
@@ -95,7 +96,12 @@ def test_forget_leaves_nothing_in_milvus_storage_after_compaction_and_gc(tmp_pat
     fb = Client(LocalTransport(engine))
     storage = milvus_server.base_dir / "data"
     try:
-        for identity in ("rose_leslie", "biden", "kit_harington"):
+        # Other tests enroll these photos into collections of their own on the same Milvus
+        # server; a mirrored photo gives embeddings that only this test stores.
+        mirrored = tmp_path / "rose_leslie_mirrored.jpg"
+        Image.open(photo("rose_leslie")).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirrored)
+        fb.enroll("rose_leslie", [mirrored])
+        for identity in ("biden", "kit_harington"):
             fb.enroll(identity, [photo(identity)])
         engine.maintenance.clean_now()  # a snapshot flushes: the vectors reach Milvus's stored segments
         face_ids = [f.face_id for f in fb.get_identity("rose_leslie").faces]
@@ -156,3 +162,15 @@ def test_a_wrong_vectors_option_is_refused_in_one_line_before_anything_is_create
     lines = server.log.read_text().strip().splitlines()
     assert len(lines) == 1 and says in lines[0] and "Traceback" not in lines[0], lines
     assert not data.exists()
+
+
+def test_a_search_milvus_cannot_answer_is_unavailable_not_internal(tmp_path, embedder):
+    from facebank.errors import Unavailable
+
+    engine = Engine(make_config(tmp_path / "data", vectors=f"milvus-lite:{tmp_path / 'vectors.db'}"), embedder=embedder)
+    with Client(LocalTransport(engine)) as fb:
+        fb.enroll("obama", [photo("obama")])
+        engine.store.segments.factory.milvus.client.close()  # the vector store goes away under a running server
+        with pytest.raises(Unavailable, match="did not answer.*retry"):
+            fb.search(photo("obama", 1))
+        assert fb.get_identity("obama").face_count == 1  # the catalog still answers

@@ -1,0 +1,143 @@
+"""facebank with its vectors in Milvus (`serve --vectors milvus://...`) against
+pymilvus calling the same Milvus collection directly, with facebank on FAISS in
+the same run for reference. A real Milvus 2.3.5 standalone server (PyPI
+`milvus`, embedded) runs on this machine beside the bench, so on 2 cores the
+three share the CPU with Milvus itself: read the ratios, not the absolutes.
+
+Per size: bulk-load throughput through the engine (batched inserts), single
+queries and batches of 64 (top-10 identities; facebank asks the index for the
+40 nearest faces, and so does the direct call), recall@10 of faces against
+exact search, and forget latency (on Milvus: delete, a Strong query that finds
+none of the faces, flush and a compaction request, before the answer)."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.search import enroll_synthetic
+from bench.synthetic import gallery
+
+SIZES: list[int] = []   # --milvus-sizes; default 100,000 (20,000 with --quick)
+PER_ID = 10
+K_FACES = 40   # what facebank asks the index for, for top-10 identities (identity_search.py)
+FORGETS = 20
+
+
+def run(quick: bool, log=print) -> dict:
+    from milvus import MilvusServer
+
+    sizes = SIZES or ([20_000] if quick else [100_000])
+    rows, forgets, loads = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        server = MilvusServer()
+        server.set_base_dir(str(Path(tmp) / "milvus"))
+        server.start()
+        spec = f"milvus://127.0.0.1:{server.listen_port}"
+        try:
+            for n in sizes:
+                r, f, load = _one_size(n, spec, Path(tmp), log)
+                rows += r
+                forgets += f
+                loads += load
+        finally:
+            server.stop()
+    out = {"milvus": rows, "milvus_forget": forgets, "milvus_load": loads}
+    for n in sizes:
+        fb = next((r for r in rows if r["n"] == n and r["system"] == "facebank-milvus" and r["batch"] == 64), None)
+        direct = next((r for r in rows if r["n"] == n and r["system"] == "pymilvus-direct" and r["batch"] == 64), None)
+        if fb and direct:
+            out.setdefault("milvus_overhead", []).append(
+                {"n": n, "batch": 64, "overhead": round(fb["ms_per_query"] / direct["ms_per_query"] - 1, 3),
+                 "recall_facebank": fb["recall_at_10"], "recall_direct": direct["recall_at_10"]})
+    return out
+
+
+def _one_size(n: int, spec: str, tmp: Path, log) -> tuple[list, list, list]:
+    from facebank.server.config import ServerConfig
+    from facebank.server.engine import Engine
+    from facebank.v1 import facebank_pb2 as pb
+
+    n_ids = n // PER_ID
+    g = gallery(n_ids, seed=11)
+    rng = np.random.default_rng(1011)
+    x = g.faces(np.repeat(np.arange(n_ids), PER_ID), rng)
+    probe_ids = rng.choice(n_ids, size=640, replace=False)
+    q = g.faces(probe_ids, rng)
+    truth = np.argsort(-(q @ x.T), axis=1)[:, :10]   # exact top-10 faces (rows of x = face id - 1)
+    rows, forgets, loads = [], [], []
+    for backend in ("milvus", "faiss"):
+        engine = Engine(ServerConfig(data_dir=tmp / f"{backend}-{n}", listen="127.0.0.1:0", background=True,
+                                     vectors=spec if backend == "milvus" else "faiss", compact_after_forget_s=1e9))
+        try:
+            engine.collections.create_collection(pb.CreateCollectionRequest(name="bench"))
+            log(f"milvus: loading {n:,} faces into facebank-{backend}")
+            t0 = time.perf_counter()
+            enroll_synthetic(engine, "bench", x, PER_ID, chunk=1000)
+            engine.maintenance.clean_now()   # FAISS: the IVF rebuild past 50k; Milvus: a flush
+            segment = engine.store.segment(engine.store.collection("bench").id)
+            if backend == "milvus":
+                _wait_indexed(segment.index, log)
+            load_s = time.perf_counter() - t0
+            loads.append({"n": n, "system": f"facebank-{backend}", "load_s": round(load_s, 1), "faces_per_s": round(n / load_s, 1),
+                          "index": segment.index.kind})
+
+            def facebank_search(batch: np.ndarray) -> list[list[int]]:
+                req = pb.SearchByEmbeddingRequest(collection="bench", queries_f32=np.ascontiguousarray(batch, "<f4").tobytes(),
+                                                  options=pb.SearchOptions(top_k=10, threshold=-1.0))
+                return [[f - 1 for m in r.matches for f in m.face_ids][:10] for r in engine.search.search_by_embedding(req).results]
+
+            rows += _measure(f"facebank-{backend}", n, q, truth, facebank_search)
+            if backend == "milvus":
+                rows += _measure("pymilvus-direct", n, q, truth, _direct(segment.index))
+            latencies = []
+            for ident in probe_ids[:FORGETS].tolist():
+                t0 = time.perf_counter()
+                engine.identities.forget(pb.ForgetRequest(collection="bench", identity_id=str(ident)))
+                latencies.append(1000 * (time.perf_counter() - t0))
+            forgets.append({"n": n, "system": f"facebank-{backend}", "forgets": len(latencies),
+                            "p50_ms": round(float(np.percentile(latencies, 50)), 1), "p99_ms": round(float(np.percentile(latencies, 99)), 1)})
+            log(f"milvus: facebank-{backend} at {n:,}: load {load_s:.0f} s, forget p50 {forgets[-1]['p50_ms']} ms")
+        finally:
+            engine.close()
+    return rows, forgets, loads
+
+
+def _direct(index):
+    """pymilvus on the very collection facebank uses, with the same search parameters."""
+    from facebank.index.milvus_vectors import HNSW_EF
+
+    def search(batch: np.ndarray) -> list[list[int]]:
+        hits = index.client.search(index.name, data=batch.tolist(), limit=K_FACES, anns_field="vector",
+                                   search_params={"metric_type": "IP", "params": {"ef": HNSW_EF}})
+        return [[int(h["id"]) - 1 for h in found][:10] for found in hits]
+
+    return search
+
+
+def _measure(system: str, n: int, q: np.ndarray, truth: np.ndarray, search) -> list[dict]:
+    out = []
+    for batch in (1, 64):
+        count = 200 if batch == 1 else len(q)
+        found, started = [], time.perf_counter()
+        for start in range(0, count, batch):
+            found += search(q[start : start + batch])
+        seconds = time.perf_counter() - started
+        recall = float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth[:count])]))
+        out.append({"system": system, "n": n, "batch": batch, "queries": count, "ms_per_query": round(1000 * seconds / count, 3),
+                    "qps": round(count / seconds, 1), "recall_at_10": round(recall, 4)})
+    return out
+
+
+def _wait_indexed(index, log, timeout_s: float = 900) -> None:
+    """Milvus builds the HNSW of sealed segments in the background: measure on a built index."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        info = index.client.describe_index(index.name, "vector")
+        if info.get("pending_index_rows", 0) == 0 and info.get("indexed_rows", 0) >= info.get("total_rows", 0):
+            return
+        time.sleep(2)
+    log("milvus: the index was still building when the measurement started")
