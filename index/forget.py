@@ -72,7 +72,8 @@ def forget_identity(store: FaceStore, maintenance, collection: str, external_id:
         crash_point("forget:after-index")
         segments = store.segments_of(coll.id)
         removed_now = w.index_removed
-        vector_store = [s.index.purge() for s in segments if remote and hasattr(s.index, "purge")]
+        emptied = {c.segment for c in w.changes if c.removed}
+        vector_store = [s.index.purge() for s in segments if remote and s.name in emptied and hasattr(s.index, "purge")]
         receipt = {
             "kind": "forget",
             "time_ms": now_ms(),
