@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from facebank.index.ivf_calibration import RELEVANT_SCORE, TARGET_RECALL, calibrate_nprobe, keep_coverage  # noqa: F401
+from facebank.index.ivf_calibration import (  # noqa: F401
+    RELEVANT_SCORE, TARGET_RECALL, calibrate_nprobe, calibration_queries, held_out_rows, keep_coverage,
+)
 
 HNSW_M = 32
 GATHER_MAX = 5000  # exact search of at most this many ids fetches their vectors (10 MB at 512-d)
@@ -161,7 +163,14 @@ class IvfIndex(VectorIndex):
         for, and at least its nprobe are kept (see SegmentManager.rebuild)."""
         nlist = like.nlist if like is not None else nlist_for(len(ids))
         rng = np.random.default_rng(seed)
-        sample = np.sort(rng.choice(len(ids), size=min(len(ids), 64 * nlist), replace=False))
+        pool = np.arange(len(ids))
+        held_out = None
+        if not nprobe:  # calibrate on people k-means does not see (ivf_calibration.calibrate_nprobe)
+            held_out = calibration_queries(ids, vectors, rng)
+            rest = np.setdiff1d(pool, held_out_rows(ids, *held_out))
+            if len(rest) >= 8 * nlist:  # k-means keeps enough points per list (at least 4 are allowed below)
+                pool = rest
+        sample = np.sort(rng.choice(pool, size=min(len(pool), 64 * nlist), replace=False))
         quantizer = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
@@ -173,7 +182,7 @@ class IvfIndex(VectorIndex):
         out = cls(dim, index, np.asarray(ids)[sample], trained_n=like.trained_n if like is not None else len(ids), nprobe=nprobe or nlist)
         out.add(ids, vectors)
         if not nprobe:
-            out.default_nprobe, out.calibrated_recall = calibrate_nprobe(out, ids, vectors, target_recall, rng)
+            out.default_nprobe, out.calibrated_recall = calibrate_nprobe(out, ids, vectors, target_recall, rng, held_out=held_out)
             if like is not None:
                 out.default_nprobe = keep_coverage(out, like, ids, vectors, rng)
         return out
