@@ -65,9 +65,9 @@ class IndexFactory:
         """An index from a snapshot, placed on this machine's device."""
         import faiss
 
-        if kind == "milvus" or self.milvus is not None:
-            if kind != "milvus" or self.milvus is None:
-                raise ValueError(f"a {kind} snapshot where the vectors live in {'Milvus' if self.milvus else 'FAISS'}")
+        if (kind == "milvus") != (self.milvus is not None):
+            raise ValueError(f"a {kind} snapshot where the vectors live in {'Milvus' if self.milvus else 'FAISS'}")
+        if kind == "milvus":
             return self.milvus.restore(dim, info)
         if kind == "gpu-exact":
             if self.device == "cuda" and torch_cuda_available():

@@ -64,7 +64,7 @@ def forget_identity(store: FaceStore, maintenance, collection: str, external_id:
         crash_point("forget:after-intent")
         # Vectors in Milvus: other processes search them without this one's answer filter,
         # so the forget answers only once Milvus itself no longer returns the faces.
-        remote = any(s.index.family == "milvus" for s in store.segments_of(coll.id))
+        remote = any(s.index.external for s in store.segments_of(coll.id))
         counts, w = erase(store, intent, apply="now" if strict or remote else "later")
         crash_point("forget:after-erase")
         if strict:
@@ -73,7 +73,7 @@ def forget_identity(store: FaceStore, maintenance, collection: str, external_id:
         segments = store.segments_of(coll.id)
         removed_now = w.index_removed
         emptied = {c.segment for c in w.changes if c.removed}
-        vector_store = [s.index.purge() for s in segments if remote and s.name in emptied and hasattr(s.index, "purge")]
+        vector_store = [p for s in segments if s.name in emptied and (p := s.index.purge())]
         receipt = {
             "kind": "forget",
             "time_ms": now_ms(),

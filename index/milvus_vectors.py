@@ -124,6 +124,7 @@ class MilvusTarget:
 class MilvusIndex(VectorIndex):
     kind = "milvus"
     family = "milvus"
+    external = True
 
     def __init__(self, target: MilvusTarget, name: str, dim: int) -> None:
         super().__init__(dim)
@@ -131,7 +132,6 @@ class MilvusIndex(VectorIndex):
         self.client = target.client
         self.name = name
         self._count = 0
-        self.last_purge: dict = {}
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         ids = np.asarray(ids, np.int64)
@@ -139,7 +139,7 @@ class MilvusIndex(VectorIndex):
         for start in range(0, len(ids), BATCH):
             rows = [{"face_id": int(f), "vector": v.tolist()} for f, v in zip(ids[start:start + BATCH], vectors[start:start + BATCH])]
             self.client.upsert(self.name, rows)
-        self._count += len(ids)  # new face ids; a replay of ids already there is recounted after it (recount)
+        self._count += len(ids)  # new face ids; a replay of ids already there is recounted after it (after_replay)
 
     def remove(self, ids: np.ndarray) -> int:
         """Delete by face id; returns how many were there. Raises unless a Strong query then finds none."""
@@ -206,15 +206,18 @@ class MilvusIndex(VectorIndex):
         iterator.close()
         return np.asarray(sorted(out), np.int64)
 
+    def after_replay(self) -> None:
+        self.recount()
+
     def recount(self) -> None:
-        """The number of live rows, read at Strong consistency (after a restore or a replay)."""
+        """The number of live rows, read at Strong consistency (after a restore or a replay: it may re-send faces Milvus had)."""
         rows = self.client.query(self.name, filter="", output_fields=["count(*)"], consistency_level=STRONG)
         self._count = int(rows[0]["count(*)"]) if rows else 0
 
     def state(self):
         """What a snapshot records: the collection, flushed, so its rows outlive a Milvus restart."""
         self.client.flush(self.name)
-        return {"collection": self.name, "count": self._count}, {}
+        return {"collection": self.name}, {}
 
     def purge(self) -> dict:
         """After a removal: flush the deletes and ask for a compaction; report what Milvus said."""
@@ -226,11 +229,10 @@ class MilvusIndex(VectorIndex):
             out["compaction"] = f"requested (job {job}): {self.client.get_compaction_state(job)}"
         except Exception as err:  # Milvus Lite has no compaction; say so rather than claim one
             out["compaction"] = f"not available: {type(err).__name__}: {err}"
-        self.last_purge = out
         return out
 
     def release(self) -> None:
-        """This index is no longer used (replaced or its collection dropped): drop its Milvus collection."""
+        """Drop its Milvus collection."""
         try:
             self.client.drop_collection(self.name)
         except Exception:  # the next start drops what no segment uses (MilvusTarget.drop_unused)

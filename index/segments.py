@@ -135,7 +135,7 @@ class SegmentManager:
             segment = self._segments.pop((cid, name), None)
             self.snapshot_path(cid, name).unlink(missing_ok=True)
             if segment is not None:
-                _release(segment.index)
+                segment.index.release()
 
     # -- loading -----------------------------------------------------------------------
 
@@ -147,8 +147,7 @@ class SegmentManager:
                 segment = self._build(cid, name, dim, settings)
             else:
                 self.replay(segment, [c for c in changes if c[0] > segment.applied_seq and c[1]["c"] == cid and c[1]["s"] == name])
-                if hasattr(segment.index, "recount"):  # kept elsewhere (Milvus): the replay may have re-sent faces it had
-                    segment.index.recount()
+                segment.index.after_replay()
             self._segments[(cid, name)] = segment
 
     def _load_snapshot(self, cid: int, name: str, dim: int, settings: IndexSettings) -> Segment | None:
@@ -230,7 +229,7 @@ class SegmentManager:
             if self._segments.get((old.cid, old.name)) is old:
                 self._segments[(old.cid, old.name)] = fresh
         if fresh.index is not old.index:
-            _release(old.index)
+            old.index.release()
 
     def snapshot(self, segment: Segment, hold_writes) -> bool:
         """Write a new snapshot under a fresh key, then shred the previous key.
@@ -274,12 +273,6 @@ class SegmentManager:
 
     def snapshot_path(self, cid: int, name: str) -> Path:
         return self.snapshot_dir / f"{cid}.{name}.snap"
-
-
-def _release(index: VectorIndex) -> None:
-    """An index kept outside this process (Milvus) is dropped there once no segment uses it."""
-    if hasattr(index, "release"):
-        index.release()
 
 
 def _resize_due(index: VectorIndex) -> bool:

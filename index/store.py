@@ -61,6 +61,7 @@ class FaceStore:
             raise
 
     def _open(self, device: str, vectors: str | None) -> None:
+        self.vectors = self._choose_vectors(vectors)
         self.audit = AuditLog(self.data_dir / "audit", ReceiptSigner.load_or_create(self.keys_dir))
         self.damage = DamageReport()
         self.owners, self.identities, self.metadata = FaceOwners(), IdentityCache(), MetadataView()
@@ -74,7 +75,7 @@ class FaceStore:
             fetch_vectors=self._segment_vectors,
             fetch_change_vectors=self.vectors_of,
             snapshot_keys=SnapshotKeys(self.keyring, self.read, self.write),
-            factory=IndexFactory(device, milvus=self._vector_target(vectors)),
+            factory=IndexFactory(device),
         )
         self.uow = UnitOfWork(self.catalog, self.keyring, self.segments, dims=self._dim)
         self.forget_lock = threading.Lock()          # one forget (or drop) at a time
@@ -86,22 +87,21 @@ class FaceStore:
             self.metadata.load(t.iter_metadata_index())
             self.damage.add(t.damaged)
 
-    def _vector_target(self, vectors: str | None):
-        """The Milvus target, or None for FAISS. A data directory keeps its vectors where
-        they were first put: another --vectors is refused before anything changes (a forget
-        made while the vectors lived elsewhere would not reach the old place)."""
-        from facebank.index.milvus_vectors import MilvusTarget, canonical
+    def _choose_vectors(self, vectors: str | None) -> str:
+        """Where this store's vectors live. A data directory keeps them where they were
+        first put: another --vectors is refused before anything changes (a forget made
+        while the vectors lived elsewhere would not reach the old place). Milvus itself
+        is reached only when the indexes load, so offline tools (`facebank keys --data`)
+        work while it is down."""
+        from facebank.index.milvus_vectors import canonical
 
         vectors = canonical(vectors) if vectors else None
         with self.read() as t:
             recorded, binding = t.get_meta("vectors"), t.get_meta("binding") or {}
         if vectors is not None and recorded is not None and recorded != vectors:
             raise FailedPrecondition(f"{self.data_dir} keeps its vectors in {recorded}; start with --vectors {recorded}")
-        self.vectors = vectors = vectors or recorded or "faiss"
-        target = None
-        if vectors != "faiss":
-            target = MilvusTarget(vectors, prefix="fb" + binding.get("catalog_id", "0" * 12)[:12])
-        return target
+        self.milvus_prefix = "fb" + binding.get("catalog_id", "0" * 12)[:12]  # its Milvus collections' names start so
+        return vectors or recorded or "faiss"
 
     def _upgrade_derived(self) -> None:
         from facebank.index.catalog_tables import DERIVED_VERSION
@@ -121,6 +121,10 @@ class FaceStore:
         with self.read() as t:
             collections = t.list_collections()
             changes = list(t.iter_changes(0))
+        if self.vectors != "faiss" and self.segments.factory.milvus is None:
+            from facebank.index.milvus_vectors import MilvusTarget
+
+            self.segments.factory.milvus = MilvusTarget(self.vectors, prefix=self.milvus_prefix)
         with self.write() as w:
             if w.get_meta("vectors") is None:  # from now on this data directory keeps its vectors there
                 w.put_meta("vectors", self.vectors)

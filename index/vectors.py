@@ -46,6 +46,7 @@ class SearchParams:
 class VectorIndex(ABC):
     kind: str = ""     # what it is: flat, ivf, hnsw, gpu-exact, ...
     family: str = ""   # what it does: flat (exact), ivf or hnsw
+    external = False   # kept outside this process (Milvus): other processes may search it
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
@@ -104,6 +105,16 @@ class VectorIndex(ABC):
     @abstractmethod
     def state(self) -> tuple[dict, dict[str, np.ndarray]]:
         """Everything needed to restore the index: (json-able info, named arrays)."""
+
+    def after_replay(self) -> None:
+        """Called once the change log's tail has been replayed onto a restored index."""
+
+    def purge(self) -> dict:
+        """After a removal, make the store drop what it removed; returns what it said ({}: nothing to do)."""
+        return {}
+
+    def release(self) -> None:
+        """No segment uses this index any more (replaced, or its collection dropped)."""
 
 
 class FlatIndex(VectorIndex):

@@ -127,8 +127,11 @@ MILVUS_SHORT_RETENTION = {
 def client(request, tmp_path, embedder):
     """The same tests against the in-process engine and against a gRPC server, with the
     vectors in FAISS, in Milvus Lite (in process) and in a Milvus server (over gRPC)."""
-    vectors = {"milvus-lite": f"milvus-lite:{tmp_path / 'vectors.db'}",
-               "milvus": request.getfixturevalue("milvus_server").spec if request.param == "milvus" else ""}.get(request.param, "faiss")
+    vectors = "faiss"
+    if request.param == "milvus-lite":
+        vectors = f"milvus-lite:{tmp_path / 'vectors.db'}"
+    elif request.param == "milvus":
+        vectors = request.getfixturevalue("milvus_server").spec
     config = make_config(tmp_path / "data", vectors=vectors)
     if request.param in ("local", "milvus-lite"):
         fb = Client(LocalTransport(Engine(config, embedder=embedder)))

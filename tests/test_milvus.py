@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ServerProcess, free_port, make_config, single_person_photos
+from conftest import ServerProcess, free_port, make_config, run_cli, single_person_photos
 from facebank.client import Client
 from facebank.errors import FailedPrecondition
 from facebank.index.faults import CRASH_ENV
@@ -40,9 +40,9 @@ def store_prefix(data_dir: Path) -> str:
 
     store = FaceStore(data_dir)
     try:
-        return store.segments.factory.milvus.prefix
+        return store.milvus_prefix
     finally:
-        store._release()
+        store.close()
 
 
 def photo(identity: str, n: int = 0) -> Path:
@@ -174,3 +174,27 @@ def test_a_search_milvus_cannot_answer_is_unavailable_not_internal(tmp_path, emb
         with pytest.raises(Unavailable, match="did not answer.*retry"):
             fb.search(photo("obama", 1))
         assert fb.get_identity("obama").face_count == 1  # the catalog still answers
+
+
+def test_offline_key_tools_work_while_the_vector_store_is_down(tmp_path, embedder, milvus_server):
+    """`facebank keys --data` reads and writes the catalog only: a Milvus that is down
+    (here: the data directory's Milvus moved to an address nothing answers) must not stop
+    it, while a server start is refused in one line."""
+    from facebank.index.store import FaceStore
+
+    data = tmp_path / "data"
+    with Client(LocalTransport(Engine(make_config(data, vectors=milvus_server.spec), embedder=embedder))) as fb:
+        fb.enroll("obama", [photo("obama")])
+    gone = f"milvus://127.0.0.1:{free_port()}"
+    store = FaceStore(data)
+    with store.write() as w:
+        w.put_meta("vectors", gone)
+    store.close()
+    secret = run_cli("keys", "create", "--data", str(data), "--role", "admin", "--name", "ops").stdout.strip()
+    assert secret
+    assert "ops" in run_cli("keys", "list", "--data", str(data)).stdout
+    server = ServerProcess(data, args=("--vectors", gone))
+    with pytest.raises(RuntimeError, match="server did not start"):
+        server.start()
+    lines = server.log.read_text().strip().splitlines()
+    assert len(lines) == 1 and f"cannot reach Milvus at {gone}" in lines[0], lines
