@@ -61,12 +61,15 @@ def create(ctx, name, index, nprobe, threshold, keep_crops) -> None:
 @click.option("--index", type=index_choice)
 @click.option("--nprobe", type=int, default=0)
 @click.option("--threshold", type=float)
+@click.option("--crops", "keep_crops", is_flag=True, default=None,
+              help="Keep crops from now on (then `facebank migrate --from-photos DIR` fills the older faces').")
 @click.pass_context
-def set_(ctx, name, index, nprobe, threshold) -> None:
-    """Change a collection's threshold or index (rebuilt in the background)."""
+def set_(ctx, name, index, nprobe, threshold, keep_crops) -> None:
+    """Change a collection's threshold or index (rebuilt in the background), or start keeping crops."""
     with client_from(ctx) as fb:
-        c = fb.update_collection(name, threshold=threshold, index=index, nprobe=nprobe)
-    click.echo(f"collection {c.name!r}: index {_kind_name(c.index.kind)}, nprobe {c.index.nprobe or 'auto'}, threshold {c.threshold:.2f}")
+        c = fb.update_collection(name, threshold=threshold, index=index, nprobe=nprobe, keep_crops=keep_crops)
+    crops = "face crops kept" if c.keep_crops else "no face crops"
+    click.echo(f"collection {c.name!r}: index {_kind_name(c.index.kind)}, nprobe {c.index.nprobe or 'auto'}, threshold {c.threshold:.2f}, {crops}")
 
 
 @collections.command("drop")

@@ -76,8 +76,11 @@ class Client:
             req.keep_crops = keep_crops
         return self.transport.call("Collections", "CreateCollection", req)
 
-    def update_collection(self, name: str, *, threshold: float | None = None, index: str | None = None, nprobe: int = 0, ef_search: int = 0) -> pb.Collection:
+    def update_collection(self, name: str, *, threshold: float | None = None, index: str | None = None, nprobe: int = 0, ef_search: int = 0,
+                          keep_crops: bool | None = None) -> pb.Collection:
         req = pb.UpdateCollectionRequest(name=name)
+        if keep_crops is not None:
+            req.keep_crops = keep_crops
         if threshold is not None:
             req.threshold = threshold
         if index is not None:
@@ -219,6 +222,15 @@ class Client:
         """Move a collection to another shipped model (re-embedding every face from its crop); streams progress.
         Interrupted, it resumes when called again."""
         return self.transport.stream("Admin", "MigrateCollection", pb.MigrateCollectionRequest(collection=collection, model=model, dry_run=dry_run))
+
+    def cropless_images(self, *, collection: str = "default") -> set[str]:
+        """SHA-256 of every photo with a face of the collection that has no kept crop."""
+        chunks = self.transport.stream("Admin", "ListCroplessImages", pb.CroplessImagesRequest(collection=collection))
+        return {sha for chunk in chunks for sha in chunk.image_sha256}
+
+    def fill_crops(self, image: ImageLike, *, collection: str = "default") -> pb.FillCropsResponse:
+        """Crops for this photo's faces stored without one, taken again from it (the same faces only)."""
+        return self.transport.call("Admin", "FillCrops", pb.FillCropsRequest(collection=collection, image=_image(image)))
 
     def receipts(self) -> pb.ListReceiptsResponse:
         return self.transport.call("Admin", "ListReceipts", pb.ListReceiptsRequest())

@@ -20,7 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
-from facebank.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
+from facebank.errors import AlreadyExists, FailedPrecondition, NotFound, Reason, Unavailable
 from facebank.index.audit import AuditLog, ReceiptSigner
 from facebank.index.catalog import DEFAULT_MAP_SIZE
 from facebank.index.catalog_txn import CatalogTxn, metadata_pair
@@ -220,9 +220,16 @@ class FaceStore:
         with self.read() as t:
             return t.list_collections()
 
-    def update_collection(self, name: str, threshold: float | None, settings: IndexSettings | None) -> CollectionRecord:
+    def update_collection(self, name: str, threshold: float | None, settings: IndexSettings | None,
+                          keep_crops: bool | None = None) -> CollectionRecord:
         with self.write() as w:
             rec = self.collection(name, w.t)
+            if keep_crops is not None and keep_crops != rec.keep_crops:
+                if not keep_crops:
+                    raise FailedPrecondition(
+                        f"collection {name!r} keeps crops; turning that off would leave the crops it holds, so it is refused: "
+                        "create a collection with keep_crops off for templates only", reason=Reason.BAD_OPTION)
+                rec.keep_crops = True
             if threshold is not None:
                 rec.threshold = float(threshold)
             if settings is not None:

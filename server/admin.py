@@ -38,6 +38,16 @@ class AdminService:
 
         return migrate_collection(self.p, req)
 
+    def list_cropless_images(self, req: pb.CroplessImagesRequest):
+        from facebank.server.migrate import list_cropless_images
+
+        return list_cropless_images(self.p, req)
+
+    def fill_crops(self, req: pb.FillCropsRequest) -> pb.FillCropsResponse:
+        from facebank.server.migrate import fill_crops
+
+        return fill_crops(self.p, req)
+
     def compact(self, req: pb.CompactRequest) -> pb.CompactResponse:
         before, after = self.p.maintenance.compact()
         return pb.CompactResponse(bytes_before=before, bytes_after=after)

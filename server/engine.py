@@ -189,7 +189,8 @@ class CollectionsService:
         name = validate.collection_name(req.name, "name")
         threshold = validate.threshold(req.threshold) if req.HasField("threshold") else None
         settings = index_settings(req.index) if req.HasField("index") else None
-        rec = self.p.store.update_collection(name, threshold, settings)
+        keep_crops = req.keep_crops if req.HasField("keep_crops") else None
+        rec = self.p.store.update_collection(name, threshold, settings, keep_crops)
         return convert.collection_pb(rec, self.p.store.stats(rec))
 
     def describe_collection(self, req: pb.CollectionRef) -> pb.Collection:

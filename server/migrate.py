@@ -10,13 +10,13 @@ from typing import Iterator
 
 import numpy as np
 
-from facebank.embedder import decode_image
+from facebank.embedder import decode_image, encode_crop
 from facebank.embedder.models import ARCFACE_TEMPLATE_112, MODELS, ModelSpec, model_spec
 from facebank.errors import FailedPrecondition, InvalidArgument, Reason
-from facebank.index import migration
+from facebank.index import crop_fill, migration
 from facebank.server import validate
 from facebank.server.engine import Parts
-from facebank.server.faces import FacePipeline
+from facebank.server.faces import FacePipeline, sha256_hex
 from facebank.v1 import facebank_pb2 as pb
 
 SAMPLE = 16
@@ -64,3 +64,20 @@ def migrate_collection(p: Parts, req: pb.MigrateCollectionRequest) -> Iterator[p
     batch = int(os.environ.get("FACEBANK_MIGRATE_BATCH", migration.BATCH))
     for step in migration.migrate(p.store, coll.name, target, embed, batch=max(1, batch)):
         yield pb.MigrationProgress(stage=step.stage, done=step.done, total=step.total, model_id=spec.model_id)
+
+
+def list_cropless_images(p: Parts, req: pb.CroplessImagesRequest) -> Iterator[pb.CroplessImages]:
+    name = validate.collection_name(req.collection)
+    for chunk in crop_fill.cropless_images(p.store, name):
+        yield pb.CroplessImages(image_sha256=chunk)
+
+
+def fill_crops(p: Parts, req: pb.FillCropsRequest) -> pb.FillCropsResponse:
+    coll = p.store.collection(validate.collection_name(req.collection))
+    data = req.image.data
+    (faces,) = p.faces_for(coll).analyze([data], max_faces=validate.MAX_FACES_PER_IMAGE)
+    sha = sha256_hex(data)
+    seen = [crop_fill.SeenFace(f.box.tolist(), np.asarray(f.embedding, np.float32), encode_crop(f.crop) if f.crop is not None else b"")
+            for f in faces]
+    done = crop_fill.fill_crops(p.store, coll.name, sha, seen)
+    return pb.FillCropsResponse(image_sha256=sha, filled=done.filled, unmatched=done.unmatched)

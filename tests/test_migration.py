@@ -6,15 +6,19 @@ a restart."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
+import numpy as np
 import pytest
 
-from conftest import ServerProcess, make_config, single_person_photos
+from conftest import FACES, ServerProcess, make_config, single_person_photos
 from facebank.client import Client
 from facebank.embedder.models import SFACE_MODEL_ID
 from facebank.errors import FailedPrecondition, NotFound
-from facebank.index import migration
+from facebank.index import crop_fill, migration
+from facebank.index.sealed_faces import open_embedding
+from facebank.v1 import facebank_pb2 as pb
 from facebank.server.engine import Engine
 from facebank.transport import GrpcTransport, LocalTransport
 
@@ -149,5 +153,80 @@ def test_a_migration_killed_in_the_middle_finishes_after_a_restart(tmp_path):
     try:
         with Client(GrpcTransport(server.address)) as fb:
             assert fb.describe_collection("default").model_id == SFACE_MODEL_ID and all(_rank1(fb).values())
+    finally:
+        server.stop()
+
+
+GROUP = FACES / "groups" / "multiface.jpg"
+
+
+def _cos_to_stored(engine, embedder, fb, face_ids, collection) -> list[float]:
+    """For each face: its kept crop embedded again, against its stored embedding."""
+    from facebank.embedder import decode_image
+
+    crops = np.stack([decode_image(fb.face_crop(fid, collection=collection).image) for fid in face_ids])
+    again = embedder.embed_crops(crops)
+    with engine.store.read() as t:
+        stored = np.stack([open_embedding(engine.store.keyring, t, fid) for fid in face_ids])
+    return [float(a @ b) for a, b in zip(again, stored)]
+
+
+def test_faces_stored_without_crops_get_their_own_crop_back_from_their_photo(local, embedder):
+    fb, engine = local
+    fb.create_collection("templates", keep_crops=False)
+    (result,) = list(fb.ingest([pb.IngestItem(item_id="crowd", collection="templates", image=pb.Image(data=GROUP.read_bytes()))]))
+    crowd = [f.face_id for f in result.faces]
+    assert len(crowd) >= 5
+    with pytest.raises(FailedPrecondition, match="keep_crops off"):
+        fb.fill_crops(GROUP, collection="templates")
+    with pytest.raises(FailedPrecondition, match="refused"):
+        fb.update_collection("default", keep_crops=False)  # crops already kept stay, so turning it off is refused
+    assert fb.update_collection("templates", keep_crops=True).keep_crops
+    assert fb.cropless_images(collection="templates") == {hashlib.sha256(GROUP.read_bytes()).hexdigest()}
+
+    other = fb.fill_crops(PEOPLE["obama"][1].path, collection="templates")  # a photo no face came from
+    assert list(other.filled) == [] and list(other.unmatched) == []
+    r = fb.fill_crops(GROUP, collection="templates")
+    assert sorted(r.filled) == sorted(crowd) and list(r.unmatched) == []
+    cosines = _cos_to_stored(engine, embedder, fb, crowd, "templates")
+    assert min(cosines) > 0.95, cosines  # every face got its own crop, not a neighbour's
+    assert fb.cropless_images(collection="templates") == set()
+    assert list(fb.fill_crops(GROUP, collection="templates").filled) == []  # again: nothing left to fill
+
+
+def test_a_crop_goes_only_to_the_same_face(local):
+    """Overlapping box but another person's embedding: no crop is attached."""
+    fb, engine = local
+    fb.create_collection("templates", keep_crops=False)
+    face = fb.enroll("obama", [PEOPLE["obama"][0].path], collection="templates").images[0].face
+    fb.update_collection("templates", keep_crops=True)
+    biden = fb.enroll("biden", [PEOPLE["biden"][0].path], collection="templates").images[0].face
+    with engine.store.read() as t:
+        obama_rec, biden_vec = t.get_face(face.face_id), open_embedding(engine.store.keyring, t, biden.face_id)
+    stranger = crop_fill.SeenFace(obama_rec.box, biden_vec, b"not obama's face")
+    done = crop_fill.fill_crops(engine.store, "templates", obama_rec.image_sha256, [stranger])
+    assert done.filled == [] and done.unmatched == [face.face_id]
+    with pytest.raises(FailedPrecondition, match="no kept crop"):
+        fb.face_crop(face.face_id, collection="templates")
+
+
+def test_migrate_from_photos_over_the_cli_fills_missing_crops_then_moves_the_collection(tmp_path):
+    server = ServerProcess(tmp_path / "data").start()
+    try:
+        with Client(GrpcTransport(server.address)) as fb:
+            fb.create_collection("old", keep_crops=False)
+            for person, photos in PEOPLE.items():
+                fb.enroll(person, [photos[0].path], collection="old")
+            before = _identities(fb, "old")
+        refused = server.cli("migrate", "-c", "old", "--from-photos", str(FACES), check=False)
+        assert refused.returncode == 1 and refused.stderr.strip().splitlines()[-1].startswith("error: collection 'old' has keep_crops off")
+        server.cli("collections", "set", "old", "--crops")
+        out = json.loads(server.cli("migrate", "-c", "old", "--from-photos", str(FACES), "--model", "sface", "--json").stdout)
+        assert out["crops"]["faces_filled"] == len(PEOPLE) and out["crops"]["photos_not_found"] == 0 and out["crops"]["faces_unmatched"] == []
+        assert out["done"] and out["plan"]["faces_without_crops"] == 0
+        with Client(GrpcTransport(server.address)) as fb:
+            assert fb.describe_collection("old").model_id == SFACE_MODEL_ID
+            assert _identities(fb, "old") == before
+            assert all(_rank1(fb, "old").values())
     finally:
         server.stop()

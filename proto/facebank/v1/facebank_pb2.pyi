@@ -205,14 +205,16 @@ class CreateCollectionRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., index: _Optional[_Union[IndexOptions, _Mapping]] = ..., threshold: _Optional[float] = ..., scratch_lease_seconds: _Optional[int] = ..., keep_crops: _Optional[bool] = ...) -> None: ...
 
 class UpdateCollectionRequest(_message.Message):
-    __slots__ = ("name", "threshold", "index")
+    __slots__ = ("name", "threshold", "index", "keep_crops")
     NAME_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
+    KEEP_CROPS_FIELD_NUMBER: _ClassVar[int]
     name: str
     threshold: float
     index: IndexOptions
-    def __init__(self, name: _Optional[str] = ..., threshold: _Optional[float] = ..., index: _Optional[_Union[IndexOptions, _Mapping]] = ...) -> None: ...
+    keep_crops: bool
+    def __init__(self, name: _Optional[str] = ..., threshold: _Optional[float] = ..., index: _Optional[_Union[IndexOptions, _Mapping]] = ..., keep_crops: _Optional[bool] = ...) -> None: ...
 
 class CollectionRef(_message.Message):
     __slots__ = ("name",)
@@ -1025,3 +1027,33 @@ class MigrationProgress(_message.Message):
     already_staged: int
     estimate_s: float
     def __init__(self, stage: _Optional[str] = ..., done: _Optional[int] = ..., total: _Optional[int] = ..., model_id: _Optional[str] = ..., faces_without_crops: _Optional[int] = ..., without_crops: _Optional[_Iterable[int]] = ..., already_staged: _Optional[int] = ..., estimate_s: _Optional[float] = ...) -> None: ...
+
+class CroplessImagesRequest(_message.Message):
+    __slots__ = ("collection",)
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    def __init__(self, collection: _Optional[str] = ...) -> None: ...
+
+class CroplessImages(_message.Message):
+    __slots__ = ("image_sha256",)
+    IMAGE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    image_sha256: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, image_sha256: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class FillCropsRequest(_message.Message):
+    __slots__ = ("collection", "image")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    image: Image
+    def __init__(self, collection: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ...) -> None: ...
+
+class FillCropsResponse(_message.Message):
+    __slots__ = ("image_sha256", "filled", "unmatched")
+    IMAGE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    FILLED_FIELD_NUMBER: _ClassVar[int]
+    UNMATCHED_FIELD_NUMBER: _ClassVar[int]
+    image_sha256: str
+    filled: _containers.RepeatedScalarFieldContainer[int]
+    unmatched: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, image_sha256: _Optional[str] = ..., filled: _Optional[_Iterable[int]] = ..., unmatched: _Optional[_Iterable[int]] = ...) -> None: ...

@@ -1310,6 +1310,16 @@ class AdminStub:
                 request_serializer=facebank_dot_v1_dot_facebank__pb2.MigrateCollectionRequest.SerializeToString,
                 response_deserializer=facebank_dot_v1_dot_facebank__pb2.MigrationProgress.FromString,
                 _registered_method=True)
+        self.ListCroplessImages = channel.unary_stream(
+                '/facebank.v1.Admin/ListCroplessImages',
+                request_serializer=facebank_dot_v1_dot_facebank__pb2.CroplessImagesRequest.SerializeToString,
+                response_deserializer=facebank_dot_v1_dot_facebank__pb2.CroplessImages.FromString,
+                _registered_method=True)
+        self.FillCrops = channel.unary_unary(
+                '/facebank.v1.Admin/FillCrops',
+                request_serializer=facebank_dot_v1_dot_facebank__pb2.FillCropsRequest.SerializeToString,
+                response_deserializer=facebank_dot_v1_dot_facebank__pb2.FillCropsResponse.FromString,
+                _registered_method=True)
         self.Stats = channel.unary_unary(
                 '/facebank.v1.Admin/Stats',
                 request_serializer=facebank_dot_v1_dot_facebank__pb2.StatsRequest.SerializeToString,
@@ -1356,6 +1366,18 @@ class AdminServicer:
     """Missing associated documentation comment in .proto file."""
 
     def MigrateCollection(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCroplessImages(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FillCrops(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1417,6 +1439,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.MigrateCollection,
                     request_deserializer=facebank_dot_v1_dot_facebank__pb2.MigrateCollectionRequest.FromString,
                     response_serializer=facebank_dot_v1_dot_facebank__pb2.MigrationProgress.SerializeToString,
+            ),
+            'ListCroplessImages': grpc.unary_stream_rpc_method_handler(
+                    servicer.ListCroplessImages,
+                    request_deserializer=facebank_dot_v1_dot_facebank__pb2.CroplessImagesRequest.FromString,
+                    response_serializer=facebank_dot_v1_dot_facebank__pb2.CroplessImages.SerializeToString,
+            ),
+            'FillCrops': grpc.unary_unary_rpc_method_handler(
+                    servicer.FillCrops,
+                    request_deserializer=facebank_dot_v1_dot_facebank__pb2.FillCropsRequest.FromString,
+                    response_serializer=facebank_dot_v1_dot_facebank__pb2.FillCropsResponse.SerializeToString,
             ),
             'Stats': grpc.unary_unary_rpc_method_handler(
                     servicer.Stats,
@@ -1486,6 +1518,60 @@ class Admin:
             '/facebank.v1.Admin/MigrateCollection',
             facebank_dot_v1_dot_facebank__pb2.MigrateCollectionRequest.SerializeToString,
             facebank_dot_v1_dot_facebank__pb2.MigrationProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCroplessImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/facebank.v1.Admin/ListCroplessImages',
+            facebank_dot_v1_dot_facebank__pb2.CroplessImagesRequest.SerializeToString,
+            facebank_dot_v1_dot_facebank__pb2.CroplessImages.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FillCrops(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facebank.v1.Admin/FillCrops',
+            facebank_dot_v1_dot_facebank__pb2.FillCropsRequest.SerializeToString,
+            facebank_dot_v1_dot_facebank__pb2.FillCropsResponse.FromString,
             options,
             channel_credentials,
             insecure,
