@@ -69,6 +69,18 @@ def targets(results: dict) -> list[dict]:
     for row in results.get("milvus_overhead", []):
         add(f"facebank-on-Milvus batch-64 time per query / pymilvus direct, minus 1, at n={row['n']:,}", row["overhead"],
             f"<= 0.20 at equal recall ({row['recall_facebank']} vs {row['recall_direct']})", row["overhead"] <= 0.20)
+    kinds = results.get("index_kinds", [])
+    for n in sorted({r["n"] for r in kinds}):
+        row = {r["system"]: r for r in kinds if r["n"] == n and r["batch"] == 64}
+        sq8, flat, raw = row.get("facebank-ivf_sq8"), row.get("facebank-ivf"), row.get("faiss-sq8")
+        if sq8 and flat:
+            ratio = round(sq8["bytes_per_face"] / flat["bytes_per_face"], 3)
+            add(f"IVF-SQ8 index bytes per face / IVF-Flat at n={n:,}", ratio, f"reported ({sq8['bytes_per_face']} vs {flat['bytes_per_face']} B)", True)
+            add(f"IVF-SQ8 recall@10 at n={n:,}", sq8["recall_at_10"], ">= 0.95", sq8["recall_at_10"] >= 0.95)
+        if sq8 and raw:
+            ratio = round(sq8["qps"] / raw["qps"], 3)
+            add(f"facebank IVF-SQ8 batch-64 QPS / raw FAISS IVF-SQ8 at n={n:,}", ratio,
+                f"reported at equal recall ({sq8['recall_at_10']} vs {raw['recall_at_10']})", True)
     return out
 
 
@@ -92,7 +104,7 @@ def write(run_dir: Path, results: dict) -> None:
     for key, title in (("search", "Search"), ("embedding", "Embedding"), ("enrollment", "Enrollment"), ("clustering", "Clustering"),
                        ("store_rows", "The store, before and after"), ("http", "HTTP and gRPC, same server and photos"), ("migration", "Moving a collection to another model"), ("store_clustering_rows", "Clustering passes through the store, before and after"),
                        ("milvus", "Vectors in Milvus: facebank vs pymilvus on the same collection, and facebank on FAISS"),
-                       ("milvus_load", "Vectors in Milvus: bulk load"), ("milvus_forget", "Vectors in Milvus: forget latency")):
+                       ("milvus_load", "Vectors in Milvus: bulk load"), ("index_kinds", "Index kinds: IVF-Flat and IVF-SQ8 beside raw FAISS"), ("milvus_forget", "Vectors in Milvus: forget latency")):
         if results.get(key):
             md += [f"## {title}\n", _table(results[key])]
     if results.get("accuracy"):

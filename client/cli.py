@@ -103,7 +103,8 @@ def serve(data_dir, listen, http, keys_dir, device, backend, model, model_spec, 
         tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca, keep_crops=keep_crops,
     )
     def ready(running) -> None:
-        http_line = f"; HTTP on http://{running.http.address} (docs: /docs)" if running.http else ""
+        http_line = (f"; HTTP on http://{running.http.address} (docs: /docs, review console: /console)" if running.http
+                     else "; HTTP API and review console off")
         click.echo(f"facebank listening on {running.address}{http_line}")
         sys.stdout.flush()
 

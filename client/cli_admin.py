@@ -37,7 +37,7 @@ def collections(ctx, as_json) -> None:
                        f"\tthreshold {r['threshold']}{chr(9) + 'scratch' if r['scratch'] else ''}")
 
 
-index_choice = click.Choice(["auto", "flat", "ivf", "hnsw"])
+index_choice = click.Choice(["auto", "flat", "ivf", "ivf_sq8", "hnsw"])
 
 
 @collections.command("create")

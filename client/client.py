@@ -32,7 +32,8 @@ def _image(image: ImageLike, source_ref: str = "") -> pb.Image:
     return pb.Image(data=bytes(image), source_ref=source_ref)
 
 
-_INDEX_KINDS = {"auto": pb.INDEX_KIND_AUTO, "flat": pb.INDEX_KIND_FLAT, "ivf": pb.INDEX_KIND_IVF, "hnsw": pb.INDEX_KIND_HNSW}
+_INDEX_KINDS = {"auto": pb.INDEX_KIND_AUTO, "flat": pb.INDEX_KIND_FLAT, "ivf": pb.INDEX_KIND_IVF, "ivf_sq8": pb.INDEX_KIND_IVF_SQ8,
+                "hnsw": pb.INDEX_KIND_HNSW}
 _ROLES = {"search": pb.ROLE_SEARCH, "enroll": pb.ROLE_ENROLL, "admin": pb.ROLE_ADMIN}
 
 

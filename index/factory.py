@@ -1,8 +1,9 @@
 """Which vector index a segment gets, built where: the one place that chooses.
 
 The policy: exact search while a collection is small (below FLAT_MAX faces on
-the CPU; on a GPU while the gallery fits its memory), IVF beyond, HNSW only
-when a collection asks for it. Moving between kinds happens by a background
+the CPU; on a GPU while the gallery fits its memory), IVF beyond, IVF with
+8-bit codes from COMPRESS_MIN (a quarter of the memory), HNSW only when a
+collection asks for it. Moving between kinds happens by a background
 rebuild, with some hysteresis so a collection near the line does not flap.
 """
 
@@ -11,9 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 from facebank.index.gpu import TorchExactIndex, faiss_gpus, faiss_to_gpu, search_device, torch_cuda_available
-from facebank.index.vectors import FlatIndex, HnswIndex, IvfIndex, VectorIndex
+from facebank.index.vectors import IVF_FAMILIES, FlatIndex, HnswIndex, IvfIndex, VectorIndex
 
 FLAT_MAX = 50_000          # CPU: exact below this many faces
+COMPRESS_MIN = 2_000_000   # CPU: IVF lists hold 8-bit codes from this many (2M x 2 KB of float vectors = 4 GB)
 GPU_EXACT_MAX = 20_000_000  # GPU: exact fp16 below this many (20M x 512 x 2 bytes = 20 GB)
 MIN_IVF = 256              # fewer vectors than this cannot train IVF: stay exact
 
@@ -33,10 +35,14 @@ class IndexFactory:
         if self.milvus is not None:
             return "milvus"
         if requested != "auto":
-            return "flat" if requested == "ivf" and n < MIN_IVF else requested
-        if current == "ivf":  # hysteresis: back to exact only well below the line
-            return "flat" if n < self.exact_max // 2 else "ivf"
-        return "flat" if n < self.exact_max else "ivf"
+            return "flat" if requested in IVF_FAMILIES and n < MIN_IVF else requested
+        if current in IVF_FAMILIES:  # hysteresis: back to a lighter kind only well below its line
+            if n < self.exact_max // 2:
+                return "flat"
+            return "ivf_sq8" if n >= COMPRESS_MIN or (current == "ivf_sq8" and n >= COMPRESS_MIN // 2) else "ivf"
+        if n < self.exact_max:
+            return "flat"
+        return "ivf_sq8" if n >= COMPRESS_MIN else "ivf"
 
     def build(self, family: str, dim: int, ids: np.ndarray, vectors: np.ndarray, *, nprobe: int = 0, ef_search: int = 0,
               like: VectorIndex | None = None, place: tuple[int, str] = (0, "")) -> VectorIndex:
@@ -45,9 +51,9 @@ class IndexFactory:
         vectors = np.ascontiguousarray(vectors, np.float32).reshape(-1, dim)
         if family == "milvus":
             return self.milvus.build(*place, dim, ids, vectors)
-        if family == "ivf" and len(ids) >= MIN_IVF:
+        if family in IVF_FAMILIES and len(ids) >= MIN_IVF:
             like = getattr(like, "master", like)  # a GPU mirror's CPU master holds the centroids
-            index: VectorIndex = IvfIndex.train(dim, ids, vectors, nprobe=nprobe, like=like)
+            index: VectorIndex = IvfIndex.train(dim, ids, vectors, nprobe=nprobe, like=like, family=family)
             return GpuMirror(index, faiss_to_gpu) if self.device == "cuda" and faiss_gpus() else index
         if family == "hnsw":
             index = HnswIndex(dim, ef_search=ef_search)
@@ -77,7 +83,7 @@ class IndexFactory:
             return index
         if kind == "flat":
             index = FlatIndex(dim, faiss.deserialize_index(arrays["faiss"]))
-        elif kind == "ivf":
+        elif kind in IVF_FAMILIES:
             raw = faiss.deserialize_index(arrays["faiss"])
             raw.set_direct_map_type(faiss.DirectMap.Hashtable)
             index = IvfIndex(dim, raw, arrays.get("training_ids", np.zeros(0, np.int64)), trained_n=int(info.get("trained_n", raw.ntotal)),

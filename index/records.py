@@ -14,7 +14,7 @@ ENROLLED = "enrolled"   # segment searched by 1:N search
 INGESTED = "ingested"   # segment of faces not enrolled to an identity (clustering)
 SEGMENTS = (ENROLLED, INGESTED)
 
-INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
+INDEX_KINDS = ("auto", "flat", "ivf", "ivf_sq8", "hnsw")
 
 # What one identity may hold, whatever the number of calls that grew it.
 MAX_IDENTITY_METADATA_KEYS = 64

@@ -30,7 +30,7 @@ from facebank.index.records import SEGMENTS, IndexSettings
 from facebank.index.rwlock import RWLock
 from facebank.index.snapshot import read_snapshot, write_snapshot
 from facebank.index.factory import IndexFactory
-from facebank.index.vectors import SearchParams, VectorIndex
+from facebank.index.vectors import IVF_FAMILIES, SearchParams, VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -215,8 +215,8 @@ class SegmentManager:
         on another nprobe by sampling noise alone. Lists change on resize only: when
         the collection has drifted 4x above or 8x below the size they were chosen for."""
         index = segment.index
-        keep = index.family == "ivf" and not _resize_due(index) and \
-            self.factory.family_for(segment.settings.kind, len(index), index.family) == "ivf"
+        keep = index.family in IVF_FAMILIES and not _resize_due(index) and \
+            self.factory.family_for(segment.settings.kind, len(index), index.family) == index.family
         return self._build(segment.cid, segment.name, segment.dim, segment.settings, segment.generation, like=index if keep else None)
 
     def replace(self, old: Segment, fresh: Segment) -> None:
@@ -278,4 +278,4 @@ class SegmentManager:
 def _resize_due(index: VectorIndex) -> bool:
     """An IVF whose collection drifted 4x above or 8x below the size its lists were chosen for."""
     trained = getattr(index, "trained_n", 0)
-    return index.family == "ivf" and (len(index) > 4 * trained or 8 * len(index) < trained)
+    return index.family in IVF_FAMILIES and (len(index) > 4 * trained or 8 * len(index) < trained)

@@ -151,8 +151,17 @@ class FlatIndex(VectorIndex):
         return {}, {"faiss": faiss.serialize_index(self.index)}
 
 
+IVF_FAMILIES = ("ivf", "ivf_sq8")
+
+
 class IvfIndex(VectorIndex):
-    """Inverted lists over k-means centroids learned from a sample of the collection."""
+    """Inverted lists over k-means centroids learned from a sample of the collection.
+
+    Two codes in the lists: the vectors themselves ("ivf", 4 bytes a value) or
+    8-bit scalar-quantised over [-1, 1] ("ivf_sq8", 1 byte a value, a quarter of
+    the memory; a score moves by a few thousandths, and nprobe is calibrated on
+    the quantised lists against exact search, so the recall target holds with
+    the loss)."""
 
     kind = family = "ivf"
 
@@ -160,6 +169,8 @@ class IvfIndex(VectorIndex):
                  calibrated_recall: float = 0.0) -> None:
         super().__init__(dim)
         self.index = faiss_index
+        if isinstance(faiss_index, faiss.IndexIVFScalarQuantizer):
+            self.kind = self.family = "ivf_sq8"
         self._training_ids = _i64(training_ids)
         self.trained_n = trained_n  # vectors in the collection when trained: nlist was sized for it
         self.default_nprobe = nprobe or default_nprobe(self.index.nlist)
@@ -167,7 +178,7 @@ class IvfIndex(VectorIndex):
 
     @classmethod
     def train(cls, dim: int, ids: np.ndarray, vectors: np.ndarray, *, nprobe: int = 0, seed: int = 0,
-              target_recall: float = TARGET_RECALL, like: "IvfIndex | None" = None) -> "IvfIndex":
+              target_recall: float = TARGET_RECALL, like: "IvfIndex | None" = None, family: str = "ivf") -> "IvfIndex":
         """Train on a sample of the collection, add everything, and (unless nprobe is
         given) choose the nprobe that reaches `target_recall` on the collection.
         `like` is the index a retrain replaces: its lists, the size they were chosen
@@ -183,12 +194,20 @@ class IvfIndex(VectorIndex):
                 pool = rest
         sample = np.sort(rng.choice(pool, size=min(len(pool), 64 * nlist), replace=False))
         quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        if family == "ivf_sq8":
+            index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit_uniform, faiss.METRIC_INNER_PRODUCT, False)
+        else:
+            index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
         # nlist_for gives 39 points per list; a retrain keeps its lists until the collection
         # shrinks 8x (then it is resized), so down to about 5 per list without FAISS's warning.
         index.cp.min_points_per_centroid = 4
         index.train(_f32(vectors[sample]))
+        if family == "ivf_sq8":
+            # Every value of a unit vector lies in [-1, 1]: codes over that fixed range never
+            # clip. A range learned from the sample clipped people enrolled after training
+            # (score errors up to 0.09 measured, against 0.008 with the fixed range).
+            faiss.copy_array_to_vector(np.array([-1.0, 2.0], np.float32), index.sq.trained)
         index.set_direct_map_type(faiss.DirectMap.Hashtable)
         out = cls(dim, index, np.asarray(ids)[sample], trained_n=like.trained_n if like is not None else len(ids), nprobe=nprobe or nlist)
         out.add(ids, vectors)

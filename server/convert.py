@@ -7,7 +7,8 @@ from facebank.errors import FacebankError
 from facebank.index.records import ClusterRecord, CollectionRecord, FaceRecord, IdentityRecord, IndexSettings
 from facebank.v1 import facebank_pb2 as pb
 
-INDEX_KIND_FROM_PB = {pb.INDEX_KIND_AUTO: "auto", pb.INDEX_KIND_FLAT: "flat", pb.INDEX_KIND_IVF: "ivf", pb.INDEX_KIND_HNSW: "hnsw"}
+INDEX_KIND_FROM_PB = {pb.INDEX_KIND_AUTO: "auto", pb.INDEX_KIND_FLAT: "flat", pb.INDEX_KIND_IVF: "ivf", pb.INDEX_KIND_IVF_SQ8: "ivf_sq8",
+                      pb.INDEX_KIND_HNSW: "hnsw"}
 INDEX_KIND_TO_PB = {**{v: k for k, v in INDEX_KIND_FROM_PB.items()}, "milvus": pb.INDEX_KIND_MILVUS}
 
 

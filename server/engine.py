@@ -164,7 +164,7 @@ class Engine:
 
 def index_settings(options: pb.IndexOptions) -> IndexSettings:
     if options.kind not in convert.INDEX_KIND_FROM_PB:
-        raise InvalidArgument(f"index kind {options.kind} is unknown; use AUTO, FLAT, IVF or HNSW", reason=Reason.BAD_OPTION)
+        raise InvalidArgument(f"index kind {options.kind} is unknown; use AUTO, FLAT, IVF, IVF_SQ8 or HNSW", reason=Reason.BAD_OPTION)
     return IndexSettings(
         kind=convert.INDEX_KIND_FROM_PB[options.kind],
         nprobe=validate.positive(options.nprobe, "nprobe", 65536),

@@ -172,6 +172,29 @@ def test_auto_index_moves_from_flat_to_ivf_in_the_background(tmp_path, monkeypat
     s.close()
 
 
+def test_auto_index_moves_to_8bit_codes_past_compress_min_and_restarts_from_its_snapshot(tmp_path, monkeypatch):
+    import facebank.index.factory as factory
+
+    monkeypatch.setattr(factory, "FLAT_MAX", 300)
+    monkeypatch.setattr(factory, "COMPRESS_MIN", 400)
+    s = open_store(tmp_path / "d")
+    s.create_collection("c", "m", DIM, 0.4, IndexSettings())
+    for i in range(450):
+        identities.enroll(s, "c", f"p{i}", "", {}, [face(i)])
+    seg = s.segments.get(1, ENROLLED)
+    assert s.segments.wants_rebuild(seg) == "flat->ivf_sq8"
+    s.maintenance.clean_now()
+    seg = s.segments.get(1, ENROLLED)
+    assert seg.index.kind == "ivf_sq8" and len(seg.index) == 450
+    assert top(s, 123) == ["p123"]
+    s.close()  # writes its snapshot
+    s = open_store(tmp_path / "d")
+    seg = s.segments.get(1, ENROLLED)
+    assert seg.snapshot_seq > 0  # loaded from the snapshot, not rebuilt
+    assert seg.index.kind == "ivf_sq8" and len(seg.index) == 450 and top(s, 321) == ["p321"]
+    s.close()
+
+
 def test_wrong_master_key_cannot_open_the_data(tmp_path, monkeypatch):
     s = open_store(tmp_path / "d")
     s.create_collection("c", "m", DIM, 0.4, IndexSettings())

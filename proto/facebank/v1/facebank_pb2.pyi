@@ -19,6 +19,7 @@ class IndexKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INDEX_KIND_IVF: _ClassVar[IndexKind]
     INDEX_KIND_HNSW: _ClassVar[IndexKind]
     INDEX_KIND_MILVUS: _ClassVar[IndexKind]
+    INDEX_KIND_IVF_SQ8: _ClassVar[IndexKind]
 
 class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -33,6 +34,7 @@ INDEX_KIND_FLAT: IndexKind
 INDEX_KIND_IVF: IndexKind
 INDEX_KIND_HNSW: IndexKind
 INDEX_KIND_MILVUS: IndexKind
+INDEX_KIND_IVF_SQ8: IndexKind
 ROLE_UNSPECIFIED: Role
 ROLE_SEARCH: Role
 ROLE_ENROLL: Role
