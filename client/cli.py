@@ -73,6 +73,10 @@ def main(ctx: click.Context, server: str | None) -> None:
 @click.option("--vectors", default="faiss", show_default=True, envvar="FACEBANK_VECTORS",
               help="Where the vectors live: faiss (in this process), milvus://HOST:PORT (a Milvus server or cluster) or milvus-lite:PATH.db; "
                    "pip install 'facebank[milvus]'. A data directory keeps the choice it started with.")
+@click.option("--role", type=click.Choice(["primary", "search"]), default="primary", show_default=True, envvar="FACEBANK_ROLE",
+              help="search: a search node, no catalog: answers searches, verifications and detections from the primary's Milvus "
+                   "(--vectors milvus://HOST:PORT), with the keys the primary publishes; any number beside one primary.")
+@click.option("--primary-id", default="", envvar="FACEBANK_PRIMARY_ID", help="Search nodes: which primary, when several publish on one Milvus.")
 @click.option("--threads", type=int, default=0, help="Inference threads (0 = all cores).")
 @click.option("--max-concurrent-rpcs", type=int, default=64, show_default=True, help="Beyond this, calls get RESOURCE_EXHAUSTED.")
 @click.option("--micro-batch-ms", type=float, default=0.0, help="Wait this long to batch faces across requests (useful on a GPU).")
@@ -84,7 +88,7 @@ def main(ctx: click.Context, server: str | None) -> None:
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True, envvar="FACEBANK_LOG_FORMAT",
               help="json: one JSON object per line (requests: method, collection, status, ms).")
-def serve(data_dir, listen, http, keys_dir, device, backend, model, model_spec, vectors, threads, max_concurrent_rpcs, micro_batch_ms, tls_cert, tls_key, tls_client_ca,
+def serve(data_dir, listen, http, keys_dir, device, backend, model, model_spec, vectors, role, primary_id, threads, max_concurrent_rpcs, micro_batch_ms, tls_cert, tls_key, tls_client_ca,
           keep_crops, log_level, log_format) -> None:
     """Start the server (embedded LMDB + FAISS in a local data directory)."""
 
@@ -99,13 +103,14 @@ def serve(data_dir, listen, http, keys_dir, device, backend, model, model_spec, 
     configure(log_level, log_format)
     config = ServerConfig(
         data_dir=data_dir, listen=listen, http=http, keys_dir=keys_dir, device=device, backend=backend, model=model, model_spec=model_spec, vectors=vectors, threads=threads,
-        max_concurrent_rpcs=max_concurrent_rpcs, micro_batch_wait_ms=micro_batch_ms,
+        role=role, primary_id=primary_id, max_concurrent_rpcs=max_concurrent_rpcs, micro_batch_wait_ms=micro_batch_ms,
         tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca, keep_crops=keep_crops,
     )
     def ready(running) -> None:
         http_line = (f"; HTTP on http://{running.http.address} (docs: /docs, review console: /console)" if running.http
                      else "; HTTP API and review console off")
-        click.echo(f"facebank listening on {running.address}{http_line}")
+        node = " (search node)" if role == "search" else ""
+        click.echo(f"facebank listening on {running.address}{node}{http_line}")
         sys.stdout.flush()
 
     serve_forever(config, on_ready=ready)

@@ -151,6 +151,10 @@ def update_identity(store: FaceStore, collection: str, external_id: str, display
             rec.display_name = display_name
         check_metadata_size(rec)
         w.put_identity(rec, previous)
+        if store.segments.factory.milvus is not None:  # search nodes answer with the name and metadata in Milvus rows
+            from facebank.index.milvus_publish import refresh_identity
+
+            w.on_commit.append(lambda: refresh_identity(store, coll.id, rec.iid))
         return rec
 
 def delete_face(store: FaceStore, collection: str, face_id: int) -> FaceRecord:

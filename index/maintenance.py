@@ -109,6 +109,10 @@ class Maintenance:
                     self.store.segments.snapshot(segment, self.store.uow.applying)
             self._trim()
         self._expire_scratch()
+        if self.store.segments.factory.milvus is not None:
+            from facebank.index.milvus_publish import publish
+
+            publish(self.store)  # collections and keys, for search nodes (only when they changed)
         with self.store.read() as t:
             due = t.get_meta(PURGE_DUE)
         if due is not None and now_ms() >= due:

@@ -2,7 +2,9 @@
 or `--vectors milvus-lite:PATH.db`).
 
 The catalog stays the truth. Each segment of each collection is one Milvus
-collection (face id as primary key, vector); the unit of work applies committed
+collection (face id as primary key, vector, and what a search node answers
+with: the identity's index, external id, and display name and metadata as
+JSON, `FaceFields`); the unit of work applies committed
 changes to it in order, exactly as to a FAISS segment, and every write is an
 upsert or a delete by face id, so replaying the change log after a crash is
 idempotent. A segment's "snapshot" holds no vectors: it records, after a Milvus
@@ -22,6 +24,7 @@ import logging
 import re
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -31,6 +34,9 @@ from facebank.index.vectors import SearchParams, VectorIndex, exact_top_k
 log = logging.getLogger(__name__)
 
 BATCH = 2000              # rows per upsert / ids per delete or query (well under Milvus's 64 MB message)
+ID_MAX = 512              # bytes of an external id in a Milvus row (facebank's own limit is lower)
+FIELDS = ("face_id", "vector", "iid", "identity", "meta")
+FaceFields = Callable[[list[int]], dict[int, tuple[int, str, dict]]]  # face ids -> {face id: (iid, external id, meta)}
 HNSW = {"M": 32, "efConstruction": 200}
 HNSW_EF = 128
 STRONG = "Strong"
@@ -73,6 +79,8 @@ class MilvusTarget:
             raise Unavailable(f"cannot reach Milvus at {spec} ({type(err).__name__}: {err}); start it or fix --vectors") from None
         # FLAT on Milvus Lite (it has no graph index); HNSW on a Milvus server.
         self.index_type = "FLAT" if self.lite else "HNSW"
+        self.face_fields: FaceFields = lambda ids: {}  # the store wires its own and the registry (milvus_publish.wire)
+        self.registry = None
 
     def close(self) -> None:
         self.client.close()
@@ -81,7 +89,9 @@ class MilvusTarget:
         return f"{self.prefix}_{cid}_{segment}_{time.time_ns():x}"
 
     def owned(self) -> list[str]:
-        return [name for name in self.client.list_collections() if name.startswith(self.prefix + "_")]
+        from facebank.index.milvus_registry import registry_name
+
+        return [name for name in self.client.list_collections() if name.startswith(self.prefix + "_") and name != registry_name(self.prefix)]
 
     def drop_unused(self, live: set[str]) -> list[str]:
         """Drop this store's Milvus collections that no segment uses: a build a crash
@@ -99,6 +109,9 @@ class MilvusTarget:
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("face_id", DataType.INT64, is_primary=True)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        schema.add_field("iid", DataType.INT64)
+        schema.add_field("identity", DataType.VARCHAR, max_length=ID_MAX)
+        schema.add_field("meta", DataType.JSON)
         params = self.client.prepare_index_params()
         extra = {"params": HNSW} if self.index_type == "HNSW" else {}
         params.add_index(field_name="vector", index_type=self.index_type, metric_type="IP", **extra)
@@ -116,6 +129,9 @@ class MilvusTarget:
         name = info.get("collection", "")
         if not name.startswith(self.prefix + "_") or not self.client.has_collection(name):
             raise ValueError(f"Milvus collection {name!r} is not on {self.spec}")
+        fields = {f["name"] for f in self.client.describe_collection(name)["fields"]}
+        if not set(FIELDS) <= fields:  # made by an older version: rebuilt from the catalog with today's rows
+            raise ValueError(f"Milvus collection {name!r} lacks fields {sorted(set(FIELDS) - fields)}")
         index = MilvusIndex(self, name, dim)
         index.recount()
         return index
@@ -137,9 +153,26 @@ class MilvusIndex(VectorIndex):
         ids = np.asarray(ids, np.int64)
         vectors = np.asarray(vectors, np.float32).reshape(-1, self.dim)
         for start in range(0, len(ids), BATCH):
-            rows = [{"face_id": int(f), "vector": v.tolist()} for f, v in zip(ids[start:start + BATCH], vectors[start:start + BATCH])]
-            self.client.upsert(self.name, rows)
+            chunk = [int(f) for f in ids[start:start + BATCH]]
+            self.client.upsert(self.name, self._rows(chunk, vectors[start:start + BATCH]))
         self._count += len(ids)  # new face ids; a replay of ids already there is recounted after it (after_replay)
+
+    def _rows(self, ids: list[int], vectors: np.ndarray) -> list[dict]:
+        known = self.target.face_fields(ids)
+        rows = []
+        for f, v in zip(ids, vectors):
+            iid, identity, meta = known.get(f, (0, "", {}))
+            rows.append({"face_id": f, "vector": v.tolist(), "iid": iid, "identity": identity[:ID_MAX], "meta": meta})
+        return rows
+
+    def refresh(self, iid: int) -> int:
+        """Rewrite the rows of one identity's faces with its current fields (after its
+        display name or metadata changed); returns how many."""
+        rows = self.client.query(self.name, filter=f"iid == {int(iid)}", output_fields=["face_id", "vector"], consistency_level=STRONG)
+        if rows:
+            ids = [int(r["face_id"]) for r in rows]
+            self.client.upsert(self.name, self._rows(ids, np.asarray([r["vector"] for r in rows], np.float32)))
+        return len(rows)
 
     def remove(self, ids: np.ndarray) -> int:
         """Delete by face id; returns how many were there. Raises unless a Strong query then finds none."""

@@ -124,14 +124,20 @@ class FaceStore:
         if self.vectors != "faiss" and self.segments.factory.milvus is None:
             from facebank.index.milvus_vectors import MilvusTarget
 
+            from facebank.index.milvus_publish import wire
+
             self.segments.factory.milvus = MilvusTarget(self.vectors, prefix=self.milvus_prefix)
+            wire(self)
         with self.write() as w:
             if w.get_meta("vectors") is None:  # from now on this data directory keeps its vectors there
                 w.put_meta("vectors", self.vectors)
         for rec in collections:
             self.segments.load(rec.id, rec.dim, rec.index_settings, changes)
         if self.segments.factory.milvus is not None:
+            from facebank.index.milvus_publish import publish
+
             self.segments.factory.milvus.drop_unused({s.index.name for s in self.segments.all()})
+            publish(self)  # search nodes learn the collections and keys from it
 
     # -- the public parts workflows use ---------------------------------------------------
 
@@ -269,11 +275,11 @@ class FaceStore:
         segment = self.segments.get(coll.id, ENROLLED)
         if queries.ndim == 2 and queries.shape[1] != segment.dim:  # the collection moved to another model during this call
             raise Unavailable(f"collection {collection!r} switched to model {coll.model_id!r} while this request ran; send it again")
-        parts = SearchParts(segment, self.owners, self._identity_records,
+        parts = SearchParts(segment, self.owners, self.identity_records,
                             lambda wanted: self._filter_faces(coll.id, wanted))
         return search_identities(parts, queries, top_k, metadata_filter, min_score)
 
-    def _identity_records(self, iids: set[int]) -> dict[int, IdentityRecord]:
+    def identity_records(self, iids: set[int]) -> dict[int, IdentityRecord]:
         """Records by iid, from the cache or one lazy read; damaged ones left out and reported."""
         with self.catalog.lazy_read(tolerant=True) as t:
             found = self.identities.get_many(iids, t)

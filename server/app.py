@@ -24,7 +24,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from facebank.errors import FailedPrecondition, Reason
-from facebank.server.auth import ApiKeys
 from facebank.server.config import ServerConfig
 from facebank.server.engine import Engine
 from facebank.server.grpc_api import SERVICES, Gate, generic_handlers
@@ -105,12 +104,17 @@ def start(config: ServerConfig, *, engine: Engine | None = None) -> RunningServe
         workers.shutdown(wait=False)
         raise
     try:
-        if engine is None and not config.all_loopback and not (Path(config.data_dir) / "catalog" / "data.mdb").exists():
+        node = config.role == "search"
+        if engine is None and not node and not config.all_loopback and not (Path(config.data_dir) / "catalog" / "data.mdb").exists():
             raise FailedPrecondition(_NO_KEYS.format(listen=config.listen, data=config.data_dir))
-        if engine is None and config.vectors != "faiss":  # an unreachable Milvus is refused before the data directory is touched
+        if engine is None and config.vectors != "faiss" and not node:  # an unreachable Milvus is refused before the data directory is touched
             from facebank.index.milvus_vectors import MilvusTarget
 
             MilvusTarget(config.vectors, prefix="").close()
+        if engine is None and node:
+            from facebank.server.search_node import SearchNode
+
+            engine = SearchNode(config)
         engine = engine or Engine(config)
     except BaseException:
         server.stop(0)
@@ -119,11 +123,15 @@ def start(config: ServerConfig, *, engine: Engine | None = None) -> RunningServe
             http_socket.close()
         raise
     try:
-        keys = ApiKeys(engine.store)
+        keys = engine.api_keys()
         if not config.all_loopback and not keys.any():
+            if getattr(engine, "role", "primary") == "search":
+                raise FailedPrecondition(f"refusing to listen on {config.listen} without API keys: the primary has published none; "
+                                         "create one on the primary (facebank keys create --role search), or listen on 127.0.0.1")
             raise FailedPrecondition(_NO_KEYS.format(listen=config.listen, data=config.data_dir))
         health_servicer = health.HealthServicer()
-        write_health = WriteHealth(health_servicer, [Path(config.data_dir), config.resolved_keys_dir])
+        places = [] if getattr(engine, "role", "primary") == "search" else [Path(config.data_dir), config.resolved_keys_dir]
+        write_health = WriteHealth(health_servicer, places)
         server.add_generic_rpc_handlers(generic_handlers(engine, Gate(keys, open_allowed=config.is_loopback()), write_health.error))
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         names = [s.full_name for s in SERVICES]

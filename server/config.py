@@ -27,6 +27,8 @@ class ServerConfig:
     model: str = "default"                # a shipped pair: default (InsightFace, non-commercial) | sface (commercial use)
     model_spec: Path | None = None        # JSON spec of another ArcFace-style pair (wins over `model`)
     vectors: str = "faiss"                # where vectors live: faiss (in process), milvus://HOST:PORT, milvus-lite:PATH.db
+    role: str = "primary"                 # primary (the catalog, every call) | search (no catalog: searches from Milvus)
+    primary_id: str = ""                  # search nodes: which primary's registry, when several publish on one Milvus
     threads: int = 0                      # inference threads; 0 = every core
     workers: int = 16                     # RPC handler threads
     max_concurrent_rpcs: int = 64         # beyond this, RESOURCE_EXHAUSTED

@@ -148,6 +148,11 @@ class Engine:
         """The engine method implementing an RPC: `Collections/CreateCollection` -> `create_collection`."""
         return getattr(self._services[service], method_name(rpc))
 
+    def api_keys(self):
+        from facebank.server.auth import ApiKeys
+
+        return ApiKeys(self.store)
+
     def _ensure_default_collection(self) -> None:
         if not any(c.name == DEFAULT_COLLECTION for c in self.store.list_collections()):
             self.store.create_collection(

@@ -103,16 +103,18 @@ class SearchService:
                 face=convert.observation_pb(face), other_face=convert.observation_pb(other),
                 faces_in_image=len(first), face_used=req.face or 1, faces_in_other_image=len(second), other_face_used=req.other_face or 1,
             )
-        if which == "face_id":
-            _, stored = identities.face_vector(self.p.store, coll.name, req.face_id)
-            vectors = stored[None]
-        else:
-            _, vectors = identities.identity_vectors(self.p.store, coll.name, validate.identity_id(req.identity_id))
+        vectors = self.stored_vectors(coll.name, req)
         found = self.p.faces_for(coll).analyze([req.image.data], max_faces=validate.MAX_FACES_PER_IMAGE)[0]
         face = chosen_face(found, req.face, "the image", "face")
         score = float(np.max(vectors @ face.embedding)) if len(vectors) else -1.0
         return pb.VerifyResponse(match=score >= threshold, score=score, threshold=threshold, face=convert.observation_pb(face),
                                  faces_in_image=len(found), face_used=req.face or 1)
+
+    def stored_vectors(self, collection: str, req: pb.VerifyRequest) -> np.ndarray:
+        """The stored face's vector, or every face's of the identity, that verify compares with."""
+        if req.WhichOneof("against") == "face_id":
+            return identities.face_vector(self.p.store, collection, req.face_id)[1][None]
+        return identities.identity_vectors(self.p.store, collection, validate.identity_id(req.identity_id))[1]
 
 
 def chosen_face(faces, number: int, where: str, field: str):

@@ -1,0 +1,117 @@
+"""A search node: `facebank serve --role search --vectors milvus://HOST:PORT`.
+
+It runs the models and answers SearchByImage, SearchByEmbedding, Verify and
+DetectFaces from Milvus alone (index/milvus_node.py), with the API keys, roles
+and collection scopes its primary publishes (index/milvus_registry.py), re-read
+every second; every other call is refused with FAILED_PRECONDITION naming the
+primary. Any number of nodes can run beside one primary. It shares the primary's
+search code: SearchService over a store-like reader.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+
+import numpy as np
+
+from facebank.errors import FailedPrecondition, InvalidArgument, Reason, Unauthenticated
+from facebank.index.milvus_node import NodeReader
+from facebank.index.milvus_registry import REFRESH_S, Registry, RegistryView, find_prefix
+from facebank.index.records import ApiKeyRecord
+from facebank.server import validate
+from facebank.server.auth import ApiKeys, _digest
+from facebank.server.config import ServerConfig
+from facebank.server.engine import Parts, load_embedder, method_name
+from facebank.server.faces import FacePipeline
+from facebank.server.search import SearchService
+from facebank.v1 import facebank_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+SERVED = {("Search", "SearchByImage"), ("Search", "SearchByEmbedding"), ("Search", "Verify"), ("Search", "DetectFaces")}
+
+
+class RegistryKeys:
+    """The primary's API keys as the registry publishes them (same checks as ApiKeys)."""
+
+    authorize = staticmethod(ApiKeys.authorize)
+
+    def __init__(self, view: RegistryView) -> None:
+        self.view = view
+
+    def any(self) -> bool:
+        return self.view.any_key()
+
+    def authenticate(self, secret: str | None) -> ApiKeyRecord:
+        if not secret:
+            raise Unauthenticated("this server requires an API key: set FACEBANK_API_KEY (or send 'authorization: Bearer <key>')")
+        parts = secret.split("_")
+        entry = self.view.key(parts[1]) if len(parts) >= 3 and parts[0] == "fbk" else None
+        if entry is None or not hmac.compare_digest(entry["secret_sha256"], _digest(secret)):
+            raise Unauthenticated("the API key is not valid (revoked or mistyped); ask an admin for a new one")
+        return ApiKeyRecord(entry["key_id"], "", entry["role"], list(entry["collections"]), entry["secret_sha256"], 0)
+
+
+class NodeSearchService(SearchService):
+    def stored_vectors(self, collection: str, req: pb.VerifyRequest) -> np.ndarray:
+        if req.WhichOneof("against") == "face_id":
+            return self.p.store.face_vector(collection, req.face_id)[None]
+        return self.p.store.identity_vectors(collection, validate.identity_id(req.identity_id))
+
+
+class SearchNode:
+    """Engine-shaped (method, api_keys, close) so the gRPC and HTTP edges serve it as they serve Engine."""
+
+    role = "search"
+
+    def __init__(self, config: ServerConfig, *, embedder=None) -> None:
+        from facebank.index.milvus_vectors import MilvusTarget
+        from facebank.server.runtime import configure_process
+
+        if not config.vectors.startswith("milvus://"):
+            raise InvalidArgument("a search node reads its primary's vectors from a Milvus server: start it with --vectors milvus://HOST:PORT "
+                                  "(Milvus Lite is one process's file and cannot be shared)", reason=Reason.BAD_OPTION)
+        configure_process()
+        self.config = config
+        self.target = MilvusTarget(config.vectors, prefix="")
+        try:
+            prefix = find_prefix(self.target.client, config.vectors, config.primary_id)
+            self.view = RegistryView(Registry(self.target.client, prefix))
+        except BaseException:
+            self.target.close()
+            raise
+        self._owns_embedder = embedder is None
+        self.embedder = embedder or load_embedder(config)
+        self.store = NodeReader(self.target.client, self.view)
+        self.parts = Parts(config, self.store, None, FacePipeline(self.embedder))
+        self.search = NodeSearchService(self.parts)
+        self.keys = RegistryKeys(self.view)
+        self._stop = threading.Event()
+        self._refresher = threading.Thread(target=self._refresh, name="facebank-registry", daemon=True)
+        self._refresher.start()
+
+    def _refresh(self) -> None:
+        while not self._stop.wait(REFRESH_S):
+            self.view.refresh()
+
+    def method(self, service: str, rpc: str):
+        if (service, rpc) in SERVED:
+            return getattr(self.search, method_name(rpc))
+        return lambda request: self._refuse(service, rpc)
+
+    def _refuse(self, service: str, rpc: str):
+        raise FailedPrecondition(f"this is a search node: it answers searches, verifications and detections only; send {service}/{rpc} "
+                                 "to the primary (the server started without --role search)", reason=Reason.BAD_OPTION)
+
+    def api_keys(self) -> RegistryKeys:
+        return self.keys
+
+    def close(self) -> None:
+        self._stop.set()
+        self._refresher.join(timeout=5)
+        self.parts.close()
+        if self._owns_embedder:
+            self.embedder.close()
+        self.target.close()
