@@ -7,8 +7,11 @@ three share the CPU with Milvus itself: read the ratios, not the absolutes.
 Per size: bulk-load throughput through the engine (batched inserts), single
 queries and batches of 64 (top-4 identities: facebank asks the index for the 40
 nearest faces, and so does the direct call; both at HNSW ef 512), recall@10 of faces against
-exact search, and forget latency (on Milvus: delete, a Strong query that finds
-none of the faces, flush and a compaction request, before the answer)."""
+exact search, forget latency (on Milvus: delete, a Strong query that finds
+none of the faces, flush and a compaction request, before the answer), and
+batch-64 throughput through one search node and through two (`serve --role
+search`, each its own process, at Strong consistency). On 2 cores shared with
+Milvus, two nodes show that the topology works more than how it scales."""
 
 from __future__ import annotations
 
@@ -27,13 +30,15 @@ TOP_K = 4      # identities per query: facebank asks the index for max(40, 4 * t
 K_FACES = 40   # ... and so does the direct call
 EF = 512       # HNSW ef for both (the collection's ef_search): at Milvus's ef 128 recall@10 was 0.84 here
 FORGETS = 20
+NODE_CLIENTS = 4
+NODE_SECONDS = 20
 
 
 def run(quick: bool, log=print) -> dict:
     from milvus import MilvusServer
 
     sizes = SIZES or ([20_000] if quick else [100_000])
-    rows, forgets, loads = [], [], []
+    rows, forgets, loads, nodes = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         server = MilvusServer()
         server.set_base_dir(str(Path(tmp) / "milvus"))
@@ -41,13 +46,14 @@ def run(quick: bool, log=print) -> dict:
         spec = f"milvus://127.0.0.1:{server.listen_port}"
         try:
             for n in sizes:
-                r, f, load = _one_size(n, spec, Path(tmp), log)
+                r, f, load, node = _one_size(n, spec, Path(tmp), log)
                 rows += r
                 forgets += f
                 loads += load
+                nodes += node
         finally:
             server.stop()
-    out = {"milvus": rows, "milvus_forget": forgets, "milvus_load": loads}
+    out = {"milvus": rows, "milvus_forget": forgets, "milvus_load": loads, "milvus_nodes": nodes}
     for n in sizes:
         fb = next((r for r in rows if r["n"] == n and r["system"] == "facebank-milvus" and r["batch"] == 64), None)
         direct = next((r for r in rows if r["n"] == n and r["system"] == "pymilvus-direct" and r["batch"] == 64), None)
@@ -58,7 +64,7 @@ def run(quick: bool, log=print) -> dict:
     return out
 
 
-def _one_size(n: int, spec: str, tmp: Path, log) -> tuple[list, list, list]:
+def _one_size(n: int, spec: str, tmp: Path, log) -> tuple[list, list, list, list]:
     from facebank.server.config import ServerConfig
     from facebank.server.engine import Engine
     from facebank.v1 import facebank_pb2 as pb
@@ -70,7 +76,7 @@ def _one_size(n: int, spec: str, tmp: Path, log) -> tuple[list, list, list]:
     probe_ids = rng.choice(n_ids, size=640, replace=False)
     q = g.faces(probe_ids, rng)
     truth = np.argsort(-(q @ x.T), axis=1)[:, :10]   # exact top-10 faces (rows of x = face id - 1)
-    rows, forgets, loads = [], [], []
+    rows, forgets, loads, nodes = [], [], [], []
     for backend in ("milvus", "faiss"):
         engine = Engine(ServerConfig(data_dir=tmp / f"{backend}-{n}", listen="127.0.0.1:0", background=True,
                                      vectors=spec if backend == "milvus" else "faiss", compact_after_forget_s=1e9))
@@ -96,6 +102,8 @@ def _one_size(n: int, spec: str, tmp: Path, log) -> tuple[list, list, list]:
             if backend == "milvus":
                 systems["pymilvus-direct"] = _direct(segment.index)
             rows += _measure(systems, n, q, truth)
+            if backend == "milvus":
+                nodes += _nodes(engine, spec, q, n, log)
             latencies = []
             for ident in probe_ids[:FORGETS].tolist():
                 t0 = time.perf_counter()
@@ -106,7 +114,81 @@ def _one_size(n: int, spec: str, tmp: Path, log) -> tuple[list, list, list]:
             log(f"milvus: facebank-{backend} at {n:,}: load {load_s:.0f} s, forget p50 {forgets[-1]['p50_ms']} ms")
         finally:
             engine.close()
-    return rows, forgets, loads
+    return rows, forgets, loads, nodes
+
+
+def _nodes(engine, spec: str, q: np.ndarray, n: int, log) -> list[dict]:
+    """Batch-64 searches from NODE_CLIENTS client threads through one search node, then
+    two (`serve --role search`, each its own process), against the same Milvus."""
+    from facebank.index.milvus_publish import publish
+
+    publish(engine.store)  # the bench collection, as it is now
+    prefix = engine.store.milvus_prefix
+    started = [_start_node(spec, prefix) for _ in range(2)]
+    out = []
+    try:
+        for count in (1, 2):
+            addresses = [address for _, address in started[:count]]
+            log(f"milvus: {NODE_CLIENTS} clients through {count} search node(s) at {n:,}")
+            out.append({"n": n, "nodes": count, "clients": NODE_CLIENTS, **_drive(addresses, q)})
+    finally:
+        for proc, _ in started:
+            proc.terminate()
+            proc.wait(timeout=60)
+    return out
+
+
+def _start_node(spec: str, prefix: str):
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "facebank", "serve", "--role", "search", "--vectors", spec, "--primary-id", prefix,
+           "--listen", f"127.0.0.1:{port}", "--http", "off", "--threads", "1", "--log-level", "WARNING"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    line = proc.stdout.readline().decode()
+    if "listening on" not in line:
+        proc.kill()
+        raise RuntimeError(f"search node did not start: {line!r}")
+    return proc, f"127.0.0.1:{port}"
+
+
+def _drive(addresses: list[str], q: np.ndarray) -> dict:
+    """NODE_SECONDS of batch-64 searches, client i sending to node i mod len(addresses)."""
+    import threading
+
+    from facebank.client import Client
+    from facebank.transport import GrpcTransport
+
+    done, latencies, errors = [0] * NODE_CLIENTS, [[] for _ in range(NODE_CLIENTS)], []
+    stop = time.monotonic() + NODE_SECONDS
+
+    def client(i: int) -> None:
+        with Client(GrpcTransport(addresses[i % len(addresses)])) as fb:
+            j = i
+            while time.monotonic() < stop:
+                batch = q[(64 * j) % (len(q) - 64):][:64]
+                t0 = time.perf_counter()
+                r = fb.search_embeddings(batch, collection="bench", top_k=TOP_K, threshold=0.0, packed=True)
+                latencies[i].append(time.perf_counter() - t0)
+                if not r.packed.identity_ids:
+                    errors.append("empty answer")
+                done[i] += len(batch)
+                j += NODE_CLIENTS
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(NODE_CLIENTS)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - t0
+    ms = 1000 * np.concatenate([np.asarray(x) for x in latencies])
+    return {"queries_per_s": round(sum(done) / seconds, 1), "batch": 64, "p50_ms": round(float(np.percentile(ms, 50)), 1),
+            "empty_answers": len(errors)}
 
 
 def _direct(index):

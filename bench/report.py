@@ -104,7 +104,8 @@ def write(run_dir: Path, results: dict) -> None:
     for key, title in (("search", "Search"), ("embedding", "Embedding"), ("enrollment", "Enrollment"), ("clustering", "Clustering"),
                        ("store_rows", "The store, before and after"), ("http", "HTTP and gRPC, same server and photos"), ("migration", "Moving a collection to another model"), ("store_clustering_rows", "Clustering passes through the store, before and after"),
                        ("milvus", "Vectors in Milvus: facebank vs pymilvus on the same collection, and facebank on FAISS"),
-                       ("milvus_load", "Vectors in Milvus: bulk load"), ("index_kinds", "Index kinds: IVF-Flat and IVF-SQ8 beside raw FAISS"), ("milvus_forget", "Vectors in Milvus: forget latency")):
+                       ("milvus_load", "Vectors in Milvus: bulk load"), ("index_kinds", "Index kinds: IVF-Flat and IVF-SQ8 beside raw FAISS"),
+                       ("milvus_nodes", "Search nodes over one Milvus server"), ("milvus_forget", "Vectors in Milvus: forget latency")):
         if results.get(key):
             md += [f"## {title}\n", _table(results[key])]
     if results.get("accuracy"):
