@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import contextmanager, nullcontext
 
 from facebank.index.forget import PURGE_DUE
 from facebank.index.sealed_faces import now_ms
@@ -21,7 +22,12 @@ from facebank.index.store import FaceStore
 
 log = logging.getLogger(__name__)
 
+
+class _Stopped(Exception):
+    """The worker met stop() at a step it must not begin."""
+
 TICK_S = 1.0
+JOIN_S = 3.0  # at shutdown, how long to wait for the worker before leaving it mid-build (see stop)
 RESNAPSHOT_S = 15.0  # after a forget drops a snapshot, write the next one at most this often (a forget storm at 1M
                      # faces otherwise rewrites a 2 GB snapshot after every forget)
 
@@ -30,6 +36,7 @@ class Maintenance:
     def __init__(self, store: FaceStore) -> None:
         self.store = store
         self.work_lock = threading.Lock()
+        self._catalog = threading.Lock()  # held by the worker while it reads or writes the catalog, snapshots or Milvus
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -42,10 +49,25 @@ class Maintenance:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop the worker. A rebuild can train for minutes at millions of faces: past
+        JOIN_S it is abandoned (the next start redoes it), once the worker is out of
+        any step that touches the catalog, a snapshot or Milvus; it never enters one again."""
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
+        if self._thread is None:
+            return
+        self._thread.join(timeout=JOIN_S)
+        if self._thread.is_alive():
+            log.warning("leaving an index rebuild unfinished to shut down now; the next start does it again")
+            self._catalog.acquire()
+
+    @contextmanager
+    def _touching(self):
+        """A worker step that touches the catalog, a snapshot or Milvus: never begun after stop()."""
+        with self._catalog:
+            if self._stop.is_set():
+                raise _Stopped
+            yield
 
     def wake(self) -> None:
         self._wake.set()
@@ -91,39 +113,45 @@ class Maintenance:
             try:
                 self._tick()
                 self.last_error = ""
+            except _Stopped:
+                return
             except Exception as err:  # keep serving; the next tick tries again, and stats show it
                 self.last_error = f"{type(err).__name__}: {err}"
                 log.exception("background maintenance failed")
                 time.sleep(TICK_S)
 
     def _tick(self) -> None:
-        self.store.uow.drain()
+        with self._touching():
+            self.store.uow.drain()
         with self.work_lock:
             for segment in self.store.segments.all():
-                if self._stop.is_set():
-                    return
                 if self.store.segments.wants_rebuild(segment):
-                    segment = self._rebuild(segment)
+                    segment = self._rebuild(segment, self._touching)
                 lost = segment.changes_since_snapshot and segment.snapshot_seq == 0  # none (a forget dropped it)
                 if self.store.segments.due_for_snapshot(segment) or (lost and time.monotonic() - segment.last_snapshot >= RESNAPSHOT_S):
-                    self.store.segments.snapshot(segment, self.store.uow.applying)
-            self._trim()
-        self._expire_scratch()
-        if self.store.segments.factory.milvus is not None:
-            from facebank.index.milvus_publish import publish
+                    with self._touching():
+                        self.store.segments.snapshot(segment, self.store.uow.applying)
+            with self._touching():
+                self._trim()
+        with self._touching():
+            self._expire_scratch()
+            if self.store.segments.factory.milvus is not None:
+                from facebank.index.milvus_publish import publish
 
-            publish(self.store)  # collections and keys, for search nodes (only when they changed)
-        with self.store.read() as t:
-            due = t.get_meta(PURGE_DUE)
-        if due is not None and now_ms() >= due:
-            log.info("compacting the catalog (promised after a forget)")
-            self.compact()
+                publish(self.store)  # collections and keys, for search nodes (only when they changed)
+            with self.store.read() as t:
+                due = t.get_meta(PURGE_DUE)
+            if due is not None and now_ms() >= due:
+                log.info("compacting the catalog (promised after a forget)")
+                self.compact()
 
-    def _rebuild(self, segment):
+    def _rebuild(self, segment, touching=nullcontext):
         reason = self.store.segments.wants_rebuild(segment)
         started = time.monotonic()
-        fresh = self.store.segments.build_fresh(segment)
-        fresh = self.store.uow.swap(segment, fresh, self._changes_after)
+        log.info("rebuilding collection %d/%s (%s)", segment.cid, segment.name, reason)
+        fresh = self.store.segments.build_fresh(segment, reading=touching)
+        with touching():
+            fresh = self.store.uow.swap(segment, fresh, self._changes_after)
         log.info(
             "rebuilt collection %d/%s (%s): %s index of %d vectors in %.1f s",
             segment.cid, segment.name, reason, fresh.index.kind, len(fresh.index), time.monotonic() - started,

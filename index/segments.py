@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -26,6 +27,7 @@ import numpy as np
 
 from facebank.errors import DataCorruption, NotFound
 from facebank.index.durable import private_dir
+from facebank.index.faults import delay_point
 from facebank.index.records import SEGMENTS, IndexSettings
 from facebank.index.rwlock import RWLock
 from facebank.index.snapshot import read_snapshot, write_snapshot
@@ -204,7 +206,7 @@ class SegmentManager:
             return "ivf-resize"
         return None
 
-    def build_fresh(self, segment: Segment) -> Segment:
+    def build_fresh(self, segment: Segment, reading=nullcontext) -> Segment:
         """A new segment for `segment` built from the catalog, searched by no one yet
         (the unit of work swaps it in).
 
@@ -217,7 +219,11 @@ class SegmentManager:
         index = segment.index
         keep = index.family in IVF_FAMILIES and not _resize_due(index) and \
             self.factory.family_for(segment.settings.kind, len(index), index.family) == index.family
-        return self._build(segment.cid, segment.name, segment.dim, segment.settings, segment.generation, like=index if keep else None)
+        with reading():  # `reading` is held while the catalog is read, not while the index is built
+            seq, ids, vectors = self._fetch_vectors(segment.cid, segment.name)
+        delay_point("rebuild:build")
+        return self.build_from(segment.cid, segment.name, segment.dim, segment.settings, ids, vectors, seq, segment.generation,
+                               like=index if keep else None)
 
     def replace(self, old: Segment, fresh: Segment) -> None:
         """Swap `fresh` in for `old` (the unit of work calls this, with index writes held off)."""

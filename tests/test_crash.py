@@ -132,3 +132,32 @@ def test_sigkill_during_a_sequence_of_forgets(tmp_path, seed):
         assert len(forgotten) < people, "the kill came too late to test anything"
     finally:
         restarted.stop()
+
+
+def test_sigterm_during_a_long_index_rebuild_exits_at_once_and_the_next_start_redoes_it(tmp_path):
+    """A rebuild that trains for minutes (here: made to last 300 s) does not hold a SIGTERM
+    up: the server exits within seconds (it waited 60 s for the worker, then closed the
+    data under it), and the next start rebuilds."""
+    data = tmp_path / "data"
+    server = ServerProcess(data, env={"FACEBANK_DELAY_AT": "rebuild:build=300"}).start()
+    with Client(GrpcTransport(server.address)) as fb:
+        fb.enroll("obama", [SHOTS[0].path])
+        fb.update_collection("default", index="hnsw")  # flat -> hnsw: a rebuild in the background
+    deadline = time.monotonic() + 30
+    while "rebuilding collection" not in server.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "rebuilding collection" in server.log.read_text()
+    time.sleep(1)
+    started = time.monotonic()
+    assert server.stop() == 0
+    assert time.monotonic() - started < 15
+    server = ServerProcess(data).start()
+    try:
+        with Client(GrpcTransport(server.address)) as fb:
+            assert fb.search(SHOTS[1].path if SHOTS[1].identity == "obama" else SHOTS[0].path).faces[0].matches[0].identity_id == "obama"
+            deadline = time.monotonic() + 60
+            while fb.describe_collection().stats.active_index != pb.INDEX_KIND_HNSW and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert fb.describe_collection().stats.active_index == pb.INDEX_KIND_HNSW
+    finally:
+        server.stop()
