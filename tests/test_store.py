@@ -155,15 +155,20 @@ def test_orphaned_data_keys_are_shredded_at_start(tmp_path):
     s.close()
 
 
+def _auto_collection(tmp_path, n: int):
+    """A store with collection "c" (index auto) of n one-face identities, and its enrolled segment."""
+    s = open_store(tmp_path / "d")
+    s.create_collection("c", "m", DIM, 0.4, IndexSettings())
+    for i in range(n):
+        identities.enroll(s, "c", f"p{i}", "", {}, [face(i)])
+    return s, s.segments.get(1, ENROLLED)
+
+
 def test_auto_index_moves_from_flat_to_ivf_in_the_background(tmp_path, monkeypatch):
     import facebank.index.factory as factory
 
     monkeypatch.setattr(factory, "FLAT_MAX", 400)
-    s = open_store(tmp_path / "d")
-    s.create_collection("c", "m", DIM, 0.4, IndexSettings())
-    for i in range(450):
-        identities.enroll(s, "c", f"p{i}", "", {}, [face(i)])
-    seg = s.segments.get(1, ENROLLED)
+    s, seg = _auto_collection(tmp_path, 450)
     assert seg.index.kind == "flat" and s.segments.wants_rebuild(seg) == "flat->ivf"
     s.maintenance.clean_now()
     seg = s.segments.get(1, ENROLLED)
@@ -177,11 +182,7 @@ def test_auto_index_moves_to_8bit_codes_past_compress_min_and_restarts_from_its_
 
     monkeypatch.setattr(factory, "FLAT_MAX", 300)
     monkeypatch.setattr(factory, "COMPRESS_MIN", 400)
-    s = open_store(tmp_path / "d")
-    s.create_collection("c", "m", DIM, 0.4, IndexSettings())
-    for i in range(450):
-        identities.enroll(s, "c", f"p{i}", "", {}, [face(i)])
-    seg = s.segments.get(1, ENROLLED)
+    s, seg = _auto_collection(tmp_path, 450)
     assert s.segments.wants_rebuild(seg) == "flat->ivf_sq8"
     s.maintenance.clean_now()
     seg = s.segments.get(1, ENROLLED)

@@ -147,7 +147,7 @@ def test_auto_family_by_size_with_hysteresis():
     assert CPU.family_for("ivf", 10) == "flat"  # too few to train on yet
 
 
-@pytest.mark.parametrize("master_kind", ["flat", "ivf"])
+@pytest.mark.parametrize("master_kind", ["flat", "ivf", "ivf_sq8"])
 def test_gpu_mirror_follows_its_master(data, master_kind):
     """The mirror logic with FAISS's CPU cloner standing in for faiss_to_gpu."""
     import faiss
