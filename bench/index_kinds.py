@@ -67,7 +67,7 @@ def one_size(n: int, log) -> list[dict]:
         search = lambda b: index.search(b, 10, SearchParams())  # noqa: E731
         for batch, work in ((64, batches), (1, singles)):
             rows.append({**speed_row(f"facebank-{kind}", n, batch, timed(search, work, 20.0)), **common})
-        del index
+        index = None  # freed before the next kind is built
 
         raw = faiss.index_factory(x.shape[1], f"IVF{common['nlist']},{RAW[kind]}", faiss.METRIC_INNER_PRODUCT)
         started = time.perf_counter()
@@ -81,5 +81,5 @@ def one_size(n: int, log) -> list[dict]:
                       "bytes_per_face": round(len(faiss.serialize_index(raw)) / n), "score_error_max": "", "score_error_p99": ""}
         for batch, work in ((64, batches), (1, singles)):
             rows.append({**speed_row(f"faiss-{RAW[kind].lower()}", n, batch, timed(raw_search, work, 20.0)), **raw_common})
-        del raw
+        raw = None
     return rows

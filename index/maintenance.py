@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 class _Stopped(Exception):
     """The worker met stop() at a step it must not begin."""
 
+
 TICK_S = 1.0
 JOIN_S = 3.0  # at shutdown, how long to wait for the worker before leaving it mid-build (see stop)
 RESNAPSHOT_S = 15.0  # after a forget drops a snapshot, write the next one at most this often (a forget storm at 1M

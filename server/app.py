@@ -24,6 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from facebank.errors import FailedPrecondition, Reason
+from facebank.server.auth import ApiKeys
 from facebank.server.config import ServerConfig
 from facebank.server.engine import Engine
 from facebank.server.grpc_api import SERVICES, Gate, generic_handlers
