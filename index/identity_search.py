@@ -69,13 +69,15 @@ class IdentityMatches:
 @dataclass(frozen=True)
 class SearchParts:
     """What a search reads, handed in by the store: the collection's enrolled segment,
-    the owners view, identity records by iid (damaged ones left out), and the faces
-    of the identities matching a metadata filter."""
+    the owners view, identity records by iid (damaged ones left out), and what
+    restricts a filtered search, passed to `segment.search` as `allowed`: the faces of
+    the identities matching the metadata filter, or, on a search node (milvus_node.py),
+    the filter as a Milvus expression that its segment hands to Milvus."""
 
     segment: Segment
     owners: FaceOwners
     records: Callable[[set[int]], dict[int, IdentityRecord]]
-    filter_faces: Callable[[dict[str, str]], np.ndarray]
+    filter_faces: Callable[[dict[str, str]], "np.ndarray | str"]
 
 
 def search_identities(parts: SearchParts, queries: np.ndarray, top_k: int, metadata_filter: dict[str, str] | None,

@@ -65,6 +65,4 @@ def publish(store) -> bool:
                             "ef_search": rec.index_settings.ef_search, "milvus": segment.index.name})
     keys = [{"key_id": k.key_id, "role": k.role, "collections": list(k.collections), "secret_sha256": k.secret_sha256}
             for k in store.api_keys()]
-    with store.read() as t:
-        catalog_id = (t.get_meta("binding") or {}).get("catalog_id", "")
-    return target.registry.publish(entries(collections, keys, catalog_id))
+    return target.registry.publish(entries(collections, keys))

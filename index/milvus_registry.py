@@ -21,7 +21,6 @@ log = logging.getLogger(__name__)
 SUFFIX = "_registry"
 REFRESH_S = 1.0
 NAME_MAX = 512
-PRIMARY = "primary"
 
 
 def registry_name(prefix: str) -> str:
@@ -84,10 +83,10 @@ class Registry:
         return {r["name"]: r["value"] for r in rows}
 
 
-def entries(collections: list[dict], keys: list[dict], catalog_id: str) -> dict[str, dict]:
-    """The registry's content: the primary, its collections by name, its API keys by id."""
-    out = {PRIMARY: {"catalog_id": catalog_id}}
-    out.update({f"collection:{c['name']}": c for c in collections})
+def entries(collections: list[dict], keys: list[dict]) -> dict[str, dict]:
+    """The registry's content: the primary's collections by name, its API keys by id
+    (the registry's own name says whose they are)."""
+    out = {f"collection:{c['name']}": c for c in collections}
     out.update({f"key:{k['key_id']}": k for k in keys})
     return out
 

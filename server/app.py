@@ -126,12 +126,12 @@ def start(config: ServerConfig, *, engine: Engine | None = None) -> RunningServe
     try:
         keys = engine.api_keys()
         if not config.all_loopback and not keys.any():
-            if getattr(engine, "role", "primary") == "search":
+            if engine.role == "search":
                 raise FailedPrecondition(f"refusing to listen on {config.listen} without API keys: the primary has published none; "
                                          "create one on the primary (facebank keys create --role search), or listen on 127.0.0.1")
             raise FailedPrecondition(_NO_KEYS.format(listen=config.listen, data=config.data_dir))
         health_servicer = health.HealthServicer()
-        places = [] if getattr(engine, "role", "primary") == "search" else [Path(config.data_dir), config.resolved_keys_dir]
+        places = [] if engine.role == "search" else [Path(config.data_dir), config.resolved_keys_dir]
         write_health = WriteHealth(health_servicer, places)
         server.add_generic_rpc_handlers(generic_handlers(engine, Gate(keys, open_allowed=config.is_loopback()), write_health.error))
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -96,15 +96,7 @@ class ApiKeys:
         self.store.revoke_api_key(key_id)
 
     def authenticate(self, secret: str | None) -> ApiKeyRecord:
-        if not secret:
-            raise Unauthenticated("this server requires an API key: set FACEBANK_API_KEY (or send 'authorization: Bearer <key>')")
-        parts = secret.split("_")
-        rec = None
-        if len(parts) >= 3 and parts[0] == "fbk":
-            rec = self.store.api_key(parts[1])
-        if rec is None or not hmac.compare_digest(rec.secret_sha256, _digest(secret)):
-            raise Unauthenticated("the API key is not valid (revoked or mistyped); ask an admin for a new one")
-        return rec
+        return check_secret(secret, self.store.api_key)
 
     @staticmethod
     def authorize(rec: ApiKeyRecord, role: str, collection: str | None) -> None:
@@ -116,6 +108,18 @@ class ApiKeys:
             raise PermissionDenied(f"API key {rec.key_id!r} is scoped to collections {rec.collections}; this call spans every collection")
         if (collection or "default") not in rec.collections:
             raise PermissionDenied(f"API key {rec.key_id!r} may not use collection {collection or 'default'!r}")
+
+
+def check_secret(secret: str | None, lookup) -> ApiKeyRecord:
+    """The key record a secret (`fbk_<key id>_<random>`) belongs to, found by `lookup(key id)`
+    (the catalog's, or on a search node the published one), checked against its SHA-256."""
+    if not secret:
+        raise Unauthenticated("this server requires an API key: set FACEBANK_API_KEY (or send 'authorization: Bearer <key>')")
+    parts = secret.split("_")
+    rec = lookup(parts[1]) if len(parts) >= 3 and parts[0] == "fbk" else None
+    if rec is None or not hmac.compare_digest(rec.secret_sha256, _digest(secret)):
+        raise Unauthenticated("the API key is not valid (revoked or mistyped); ask an admin for a new one")
+    return rec
 
 
 def _digest(secret: str) -> str:

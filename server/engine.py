@@ -106,6 +106,8 @@ def load_embedder(config: ServerConfig, spec: ModelSpec | None = None) -> FaceEm
 
 
 class Engine:
+    role = "primary"  # a search node (search_node.SearchNode) says "search"
+
     def __init__(self, config: ServerConfig, *, embedder: FaceEmbedder | None = None) -> None:
         from facebank.server.admin import AdminService
         from facebank.server.clusters import ClustersService

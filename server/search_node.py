@@ -10,18 +10,17 @@ search code: SearchService over a store-like reader.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import threading
 
 import numpy as np
 
-from facebank.errors import FailedPrecondition, InvalidArgument, Reason, Unauthenticated
+from facebank.errors import FailedPrecondition, InvalidArgument, Reason
 from facebank.index.milvus_node import NodeReader
 from facebank.index.milvus_registry import REFRESH_S, Registry, RegistryView, find_prefix
 from facebank.index.records import ApiKeyRecord
 from facebank.server import validate
-from facebank.server.auth import ApiKeys, _digest
+from facebank.server.auth import ApiKeys, check_secret
 from facebank.server.config import ServerConfig
 from facebank.server.engine import Parts, load_embedder, method_name
 from facebank.server.faces import FacePipeline
@@ -45,12 +44,12 @@ class RegistryKeys:
         return self.view.any_key()
 
     def authenticate(self, secret: str | None) -> ApiKeyRecord:
-        if not secret:
-            raise Unauthenticated("this server requires an API key: set FACEBANK_API_KEY (or send 'authorization: Bearer <key>')")
-        parts = secret.split("_")
-        entry = self.view.key(parts[1]) if len(parts) >= 3 and parts[0] == "fbk" else None
-        if entry is None or not hmac.compare_digest(entry["secret_sha256"], _digest(secret)):
-            raise Unauthenticated("the API key is not valid (revoked or mistyped); ask an admin for a new one")
+        return check_secret(secret, self._record)
+
+    def _record(self, key_id: str) -> ApiKeyRecord | None:
+        entry = self.view.key(key_id)
+        if entry is None:
+            return None
         return ApiKeyRecord(entry["key_id"], "", entry["role"], list(entry["collections"]), entry["secret_sha256"], 0)
 
 
@@ -76,14 +75,14 @@ class SearchNode:
         configure_process()
         self.config = config
         self.target = MilvusTarget(config.vectors, prefix="")
+        self._owns_embedder = embedder is None
         try:
             prefix = find_prefix(self.target.client, config.vectors, config.primary_id)
             self.view = RegistryView(Registry(self.target.client, prefix))
+            self.embedder = embedder or load_embedder(config)
         except BaseException:
             self.target.close()
             raise
-        self._owns_embedder = embedder is None
-        self.embedder = embedder or load_embedder(config)
         self.store = NodeReader(self.target.client, self.view)
         self.parts = Parts(config, self.store, None, FacePipeline(self.embedder))
         self.search = NodeSearchService(self.parts)
