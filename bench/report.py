@@ -36,6 +36,10 @@ def targets(results: dict) -> list[dict]:
     summary = results.get("embedding_summary", {}).get("speedup_vs_naive", {})
     for name, ratio in summary.items():
         add(f"embedder throughput / naive loop ({name})", ratio, ">= 1.0", ratio >= 1.0)
+    for row in results.get("enrollment", []):
+        if "vs_plain_loop" in row:
+            add(f"`facebank enroll DIR` ({row['workers']} stream(s), crops {'on' if row['crops'] else 'off'}) / plain onnxruntime loop",
+                row["vs_plain_loop"], ">= 1.0", row["vs_plain_loop"] >= 1.0)
     forget = results.get("forget")
     if forget:
         add("forget-set rank-1 hit rate", forget["forget_rank1_hit_rate"], "== 0", forget["forget_rank1_hit_rate"] == 0)

@@ -151,6 +151,9 @@ class TableTxn:
         self.collections_changed = False
         self.api_keys_changed = False
         self._count_deltas: dict[bytes, int] = {}  # counts key -> change, written by flush_counts
+        # While a compaction copies the catalog, every row this transaction writes or
+        # deletes, as stored (the copy replays them; see Catalog.compact). None: not asked.
+        self.journal: list[tuple[str, bytes, bytes | None]] | None = None
 
     # -- generic helpers --------------------------------------------------------------
 
@@ -173,11 +176,15 @@ class TableTxn:
                 self._count(table, key, 1)
         else:
             self.txn.put(key, stored, db=self.db[table])
+        if self.journal is not None:
+            self.journal.append((table, key, stored))
 
     def _delete(self, table: str, key: bytes) -> bool:
         deleted = self.txn.delete(key, db=self.db[table])
         if deleted and table in COUNTED:
             self._count(table, key, -1)
+        if deleted and self.journal is not None:
+            self.journal.append((table, key, None))
         return deleted
 
     def _prefix(self, table: str, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:

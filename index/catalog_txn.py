@@ -376,6 +376,8 @@ class CatalogTxn(TableTxn):
     def quarantine(self, table: str, key: bytes, stored: bytes) -> None:
         """Set a damaged row aside: out of its table (so it is never read again), kept as it was."""
         self.txn.delete(key, db=self.db[table])
+        if self.journal is not None:
+            self.journal.append((table, key, None))
         self._put("quarantine", table.encode() + b"\0" + key, stored)
 
     def quarantined(self) -> list[tuple[str, bytes]]:
@@ -388,6 +390,8 @@ class CatalogTxn(TableTxn):
         a catalog written before they existed, or by an older version. One scan, at open."""
         for table in ("counts", "identity_clusters"):
             self.txn.drop(self.db[table], delete=False)
+            if self.journal is not None:
+                self.journal.append((table, None, None))   # emptied
         for table, width in COUNTED.items():
             groups: dict[bytes, int] = {}
             for key in self.txn.cursor(db=self.db[table]).iternext(keys=True, values=False):

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from facebank.index.gpu import TorchExactIndex, faiss_gpus, faiss_to_gpu, search_device, torch_cuda_available
-from facebank.index.vectors import IVF_FAMILIES, FlatIndex, HnswIndex, IvfIndex, VectorIndex
+from facebank.index.hnsw_index import HnswIndex
+from facebank.index.vectors import IVF_FAMILIES, FlatIndex, IvfIndex, VectorIndex
 
 FLAT_MAX = 50_000          # CPU: exact below this many faces
 COMPRESS_MIN = 2_000_000   # CPU: IVF lists hold 8-bit codes from this many (2M x 2 KB of float vectors = 4 GB)

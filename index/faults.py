@@ -18,7 +18,12 @@ def crash_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def delay_point(name: str) -> None:
+def delay_point(name: str, interrupt=None) -> None:
+    """Sleep at this step if asked; `interrupt()` turning true ends the sleep early
+    (the step is one that shutdown can leave)."""
     step, _, seconds = os.environ.get(DELAY_ENV, "").partition("=")
-    if step == name:
-        time.sleep(float(seconds or 0))
+    if step != name:
+        return
+    until = time.monotonic() + float(seconds or 0)
+    while time.monotonic() < until and not (interrupt and interrupt()):
+        time.sleep(min(0.1, max(0.0, until - time.monotonic())))

@@ -31,7 +31,7 @@ import numpy as np
 
 from facebank.errors import NotFound
 from facebank.index.catalog_txn import CatalogTxn
-from facebank.index.faults import CRASH_ENV, crash_point  # noqa: F401  (CRASH_ENV: the tests name it from here)
+from facebank.index.faults import CRASH_ENV, crash_point, delay_point  # noqa: F401  (CRASH_ENV: the tests name it from here)
 from facebank.index.records import ENROLLED, INGESTED, SEGMENTS, ForgetIntent
 from facebank.index.sealed_faces import now_ms
 from facebank.index.store import FaceStore
@@ -62,10 +62,11 @@ def forget_identity(store: FaceStore, maintenance, collection: str, external_id:
             if w.get_meta(PURGE_DUE) is None:
                 w.put_meta(PURGE_DUE, now_ms() + int(compact_after_s * 1000))
         crash_point("forget:after-intent")
+        delay_point("forget:after-intent")
         # Vectors in Milvus: other processes search them without this one's answer filter,
         # so the forget answers only once Milvus itself no longer returns the faces.
         remote = any(s.index.external for s in store.segments_of(coll.id))
-        counts, w = erase(store, intent, apply="now" if strict or remote else "later")
+        counts, w = erase(store, intent, apply="now" if strict or remote else "later", compact_after_s=compact_after_s)
         crash_point("forget:after-erase")
         if strict:
             maintenance.clean_now(coll.id)
@@ -121,13 +122,18 @@ def _snapshot_slots(t: CatalogTxn, cid: int) -> list[int]:
     return [current["slot"] for name in SEGMENTS if (current := t.get_meta(f"snapshot:{cid}:{name}"))]
 
 
-def erase(store: FaceStore, intent: ForgetIntent, *, apply: str = "later"):
+def erase(store: FaceStore, intent: ForgetIntent, *, apply: str = "later", compact_after_s: float = COMPACT_AFTER_FORGET_S):
     """Shred the intent's keys and erase what is left of the identity's records, in one
     unit of work. Idempotent (recovery runs it again). Returns (counts, the write)."""
     cid = intent.collection_id
     counts = {"identities": 0, "faces": 0, "embeddings": 0, "crops": 0, "data_keys": 0, "cluster_memberships": 0, "clusters": 0,
               "snapshots": 0, "image_records": 0}
     with store.write(apply=apply) as w:
+        # The erased rows linger in free pages until a compaction: one copying now, or one
+        # that ended since the intent was written, must not count this forget as compacted.
+        w.put_meta("forgets", w.get_meta("forgets", 0) + 1)
+        if w.get_meta(PURGE_DUE) is None:
+            w.put_meta(PURGE_DUE, now_ms() + int(compact_after_s * 1000))
         counts["data_keys"] = w.shred_now(intent.key_slots)
         crash_point("forget:after-shred")
         gone = set(intent.face_ids)

@@ -16,6 +16,8 @@ import threading
 import time
 from contextlib import contextmanager, nullcontext
 
+from facebank.errors import Unavailable
+from facebank.index.catalog import CompactionStopped
 from facebank.index.forget import PURGE_DUE
 from facebank.index.sealed_faces import now_ms
 from facebank.index.store import FaceStore
@@ -53,14 +55,18 @@ class Maintenance:
         """Stop the worker. A rebuild can train for minutes at millions of faces: past
         JOIN_S it is abandoned (the next start redoes it), once the worker is out of
         any step that touches the catalog, a snapshot or Milvus; it never enters one again."""
-        self._stop.set()
-        self._wake.set()
+        self.stopping()
         if self._thread is None:
             return
         self._thread.join(timeout=JOIN_S)
         if self._thread.is_alive():
             log.warning("leaving an index rebuild unfinished to shut down now; the next start does it again")
             self._catalog.acquire()
+
+    def stopping(self) -> None:
+        """Shutdown began: begin no new step, leave a compaction (see Catalog.compact)."""
+        self._stop.set()
+        self._wake.set()
 
     @contextmanager
     def _touching(self):
@@ -92,12 +98,17 @@ class Maintenance:
             self._trim()
 
     def compact(self) -> tuple[int, int]:
-        """Clean every collection, then rewrite the catalog without free pages."""
+        """Clean every collection, then rewrite the catalog without free pages. At
+        shutdown the copy is left (the catalog unchanged, the compaction still due)."""
         self.clean_now()
         with self.work_lock:
             with self.store.read() as t:
                 forgets_before = t.get_meta("forgets", 0)
-            before, after = self.store.catalog.compact()
+            try:
+                before, after = self.store.catalog.compact(stop=self._stop.is_set)
+            except CompactionStopped:
+                raise Unavailable("the server is shutting down: the compaction was left unfinished and runs again "
+                                  "after the next start (nothing was changed)") from None
             with self.store.write() as w:
                 if w.get_meta("forgets", 0) == forgets_before:  # no forget since the copy began
                     w.delete_meta(PURGE_DUE)
@@ -127,6 +138,13 @@ class Maintenance:
         with self.work_lock:
             for segment in self.store.segments.all():
                 if self.store.segments.wants_rebuild(segment):
+                    if segment.retrain_pending and segment.snapshot_seq == 0:
+                        # A forget dropped the snapshot and its faces trained this index: the
+                        # retrain takes minutes at millions of faces. A snapshot without their
+                        # vectors, marked retrain-pending, first: a restart meanwhile loads it
+                        # (and retrains) instead of rebuilding everything from the catalog.
+                        with self._touching():
+                            self.store.segments.snapshot(segment, self.store.uow.applying)
                     segment = self._rebuild(segment, self._touching)
                 lost = segment.changes_since_snapshot and segment.snapshot_seq == 0  # none (a forget dropped it)
                 if self.store.segments.due_for_snapshot(segment) or (lost and time.monotonic() - segment.last_snapshot >= RESNAPSHOT_S):
@@ -144,7 +162,12 @@ class Maintenance:
                 due = t.get_meta(PURGE_DUE)
             if due is not None and now_ms() >= due:
                 log.info("compacting the catalog (promised after a forget)")
-                self.compact()
+                try:
+                    self.compact()
+                except Unavailable:
+                    if self._stop.is_set():
+                        raise _Stopped from None
+                    raise
 
     def _rebuild(self, segment, touching=nullcontext):
         reason = self.store.segments.wants_rebuild(segment)

@@ -1,10 +1,9 @@
 """Vector indexes over unit-norm embeddings (inner product = cosine similarity).
 
 `VectorIndex` is the interface every backend implements; ids are face ids
-(int64). Exact (flat), IVF and HNSW come from FAISS on the CPU; GPU backends
-live in `gpu.py`, and `factory.py` chooses among them. HNSW cannot remove vectors, so removal there zeroes the
-stored vector, hides the id from every search (tombstone) and asks for a
-rebuild in the background.
+(int64). Exact (flat) and IVF (flat or 8-bit codes) come from FAISS on the CPU;
+HNSW lives in `hnsw_index.py`, GPU backends in `gpu.py`, and `factory.py`
+chooses among them.
 """
 
 from __future__ import annotations
@@ -20,11 +19,7 @@ from facebank.index.ivf_calibration import (  # noqa: F401
     RELEVANT_SCORE, TARGET_RECALL, calibrate_nprobe, calibration_queries, held_out_rows, keep_coverage,
 )
 
-HNSW_M = 32
 GATHER_MAX = 5000  # exact search of at most this many ids fetches their vectors (10 MB at 512-d)
-HNSW_EF_CONSTRUCTION = 200
-HNSW_EF_SEARCH = 128
-
 
 
 def tune_faiss() -> None:
@@ -69,12 +64,12 @@ class VectorIndex(ABC):
     def search_subset(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact search among `allowed` ids only (for small metadata filters)."""
         present, vectors = self.reconstruct(allowed)
-        return exact_top_k(_f32(queries), vectors, present, k)
+        return exact_top_k(as_f32(queries), vectors, present, k)
 
     def reconstruct(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(ids present, their vectors); ids not in the index are skipped."""
         keep, rows = [], []
-        for face_id in _i64(ids).tolist():
+        for face_id in as_i64(ids).tolist():
             try:
                 rows.append(self.index.reconstruct(face_id))
             except RuntimeError:  # not (yet, or any more) in the index
@@ -127,15 +122,15 @@ class FlatIndex(VectorIndex):
         self.index = faiss_index or faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        self.index.add_with_ids(_f32(vectors), _i64(ids))
+        self.index.add_with_ids(as_f32(vectors), as_i64(ids))
 
     def remove(self, ids: np.ndarray) -> int:
-        return int(self.index.remove_ids(faiss.IDSelectorBatch(_i64(ids))))
+        return int(self.index.remove_ids(faiss.IDSelectorBatch(as_i64(ids))))
 
     def search(self, queries, k, params=SearchParams()):
-        sel = _selector(params.allowed)
+        sel = selector_for(params.allowed)
         sp = faiss.SearchParameters(sel=sel) if sel is not None else None
-        return self.index.search(_f32(queries), k, params=sp)
+        return self.index.search(as_f32(queries), k, params=sp)
 
     def search_subset(self, queries, k, allowed):
         # Exact search is exact with a selector too: one pass in FAISS, no vector copied out.
@@ -171,7 +166,7 @@ class IvfIndex(VectorIndex):
         self.index = faiss_index
         if isinstance(faiss_index, faiss.IndexIVFScalarQuantizer):
             self.kind = self.family = "ivf_sq8"
-        self._training_ids = _i64(training_ids)
+        self._training_ids = as_i64(training_ids)
         self.trained_n = trained_n  # vectors in the collection when trained: nlist was sized for it
         self.default_nprobe = nprobe or default_nprobe(self.index.nlist)
         self.calibrated_recall = calibrated_recall
@@ -202,7 +197,7 @@ class IvfIndex(VectorIndex):
         # nlist_for gives 39 points per list; a retrain keeps its lists until the collection
         # shrinks 8x (then it is resized), so down to about 5 per list without FAISS's warning.
         index.cp.min_points_per_centroid = 4
-        index.train(_f32(vectors[sample]))
+        index.train(as_f32(vectors[sample]))
         if family == "ivf_sq8":
             # Every value of a unit vector lies in [-1, 1]: codes over that fixed range never
             # clip. A range learned from the sample clipped people enrolled after training
@@ -218,33 +213,33 @@ class IvfIndex(VectorIndex):
         return out
 
     def add(self, ids, vectors):
-        self.index.add_with_ids(_f32(vectors), _i64(ids))
+        self.index.add_with_ids(as_f32(vectors), as_i64(ids))
 
     def remove(self, ids):
-        ids = _i64(ids)  # the hashtable direct map removes by IDSelectorArray only
+        ids = as_i64(ids)  # the hashtable direct map removes by IDSelectorArray only
         return int(self.index.remove_ids(faiss.IDSelectorArray(len(ids), faiss.swig_ptr(ids))))
 
     def search_subset(self, queries, k, allowed):
         """Exact among `allowed`: a few thousand are fetched in one call through the
         direct map and scored; more are found by visiting every list with a selector."""
-        allowed = _i64(allowed)
+        allowed = as_i64(allowed)
         if len(allowed) <= GATHER_MAX:
             try:
                 vectors = self.index.reconstruct_batch(allowed)
             except RuntimeError:  # one not in the index yet (its change not applied): the scan below skips it
                 pass
             else:
-                return exact_top_k(_f32(queries), vectors, allowed, k)
-        sel = _selector(allowed)  # held here: the parameters point into it
+                return exact_top_k(as_f32(queries), vectors, allowed, k)
+        sel = selector_for(allowed)  # held here: the parameters point into it
         sp = faiss.SearchParametersIVF(nprobe=self.nlist, sel=sel)
-        return self.index.search(_f32(queries), k, params=sp)
+        return self.index.search(as_f32(queries), k, params=sp)
 
     def search(self, queries, k, params=SearchParams()):
         sp = faiss.SearchParametersIVF(nprobe=params.nprobe or self.default_nprobe)
-        sel = _selector(params.allowed)
+        sel = selector_for(params.allowed)
         if sel is not None:
             sp.sel = sel
-        return self.index.search(_f32(queries), k, params=sp)
+        return self.index.search(as_f32(queries), k, params=sp)
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
@@ -270,112 +265,7 @@ class IvfIndex(VectorIndex):
         return {"nprobe": self.default_nprobe, "trained_n": self.trained_n, "calibrated_recall": self.calibrated_recall}, {"faiss": faiss.serialize_index(self.index), "training_ids": self._training_ids}
 
 
-class HnswIndex(VectorIndex):
-    """A navigable small-world graph. FAISS cannot remove from it, so removal
-    zeroes the stored vector (the vector itself is gone at once) and hides the
-    id from every search (a tombstone) until a background rebuild. An id that
-    comes back before then (a face moved back to this segment) lives in a small
-    exact side index meanwhile."""
-
-    kind = family = "hnsw"
-
-    def __init__(self, dim: int, faiss_index: faiss.Index | None = None, tombstones: np.ndarray | None = None,
-                 ef_search: int = 0, side: FlatIndex | None = None) -> None:
-        super().__init__(dim)
-        if faiss_index is None:
-            inner = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-            inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-            faiss_index = faiss.IndexIDMap2(inner)
-        self.index = faiss_index
-        self._tombstones: set[int] = set(_i64(tombstones).tolist()) if tombstones is not None else set()
-        self._side = side or FlatIndex(dim)
-        self.default_ef = ef_search or HNSW_EF_SEARCH
-
-    def add(self, ids, vectors):
-        ids, vectors = _i64(ids), _f32(vectors)
-        back = np.isin(ids, self._dead())
-        if back.any():
-            self._side.add(ids[back], vectors[back])
-        if (~back).any():
-            self.index.add_with_ids(vectors[~back], ids[~back])
-
-    def remove(self, ids):
-        ids = _i64(ids)
-        removed = self._side.remove(ids)
-        all_ids = faiss.vector_to_array(self.index.id_map)
-        positions = np.nonzero(np.isin(all_ids, ids) & ~np.isin(all_ids, self._dead()))[0]
-        if len(positions):
-            inner = faiss.downcast_index(self.index.index)
-            storage = faiss.downcast_index(inner.storage)
-            xb = faiss.rev_swig_ptr(storage.get_xb(), storage.ntotal * self.dim).reshape(-1, self.dim)
-            xb[positions] = 0.0  # the vector itself is gone now; only the graph node is left
-            self._tombstones.update(all_ids[positions].tolist())
-        return removed + len(positions)
-
-    def search(self, queries, k, params=SearchParams()):
-        sp = faiss.SearchParametersHNSW(efSearch=max(params.ef_search or self.default_ef, k))
-        sel = self._selector(params.allowed)
-        if sel is not None:
-            sp.sel = sel
-        scores, labels = self.index.search(_f32(queries), k, params=sp)
-        if len(self._side) == 0:
-            return scores, labels
-        side_scores, side_labels = self._side.search(queries, min(k, len(self._side)), SearchParams(allowed=params.allowed))
-        return _merge_top_k(scores, labels, side_scores, side_labels, k)
-
-    def search_subset(self, queries, k, allowed):
-        """Exact among `allowed`: their rows of the graph's storage, scored at once
-        (positions found in one vectorised pass), plus the side index's."""
-        allowed = _i64(allowed)
-        all_ids = faiss.vector_to_array(self.index.id_map)
-        rows = np.nonzero(np.isin(all_ids, allowed) & ~np.isin(all_ids, self._dead()))[0]
-        storage = faiss.downcast_index(faiss.downcast_index(self.index.index).storage)
-        xb = faiss.rev_swig_ptr(storage.get_xb(), storage.ntotal * self.dim).reshape(-1, self.dim)
-        scores, labels = exact_top_k(_f32(queries), xb[rows], all_ids[rows].astype(np.int64), k)
-        if len(self._side) == 0:
-            return scores, labels
-        side_scores, side_labels = self._side.search(queries, min(k, len(self._side)), SearchParams(allowed=allowed))
-        return _merge_top_k(scores, labels, side_scores, side_labels, k)
-
-    def reconstruct(self, ids):
-        ids = _i64(ids)
-        main_ids, main_vectors = super().reconstruct(ids[~np.isin(ids, self._dead())])
-        side_ids, side_vectors = self._side.reconstruct(ids)
-        return np.concatenate([main_ids, side_ids]), np.concatenate([main_vectors, side_vectors])
-
-    def _dead(self) -> np.ndarray:
-        return np.fromiter(self._tombstones, np.int64, len(self._tombstones))
-
-    def _selector(self, allowed):
-        if not self._tombstones:
-            return _selector(allowed)
-        if allowed is not None:
-            return _selector(np.setdiff1d(_i64(allowed), self._dead()))
-        batch = faiss.IDSelectorBatch(self._dead())
-        sel = faiss.IDSelectorNot(batch)
-        sel.referenced = batch  # keep the inner selector alive as long as the outer one
-        return sel
-
-    def __len__(self) -> int:
-        return int(self.index.ntotal) - len(self._tombstones) + len(self._side)
-
-    def ids(self) -> np.ndarray:
-        all_ids = faiss.vector_to_array(self.index.id_map).astype(np.int64)
-        return np.concatenate([all_ids[~np.isin(all_ids, self._dead())], self._side.ids()])
-
-    @property
-    def needs_rebuild(self) -> bool:
-        return bool(self._tombstones)
-
-    def state(self):
-        return {"ef_search": self.default_ef}, {
-            "faiss": faiss.serialize_index(self.index),
-            "tombstones": self._dead(),
-            "side": faiss.serialize_index(self._side.index),
-        }
-
-
-def _merge_top_k(s1, l1, s2, l2, k):
+def merge_top_k(s1, l1, s2, l2, k):
     scores = np.concatenate([s1, s2], axis=1)
     labels = np.concatenate([l1, l2], axis=1)
     scores = np.where(labels < 0, -np.inf, scores)
@@ -414,13 +304,12 @@ def default_nprobe(nlist: int) -> int:
     return int(max(8, nlist // 32))
 
 
-
-def _selector(allowed: np.ndarray | None):
+def selector_for(allowed: np.ndarray | None):
     """A FAISS selector for these ids: a hash set while few, else a bitmap over the id
     range (built in one numpy pass; a set of 100k ids costs more than the search)."""
     if allowed is None:
         return None
-    ids = _i64(allowed)
+    ids = as_i64(allowed)
     if len(ids) <= 4096:
         return faiss.IDSelectorBatch(ids)
     bits = np.zeros(int(ids.max()) + 1, bool)
@@ -431,9 +320,9 @@ def _selector(allowed: np.ndarray | None):
     return sel
 
 
-def _f32(x) -> np.ndarray:
+def as_f32(x) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def _i64(x) -> np.ndarray:
+def as_i64(x) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.int64)

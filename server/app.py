@@ -56,6 +56,7 @@ class RunningServer:
         whole or not at all instead of failing on a closed environment.
         """
         self.health.enter_graceful_shutdown()
+        self.engine.begin_shutdown()
         if self.http is not None:
             self.http.stop(grace)
         self.server.stop(grace).wait()

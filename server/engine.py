@@ -162,6 +162,11 @@ class Engine:
                 keep_crops=self.config.keep_crops,
             )
 
+    def begin_shutdown(self) -> None:
+        """Shutdown began: long background work (a rebuild, a compaction) is left now, so
+        that the calls in flight finish within the grace period instead of waiting for it."""
+        self.maintenance.stopping()
+
     def close(self) -> None:
         stop_store(self.store, self.maintenance)
         self.parts.close()

@@ -107,6 +107,9 @@ class SearchNode:
     def api_keys(self) -> RegistryKeys:
         return self.keys
 
+    def begin_shutdown(self) -> None:
+        """Nothing long runs in the background here (see Engine.begin_shutdown)."""
+
     def close(self) -> None:
         self._stop.set()
         self._refresher.join(timeout=5)

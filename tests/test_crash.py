@@ -161,3 +161,55 @@ def test_sigterm_during_a_long_index_rebuild_exits_at_once_and_the_next_start_re
             assert fb.describe_collection().stats.active_index == pb.INDEX_KIND_HNSW
     finally:
         server.stop()
+
+
+def test_sigterm_during_a_long_compaction_exits_at_once_and_the_next_start_compacts(tmp_path, embedder):
+    """A compaction copies the whole catalog (minutes at 1M faces; here made to last
+    300 s). SIGTERM leaves it: the server exits within seconds, nothing is lost, and the
+    compaction the forget promised is still due and runs after the restart."""
+    import subprocess
+    import sys
+
+    from conftest import run_cli
+
+    data = tmp_path / "data"
+    server = ServerProcess(data, env={"FACEBANK_DELAY_AT": "compact:copy=300"}).start()
+    with Client(GrpcTransport(server.address)) as fb:
+        for shot in SHOTS[:4]:
+            fb.enroll(shot.identity, [shot.path])
+        fb.forget(SHOTS[0].identity)
+    compact = subprocess.Popen([sys.executable, "-m", "facebank", "compact"], env={**__import__("os").environ, "FACEBANK_SERVER": server.address},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    scratch = data / "catalog.compact"
+    deadline = time.monotonic() + 30
+    while not scratch.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert scratch.exists(), "the compaction did not start"
+    time.sleep(1)
+    started = time.monotonic()
+    assert server.stop() == 0
+    assert time.monotonic() - started < 15, "SIGTERM waited for the compaction"
+    _, err = compact.communicate(timeout=30)
+    assert compact.returncode != 0 and "Traceback" not in err and err.strip()
+    server = ServerProcess(data).start()
+    try:
+        with Client(GrpcTransport(server.address)) as fb:
+            kept = {s.identity for s in SHOTS[:4]} - {SHOTS[0].identity}
+            assert {i.id for i in fb.list_identities()} == kept
+        assert not scratch.exists()
+        assert run_cli("check", server=server.address).returncode == 0
+    finally:
+        server.stop()
+    from conftest import make_config
+    from facebank.index.forget import PURGE_DUE
+    from facebank.server.engine import Engine
+
+    engine = Engine(make_config(data, background=False), embedder=embedder)
+    try:
+        with engine.store.read() as t:
+            assert t.get_meta(PURGE_DUE) is not None, "the promised compaction was forgotten"
+        engine.maintenance.compact()
+        with engine.store.read() as t:
+            assert t.get_meta(PURGE_DUE) is None
+    finally:
+        engine.close()

@@ -254,3 +254,104 @@ def test_forget_removes_cluster_memberships(served, embedder):
     receipt = fb.forget("obama")
     assert receipt.removed["cluster_memberships"] == obama_cluster.size and receipt.removed["clusters"] == 1
     assert all(c.cluster_id != obama_cluster.cluster_id for c in fb.list_clusters().clusters)
+
+
+def test_a_restart_during_the_retrain_after_a_forget_starts_from_a_snapshot_without_the_identity(tmp_path, embedder, monkeypatch):
+    """Issue 23: a forget drops the collection's snapshot (its key is shredded); when the
+    forgotten faces trained the IVF, the retrain that follows takes minutes at 1M faces.
+    A snapshot without them (marked: retrain pending) is written before that retrain, so a
+    restart meanwhile loads it instead of rebuilding from the catalog, and retrains."""
+    from facebank.index import maintenance
+    from facebank.v1 import facebank_pb2 as pb
+
+    monkeypatch.setattr(maintenance, "RESNAPSHOT_S", 0.0)
+    engine = Engine(make_config(tmp_path / "data"), embedder=embedder)
+    engine.collections.create_collection(pb.CreateCollectionRequest(name="big", index=pb.IndexOptions(kind=pb.INDEX_KIND_IVF)))
+    _grow_with_synthetic_faces(engine, "big", 400)
+    engine.maintenance.clean_now()
+    cid = engine.store.collection("big").id
+    seg = engine.store.segments.get(cid, "enrolled")
+    assert seg.index.kind == "ivf"
+    with engine.store.read() as t:
+        faces = {f"synthetic-{i}": t.identity_face_ids(t.get_identity(cid, f"synthetic-{i}").iid) for i in range(400)}
+    victim = next(name for name, ids in faces.items() if np.isin(ids, seg.index.training_ids).any())
+    monkeypatch.setenv("FACEBANK_DELAY_AT", "rebuild:build=60")   # the retrain of millions of faces
+    engine.identities.forget(pb.ForgetRequest(collection="big", identity_id=victim))
+    deadline = time.monotonic() + 20
+    while not (engine.store.segments.snapshot_path(cid, "enrolled").exists() and engine.store.segments.get(cid, "enrolled").snapshot_seq):
+        assert time.monotonic() < deadline, "no snapshot while the retrain runs: a restart now rebuilds from the catalog"
+        time.sleep(0.2)
+    assert engine.store.segments.get(cid, "enrolled").retrain_pending   # written before the retrain, not after it
+    engine.close()   # leaves the retrain mid-build
+    monkeypatch.delenv("FACEBANK_DELAY_AT")
+    restarted = Engine(make_config(tmp_path / "data", background=False), embedder=embedder)
+    try:
+        seg = restarted.store.segments.get(cid, "enrolled")
+        assert seg.snapshot_seq > 0, "loaded from its snapshot, not rebuilt"
+        assert seg.retrain_pending and not np.isin(faces[victim], seg.index.ids()).any()
+        restarted.maintenance.clean_now()   # the retrain, resumed
+        seg = restarted.store.segments.get(cid, "enrolled")
+        assert not seg.retrain_pending and not np.isin(faces[victim], seg.index.training_ids).any()
+        assert len(seg.index) == 399
+    finally:
+        restarted.close()
+
+
+def test_writes_go_on_during_a_compaction_and_a_forget_meanwhile_is_compacted_again(served, monkeypatch):
+    """Issue 23: compaction (minutes at 1M faces) held every write for its whole copy.
+    Writes now go on and are replayed into the copy; a forget during the copy leaves
+    its rows in the copy's free pages, so its promise stays due and the next
+    compaction removes them."""
+    from facebank.index.catalog import scratch_dir
+    from facebank.index.forget import PURGE_DUE
+
+    fb, engine, data = served
+    enroll_everyone(fb)
+    needles = _needles(engine, "rose_leslie")
+    monkeypatch.setenv("FACEBANK_DELAY_AT", "compact:copy=8")   # a copy that takes a while
+    compacting = threading.Thread(target=fb.compact)
+    compacting.start()
+    deadline = time.monotonic() + 20
+    while not scratch_dir(engine.store.catalog.path).exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    fb.forget("rose_leslie")
+    newcomer = PEOPLE["obama"][0].path
+    fb.enroll("newcomer", [newcomer], metadata={"team": "late"})
+    assert compacting.is_alive(), "the writes waited for the compaction"
+    compacting.join(60)
+    monkeypatch.delenv("FACEBANK_DELAY_AT")
+    people = {i.id: dict(i.metadata) for i in fb.list_identities()}
+    assert people["newcomer"] == {"team": "late"} and "rose_leslie" not in people
+    with engine.store.read() as t:
+        assert t.get_meta(PURGE_DUE) is not None, "a forget during the copy was counted as compacted"
+    fb.compact()
+    files = _scan(data)
+    for needle in needles:
+        assert not [path for path, blob in files if needle in blob], needle[:40]
+    with engine.store.read() as t:
+        assert t.get_meta(PURGE_DUE) is None
+    assert fb.search(PEOPLE["obama"][1].path).faces[0].matches[0].identity_id in ("obama", "newcomer")
+
+
+def test_a_compaction_between_a_forgets_intent_and_its_erasure_does_not_count_it_as_compacted(served, monkeypatch):
+    """The rows a forget erases linger in free pages until the next compaction: one that
+    ran after the forget's intent but before its erasure has not removed them."""
+    from facebank.index.forget import PURGE_DUE
+
+    fb, engine, data = served
+    enroll_everyone(fb)
+    needles = _needles(engine, "rose_leslie")
+    monkeypatch.setenv("FACEBANK_DELAY_AT", "forget:after-intent=4")
+    forgetting = threading.Thread(target=fb.forget, args=("rose_leslie",))
+    forgetting.start()
+    time.sleep(1.5)   # the intent is written; the erasure waits
+    monkeypatch.delenv("FACEBANK_DELAY_AT")
+    fb.compact()
+    forgetting.join(30)
+    with engine.store.read() as t:
+        assert t.get_meta(PURGE_DUE) is not None, "the forget's erased rows are due for no compaction"
+    fb.compact()
+    files = _scan(data)
+    for needle in needles:
+        assert not [path for path, blob in files if needle in blob], needle[:40]

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from facebank.index.factory import GpuMirror, IndexFactory
-from facebank.index.vectors import FlatIndex, HnswIndex, IvfIndex, SearchParams, exact_top_k, nlist_for
+from facebank.index.hnsw_index import HnswIndex
+from facebank.index.vectors import FlatIndex, IvfIndex, SearchParams, exact_top_k, nlist_for
 
 CPU = IndexFactory("cpu")
 
