@@ -87,6 +87,12 @@ def _scan(root) -> list[tuple[str, bytes]]:
     return [(str(p), n) for p in root.rglob("*") if p.is_file() for n in [p.read_bytes()]]
 
 
+def _assert_no_byte_left(root, needles: list[bytes]) -> None:
+    files = _scan(root)
+    for needle in needles:
+        assert not [path for path, blob in files if needle in blob], needle[:40]
+
+
 def test_after_forget_and_compact_no_byte_of_the_data_dir_holds_it(served):
     fb, engine, data = served
     enroll_everyone(fb)
@@ -95,11 +101,9 @@ def test_after_forget_and_compact_no_byte_of_the_data_dir_holds_it(served):
     control = _needles(engine, "kit_harington")
     fb.forget("rose_leslie")
     fb.compact()
-    files = _scan(data)
-    for needle in needles:
-        assert not [path for path, blob in files if needle in blob], needle[:40]
+    _assert_no_byte_left(data, needles)
     # the scan can find things: the person still enrolled is there, sealed but named
-    assert any(control[0] in blob for _, blob in files)
+    assert any(control[0] in blob for _, blob in _scan(data))
 
 
 def test_copies_taken_before_the_forget_cannot_be_read_for_that_identity(served, tmp_path):
@@ -326,9 +330,7 @@ def test_writes_go_on_during_a_compaction_and_a_forget_meanwhile_is_compacted_ag
     with engine.store.read() as t:
         assert t.get_meta(PURGE_DUE) is not None, "a forget during the copy was counted as compacted"
     fb.compact()
-    files = _scan(data)
-    for needle in needles:
-        assert not [path for path, blob in files if needle in blob], needle[:40]
+    _assert_no_byte_left(data, needles)
     with engine.store.read() as t:
         assert t.get_meta(PURGE_DUE) is None
     assert fb.search(PEOPLE["obama"][1].path).faces[0].matches[0].identity_id in ("obama", "newcomer")
@@ -352,6 +354,4 @@ def test_a_compaction_between_a_forgets_intent_and_its_erasure_does_not_count_it
     with engine.store.read() as t:
         assert t.get_meta(PURGE_DUE) is not None, "the forget's erased rows are due for no compaction"
     fb.compact()
-    files = _scan(data)
-    for needle in needles:
-        assert not [path for path, blob in files if needle in blob], needle[:40]
+    _assert_no_byte_left(data, needles)
