@@ -145,8 +145,7 @@ class Catalog:
         scratch = scratch_dir(self.path)
         shutil.rmtree(scratch, ignore_errors=True)
         with _lmdb_errors(self.path):
-            private_dir(scratch)
-            fresh = lmdb.open(str(scratch), map_size=self.map_size, max_dbs=len(TABLES) + 2, subdir=True, lock=True, sync=True, mode=0o600)
+            fresh = self._open_scratch(scratch)
             try:
                 with self._write_gate:
                     self._journal, self._journal_bytes = [], 0
@@ -164,8 +163,7 @@ class Catalog:
                     if journal is None:   # overflowed: copy again, writers held
                         fresh.close()
                         shutil.rmtree(scratch, ignore_errors=True)
-                        private_dir(scratch)
-                        fresh = lmdb.open(str(scratch), map_size=self.map_size, max_dbs=len(TABLES) + 2, subdir=True, lock=True, sync=True, mode=0o600)
+                        fresh = self._open_scratch(scratch)
                         with self.env.begin(buffers=False) as held:
                             for name in TABLES:
                                 self._copy_table(held, name, fresh, stop)
@@ -183,6 +181,10 @@ class Catalog:
                 fresh.close()
                 shutil.rmtree(scratch, ignore_errors=True)
         return before, (self.path / DATA_FILE).stat().st_size
+
+    def _open_scratch(self, scratch: Path) -> lmdb.Environment:
+        private_dir(scratch)
+        return lmdb.open(str(scratch), map_size=self.map_size, max_dbs=len(TABLES) + 2, subdir=True, lock=True, sync=True, mode=0o600)
 
     def _copy_table(self, source: lmdb.Transaction, name: str, fresh: lmdb.Environment, stop, batch: int = 50_000) -> None:
         target = fresh.open_db(name.encode())

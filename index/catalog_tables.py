@@ -153,7 +153,7 @@ class TableTxn:
         self._count_deltas: dict[bytes, int] = {}  # counts key -> change, written by flush_counts
         # While a compaction copies the catalog, every row this transaction writes or
         # deletes, as stored (the copy replays them; see Catalog.compact). None: not asked.
-        self.journal: list[tuple[str, bytes, bytes | None]] | None = None
+        self.journal: list[tuple[str, bytes | None, bytes | None]] | None = None   # key None: table emptied
 
     # -- generic helpers --------------------------------------------------------------
 

@@ -58,7 +58,6 @@ def forget_identity(store: FaceStore, maintenance, collection: str, external_id:
         with store.write() as w:
             intent.key_slots = [rec.key_slot] + _snapshot_slots(w, coll.id)
             w.put_intent(intent)
-            w.put_meta("forgets", w.get_meta("forgets", 0) + 1)
             if w.get_meta(PURGE_DUE) is None:
                 w.put_meta(PURGE_DUE, now_ms() + int(compact_after_s * 1000))
         crash_point("forget:after-intent")

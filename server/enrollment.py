@@ -10,7 +10,7 @@ from facebank.index import identities
 from facebank.errors import FacebankError, InternalError, InvalidArgument, Reason
 from facebank.server import convert, validate
 from facebank.server.engine import Parts
-from facebank.server.faces import require_face, sha256_hex
+from facebank.server.faces import naming, require_face, sha256_hex
 from facebank.v1 import facebank_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class EnrollmentService:
                     where = p.names[n] if len(p.req.images) > 1 else "the image"
                     try:
                         if isinstance(faces, FacebankError):
-                            raise faces if len(p.req.images) == 1 else type(faces)(f"{where}: {faces.message}", reason=faces.reason)
+                            raise faces if len(p.req.images) == 1 else naming(faces, where)
                         face = require_face(faces, accept_low_quality=p.low_ok, where=where)
                         p.new_faces.append(pipeline.new_face(face, p.shas[i], p.refs[i]))
                     except FacebankError as err:

@@ -46,9 +46,7 @@ class FacePipeline:
         results = self.analyze_each(images, max_faces)
         for i, result in enumerate(results):
             if isinstance(result, FacebankError):
-                if len(images) == 1:
-                    raise result
-                raise type(result)(f"{(names or {}).get(i) or f'{label} {i + 1}'}: {result.message}", reason=result.reason)
+                raise result if len(images) == 1 else naming(result, (names or {}).get(i) or f"{label} {i + 1}")
         return results  # type: ignore[return-value]
 
     def analyze_each(self, images: list[bytes], max_faces: int = 0) -> list[list[FaceObservation] | FacebankError]:
@@ -97,6 +95,11 @@ class FacePipeline:
             quality=face.quality.to_dict(), embedding=face.embedding, image_sha256=image_sha256,
             source_ref=source_ref, model_id=self.model_id, crop=encode_crop(face.crop) if face.crop is not None else b"",
         )
+
+
+def naming(err: FacebankError, where: str) -> FacebankError:
+    """The same error, saying which of several images it is about."""
+    return type(err)(f"{where}: {err.message}", reason=err.reason)
 
 
 def require_face(faces: list[FaceObservation], *, accept_low_quality: bool, where: str = "the image") -> FaceObservation:
