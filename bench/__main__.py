@@ -12,12 +12,12 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench import accuracy, breakdown, cluster, embedding, enroll, forget, gpu, http, index_kinds, migrate, milvus, report, search, store
+from bench import accuracy, breakdown, cluster, embedding, enroll, forget, gpu, http, index_kinds, migrate, milvus, report, scale, search, store
 from bench.machine import describe
 
 SECTIONS = {"embedding": embedding, "search": search, "breakdown": breakdown, "enrollment": enroll, "forget": forget, "clustering": cluster,
             "store": store, "accuracy": accuracy, "http": http, "migration": migrate, "milvus": milvus, "gpu": gpu,
-            "kinds": index_kinds}
+            "kinds": index_kinds, "scale": scale}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--cluster-sizes", default="", help="comma-separated synthetic collection sizes for clustering (default: 100000; 10000 with --quick)")
     parser.add_argument("--migrate-sizes", default="", help="comma-separated collection sizes for migration (default: 100000; 2000 with --quick)")
     parser.add_argument("--kinds-sizes", default="", help="comma-separated gallery sizes for the index kinds (default: 1000000; 20000 with --quick)")
+    parser.add_argument("--scale-sizes", default="", help="comma-separated collection sizes for the scale section (default: 1000000; 20000 with --quick)")
     parser.add_argument("--milvus-sizes", default="", help="comma-separated collection sizes for the Milvus section (default: 100000; 20000 with --quick)")
     args = parser.parse_args()
     from facebank.server.runtime import configure_process
@@ -39,6 +40,8 @@ def main() -> None:
         search.SIZES = store.SIZES = [int(n) for n in args.search_sizes.split(",")]
     if args.milvus_sizes:
         milvus.SIZES = [int(n) for n in args.milvus_sizes.split(",")]
+    if args.scale_sizes:
+        scale.SIZES = [int(n) for n in args.scale_sizes.split(",")]
     if args.kinds_sizes:
         index_kinds.SIZES = [int(n) for n in args.kinds_sizes.split(",")]
     if args.migrate_sizes:

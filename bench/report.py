@@ -85,6 +85,10 @@ def targets(results: dict) -> list[dict]:
             ratio = round(sq8["qps"] / raw["qps"], 3)
             add(f"facebank IVF-SQ8 batch-64 QPS / raw FAISS IVF-SQ8 at n={n:,}", ratio,
                 f"reported at equal recall ({sq8['recall_at_10']} vs {raw['recall_at_10']})", True)
+    from bench.scale import targets as scale_targets
+
+    for name, value, goal, met in scale_targets(results.get("scale", [])):
+        add(name, value, goal, met)
     return out
 
 
@@ -109,7 +113,8 @@ def write(run_dir: Path, results: dict) -> None:
                        ("store_rows", "The store, before and after"), ("http", "HTTP and gRPC, same server and photos"), ("migration", "Moving a collection to another model"), ("store_clustering_rows", "Clustering passes through the store, before and after"),
                        ("milvus", "Vectors in Milvus: facebank vs pymilvus on the same collection, and facebank on FAISS"),
                        ("milvus_load", "Vectors in Milvus: bulk load"), ("index_kinds", "Index kinds: IVF-Flat and IVF-SQ8 beside raw FAISS"),
-                       ("milvus_nodes", "Search nodes over one Milvus server"), ("milvus_forget", "Vectors in Milvus: forget latency")):
+                       ("milvus_nodes", "Search nodes over one Milvus server"), ("milvus_forget", "Vectors in Milvus: forget latency"),
+                       ("scale", "A collection's life at scale: RSS (GB) per phase, starts, bytes on disk")):
         if results.get(key):
             md += [f"## {title}\n", _table(results[key])]
     if results.get("accuracy"):
@@ -136,6 +141,10 @@ def _plots(run_dir: Path, results: dict) -> None:
         from bench.accuracy import plot
 
         plot(run_dir, results["accuracy"])
+    if results.get("scale_trace"):
+        from bench.scale import plot
+
+        plot(run_dir, results["scale_trace"], plt)
     search = results.get("search", [])
     for n in sorted({r["n"] for r in search}):
         fig, ax = plt.subplots(figsize=(7, 4.5))

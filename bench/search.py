@@ -65,8 +65,8 @@ def recall_fields(search, face_ids, batches: list[np.ndarray], truth: np.ndarray
 FACES_PER_ID = 10
 
 
-def enroll_synthetic(engine, collection: str, x: np.ndarray, per_id: int = FACES_PER_ID, chunk: int = 500) -> None:
-    """x as identities "0".."n/per_id-1" of per_id faces each (face ids follow x's rows),
+def enroll_synthetic(engine, collection: str, x: np.ndarray, per_id: int = FACES_PER_ID, chunk: int = 500, first_id: int = 0) -> None:
+    """x as identities str(first_id).. of per_id faces each (face ids follow x's rows),
     enrolled in bulk transactions."""
     from facebank.index import identities
     from facebank.index.sealed_faces import NewFace
@@ -74,8 +74,8 @@ def enroll_synthetic(engine, collection: str, x: np.ndarray, per_id: int = FACES
     n_ids = len(x) // per_id
     for start in range(0, n_ids, chunk):
         entries = [
-            (str(i), "", {}, [NewFace([0, 0, 1, 1], [[0, 0]] * 5, 0.9, {"passed": True}, x[i * per_id + j], f"{i * per_id + j:064x}", "", MODEL_ID)
-                              for j in range(per_id)])
+            (str(first_id + i), "", {}, [NewFace([0, 0, 1, 1], [[0, 0]] * 5, 0.9, {"passed": True}, x[i * per_id + j],
+                                                 f"{(first_id + i) * per_id + j:064x}", "", MODEL_ID) for j in range(per_id)])
             for i in range(start, min(n_ids, start + chunk))
         ]
         identities.enroll_many(engine.store, collection, entries)

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 SUFFIX = "_registry"
 REFRESH_S = 1.0
+MISS_REFRESH_S = 0.2  # a name not in the copy re-reads the registry, at most this often
 NAME_MAX = 512
 
 
@@ -110,7 +111,13 @@ class RegistryView:
             log.warning("could not re-read the registry %s: %s", self.registry.name, self.error)
 
     def collection(self, name: str) -> dict | None:
-        return self.entries.get(f"collection:{name}")
+        """A collection the primary created since the last read is found at once (not after
+        the next periodic read): a miss re-reads the registry, at most every MISS_REFRESH_S."""
+        entry = self.entries.get(f"collection:{name}")
+        if entry is None and time.monotonic() - self.read_at >= MISS_REFRESH_S:
+            self.refresh()
+            entry = self.entries.get(f"collection:{name}")
+        return entry
 
     def collections(self) -> list[dict]:
         return [v for k, v in self.entries.items() if k.startswith("collection:")]

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 SNAPSHOT_EVERY_CHANGES = 1000
 SNAPSHOT_EVERY_SECONDS = 60.0
 EXACT_FILTER_SHARE = 50    # a metadata filter holding at most 1/50 of the faces (or 1,000) is scored exactly
+REBUILD_TRIES = 3          # a rebuild trains again at most this often for forgets that arrived during its training
 
 
 def exact_filter(allowed: int, total: int) -> bool:
@@ -101,15 +102,18 @@ class SegmentManager:
         *,
         fetch_vectors: Callable[[int, str], tuple[int, np.ndarray, np.ndarray]],
         fetch_change_vectors: Callable[[list[int]], tuple[np.ndarray, np.ndarray]],
+        removed_since: Callable[[int, int, str], np.ndarray],
         snapshot_keys,
         factory: IndexFactory | None = None,
     ) -> None:
         """fetch_vectors(cid, segment) -> (seq, ids, vectors): a consistent read of the catalog.
         fetch_change_vectors(face_ids) -> (ids, vectors) of those still present.
+        removed_since(seq, cid, segment) -> face ids the catalog's changes after `seq` removed from it.
         snapshot_keys: object with new_key(cid, seg), open_key(cid, seg, slot), commit(cid, seg, key, seq), current(cid, seg)."""
         self.snapshot_dir = private_dir(snapshot_dir)
         self._fetch_vectors = fetch_vectors
         self._fetch_change_vectors = fetch_change_vectors
+        self._removed_since = removed_since
         self._keys = snapshot_keys
         self.factory = factory or IndexFactory("cpu")
         self._segments: dict[tuple[int, str], Segment] = {}
@@ -222,8 +226,19 @@ class SegmentManager:
         with reading():  # `reading` is held while the catalog is read, not while the index is built
             seq, ids, vectors = self._fetch_vectors(segment.cid, segment.name)
         delay_point("rebuild:build")
-        return self.build_from(segment.cid, segment.name, segment.dim, segment.settings, ids, vectors, seq, segment.generation,
-                               like=index if keep else None)
+        for attempt in range(1, REBUILD_TRIES + 1):
+            # Forgets committed since the read coalesce into this build: their faces are left
+            # out before training, or (when they came during it) it trains again on what was read.
+            ids, vectors = without_rows(ids, vectors, self._removed_since(seq, segment.cid, segment.name))
+            fresh = self.build_from(segment.cid, segment.name, segment.dim, segment.settings, ids, vectors, seq, segment.generation,
+                                    like=index if keep else None)
+            delay_point("rebuild:trained")
+            if attempt == REBUILD_TRIES or not would_retrain(fresh.index, self._removed_since(seq, segment.cid, segment.name)):
+                return fresh
+            log.info("faces forgotten during the rebuild of collection %d/%s trained it: training again without them", segment.cid,
+                     segment.name)
+            fresh.index.release()
+        raise AssertionError("unreachable")
 
     def replace(self, old: Segment, fresh: Segment) -> None:
         """Swap `fresh` in for `old` (the unit of work calls this, with index writes held off)."""
@@ -285,3 +300,29 @@ def _resize_due(index: VectorIndex) -> bool:
     """An IVF whose collection drifted 4x above or 8x below the size its lists were chosen for."""
     trained = getattr(index, "trained_n", 0)
     return index.family in IVF_FAMILIES and (len(index) > 4 * trained or 8 * len(index) < trained)
+
+
+def would_retrain(index: VectorIndex, removed: np.ndarray) -> bool:
+    """Would removing these faces leave `index` wanting a retrain (as Segment.apply decides)?"""
+    if not len(removed):
+        return False
+    trained = index.training_ids
+    if len(trained) and np.isin(removed, trained).any():
+        return True
+    return index.family == "hnsw" and bool(np.isin(removed, index.ids()).any())  # a removal leaves a tombstone
+
+
+def without_rows(ids: np.ndarray, vectors: np.ndarray, removed: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """`ids` and `vectors` without the rows of `removed`, moved up in place in chunks
+    (a rebuild at millions of faces must not hold a second copy of its vectors)."""
+    if not len(removed):
+        return ids, vectors
+    kept = np.flatnonzero(~np.isin(ids, removed))
+    if len(kept) == len(ids):
+        return ids, vectors
+    if not vectors.flags.writeable:
+        return ids[kept], vectors[kept]
+    for start in range(0, len(kept), chunk):  # kept[j] >= j: each chunk is read (copied) before rows above it are written
+        rows = kept[start:start + chunk]
+        vectors[start:start + len(rows)] = vectors[rows]
+    return ids[kept], vectors[:len(kept)]

@@ -74,6 +74,7 @@ class FaceStore:
             self.data_dir / "indexes",
             fetch_vectors=self._segment_vectors,
             fetch_change_vectors=self.vectors_of,
+            removed_since=self._removed_since,
             snapshot_keys=SnapshotKeys(self.keyring, self.read, self.write),
             factory=IndexFactory(device),
         )
@@ -264,6 +265,11 @@ class FaceStore:
             coll = t.get_collection_by_id(cid)
             ids, vectors = self.open_vectors(t, t.segment_face_ids(cid, segment), coll.dim if coll else 0)
             return t.last_seq(), ids, vectors
+
+    def _removed_since(self, seq: int, cid: int, segment: str) -> np.ndarray:
+        with self.read(tolerant=True) as t:
+            return np.asarray([face for _, change in t.iter_changes(seq) if change["c"] == cid and change["s"] == segment
+                               for face in change["remove"]], np.int64)
 
     # -- search -------------------------------------------------------------------------
 

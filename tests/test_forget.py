@@ -202,14 +202,20 @@ def test_derived_structures_are_retrained_without_the_identity(served, monkeypat
     assert fb.stats().pending_retrains == 0
 
 
-def _grow_with_synthetic_faces(engine, collection, n):
+def _grow_with_synthetic_faces(engine, collection, n, identity="", seed=0):
+    """n identities of one face each, or (`identity`) one identity of n faces."""
     from facebank.index.sealed_faces import NewFace
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
+    faces = []
     for i in range(n):
         v = rng.standard_normal(512).astype(np.float32)
         v /= np.linalg.norm(v)
-        identities.enroll(engine.store, collection, f"synthetic-{i}", "", {}, [NewFace([0, 0, 1, 1], [[0, 0]] * 5, 0.9, {}, v, f"{i + 10**6:064x}", "", "scrfd500m-w600kmbf")])
+        faces.append(NewFace([0, 0, 1, 1], [[0, 0]] * 5, 0.9, {}, v, f"{i + 10**6 + seed * 10**5:064x}", "", "scrfd500m-w600kmbf"))
+        if not identity:
+            identities.enroll(engine.store, collection, f"synthetic-{i}", "", {}, faces[-1:])
+    if identity:
+        identities.enroll(engine.store, collection, identity, "", {}, faces)
 
 
 @pytest.mark.parametrize("step", ["forget:after-intent", "forget:after-shred", "forget:after-erase", "forget:after-index", "forget:after-receipt"])
@@ -355,3 +361,52 @@ def test_a_compaction_between_a_forgets_intent_and_its_erasure_does_not_count_it
         assert t.get_meta(PURGE_DUE) is not None, "the forget's erased rows are due for no compaction"
     fb.compact()
     _assert_no_byte_left(data, needles)
+
+
+@pytest.mark.parametrize("during", ["rebuild:build", "rebuild:trained"])
+def test_forgets_arriving_during_a_retrain_coalesce_into_it(tmp_path, embedder, monkeypatch, caplog, during):
+    """Issue 23: a forget arriving while a retrain ran (at 1M: 150 s, most of it reading the
+    catalog) made a second full retrain once the first ended. Its faces are now left out of
+    the retrain under way: before its training when they were read with the rest, by training
+    again on what was read (no second catalog read) when they were in the sample already."""
+    import logging
+
+    from facebank.v1 import facebank_pb2 as pb
+
+    caplog.set_level(logging.INFO, logger="facebank.index.maintenance")
+    engine = Engine(make_config(tmp_path / "data"), embedder=embedder)
+    try:
+        engine.collections.create_collection(pb.CreateCollectionRequest(name="big", index=pb.IndexOptions(kind=pb.INDEX_KIND_IVF)))
+        _grow_with_synthetic_faces(engine, "big", 400)
+        _grow_with_synthetic_faces(engine, "big", 30, identity="crowd", seed=1)  # 30 faces: some are in any training sample
+        engine.maintenance.clean_now()
+        cid = engine.store.collection("big").id
+        seg = engine.store.segments.get(cid, "enrolled")
+        assert seg.index.kind == "ivf"
+        with engine.store.read() as t:
+            faces = {name: t.identity_face_ids(t.get_identity(cid, name).iid) for name in [f"synthetic-{i}" for i in range(400)] + ["crowd"]}
+        first = next(name for name, ids in faces.items() if name != "crowd" and np.isin(ids, seg.index.training_ids).any())
+        second = "crowd"
+        monkeypatch.setenv("FACEBANK_DELAY_AT", f"{during}=5")
+        engine.identities.forget(pb.ForgetRequest(collection="big", identity_id=first))
+        deadline = time.monotonic() + 20
+        while not any("(retrain)" in r.getMessage() and "rebuilding" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, "the retrain after the forget did not start"
+            time.sleep(0.05)
+        time.sleep(1.0)  # inside the delay: the catalog was read, or the sample trained, with `second` in it
+        engine.identities.forget(pb.ForgetRequest(collection="big", identity_id=second))
+        deadline = time.monotonic() + 60
+        while engine.maintenance.pending_retrains or not any("rebuilt" in r.getMessage() and "(retrain)" in r.getMessage()
+                                                             for r in caplog.records):
+            assert time.monotonic() < deadline, "the retrain did not end"
+            time.sleep(0.2)
+        time.sleep(1.0)
+        seg = engine.store.segments.get(cid, "enrolled")
+        gone = np.concatenate([faces[first], faces[second]])
+        assert not seg.retrain_pending
+        assert not np.isin(gone, seg.index.training_ids).any() and not np.isin(gone, seg.index.ids()).any()
+        assert len(seg.index) == 430 - len(gone)
+        rebuilt = [r.getMessage() for r in caplog.records if "rebuilt" in r.getMessage() and "(retrain)" in r.getMessage()]
+        assert len(rebuilt) == 1, f"the second forget made a retrain of its own: {rebuilt}"
+    finally:
+        engine.close()

@@ -16,6 +16,8 @@ from facebank.client import Client
 from facebank.errors import FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
 from facebank.server.app import start
 from facebank.server.engine import Engine
+from facebank.index.milvus_registry import Registry
+from facebank.server import search_node
 from facebank.server.search_node import SearchNode
 from facebank.transport import GrpcTransport
 
@@ -133,7 +135,8 @@ def test_nodes_follow_the_keys_the_primary_publishes(topology):
         reader = fa.create_api_key("app", "search", collections=["default"])
         with Client(GrpcTransport(node.address, api_key=reader.secret)) as app, Client(GrpcTransport(node.address)) as anonymous:
             probe = PEOPLE["obama"][1].path
-
+            # until the primary has published the collection, the node cannot know it (NotFound): wait for that first
+            _wait_for(lambda: _check_same(True, node.engine.view.collection("default") is not None), seconds=10)
 
             def anonymous_refused():  # keys exist on the primary: once published, the node wants one too
                 with pytest.raises(Unauthenticated):
@@ -150,6 +153,24 @@ def test_nodes_follow_the_keys_the_primary_publishes(topology):
 
             _wait_for(lambda: _raises_assert(refused), seconds=10)
             assert time.monotonic() - revoked_at < 10
+
+
+@pytest.fixture
+def periodic_reads_off(monkeypatch):
+    """Request before `topology`: the node then never re-reads its registry on its own."""
+    monkeypatch.setattr(search_node, "REFRESH_S", 3600.0)
+
+
+def test_a_collection_created_on_the_primary_is_served_once_published(periodic_reads_off, topology):
+    fb, nb, _, node, prefix = topology
+    fb.create_collection("late")
+    fb.enroll("obama", [PEOPLE["obama"][0].path], collection="late")
+    published = Registry(node.engine.target.client, prefix)
+    _wait_for(lambda: _check_same(True, "collection:late" in published.read()), seconds=10)
+    match = nb.search(PEOPLE["obama"][1].path, collection="late").faces[0].matches[0]  # at once: not after a periodic read
+    assert match.identity_id == "obama"
+    with pytest.raises(NotFound, match="'nowhere' does not exist"):
+        nb.search(PEOPLE["obama"][1].path, collection="nowhere")
 
 
 def _raises_assert(fn):

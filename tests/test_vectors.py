@@ -361,3 +361,19 @@ def test_ivf_sq8_scores_stay_close_to_exact_and_take_a_quarter_of_the_memory(dat
     import faiss
 
     assert len(faiss.serialize_index(sq8.index)) <= 0.35 * len(faiss.serialize_index(flat.index))
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 65536])
+def test_rows_left_out_of_a_rebuild_in_place_match_a_plain_filter(chunk):
+    from facebank.index.segments import without_rows
+
+    rng = np.random.default_rng(7)
+    ids = rng.permutation(1000).astype(np.int64)
+    vectors = rng.standard_normal((1000, 8)).astype(np.float32)
+    removed = rng.choice(1200, 300, replace=False)
+    expected = [(i, v.copy()) for i, v in zip(ids, vectors) if i not in set(removed.tolist())]
+    got_ids, got_vectors = without_rows(ids.copy(), vectors.copy(), removed, chunk=chunk)
+    assert got_ids.tolist() == [i for i, _ in expected]
+    assert np.array_equal(got_vectors, np.stack([v for _, v in expected]))
+    same_ids, same_vectors = without_rows(ids, vectors, np.array([5000], np.int64))
+    assert same_ids is ids and same_vectors is vectors
