@@ -7,7 +7,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from facebank.index.vectors import FlatIndex, SearchParams, VectorIndex, as_f32, as_i64, exact_top_k, merge_top_k, selector_for
+from facebank.index.vectors import FaissBlob, FlatIndex, SearchParams, VectorIndex, as_f32, as_i64, exact_top_k, merge_top_k, selector_for
 
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 200
@@ -113,7 +113,7 @@ class HnswIndex(VectorIndex):
 
     def state(self):
         return {"ef_search": self.default_ef}, {
-            "faiss": faiss.serialize_index(self.index),
+            "faiss": FaissBlob(self.index),
             "tombstones": self._dead(),
-            "side": faiss.serialize_index(self._side.index),
+            "side": FaissBlob(self._side.index),
         }

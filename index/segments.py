@@ -30,9 +30,9 @@ from facebank.index.durable import private_dir
 from facebank.index.faults import delay_point
 from facebank.index.records import SEGMENTS, IndexSettings
 from facebank.index.rwlock import RWLock
-from facebank.index.snapshot import read_snapshot, write_snapshot
+from facebank.index.snapshot import read_snapshot, stage_snapshot
 from facebank.index.factory import IndexFactory
-from facebank.index.vectors import IVF_FAMILIES, SearchParams, VectorIndex
+from facebank.index.vectors import FAISS_READERS, IVF_FAMILIES, SearchParams, VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ class SegmentManager:
             return None
         try:
             key = self._keys.open_key(cid, name, current["slot"])
-            header, arrays = read_snapshot(path, key)
+            header, arrays = read_snapshot(path, key, FAISS_READERS)  # FAISS indexes built from the stream
             if header.get("seq") != current["seq"] or header.get("key_slot") != current["slot"] or header.get("dim") != dim:
                 raise DataCorruption("snapshot does not match the catalog's record of it")
             index = self.factory.restore(header["kind"], dim, header.get("info", {}), arrays)
@@ -256,14 +256,15 @@ class SegmentManager:
         """Write a new snapshot under a fresh key, then shred the previous key.
 
         `hold_writes` (the unit of work's `applying`) keeps index writers out while
-        the index is serialised; searches go on (both only read it)."""
+        the index is serialised into the file; searches go on (both only read it)."""
         with self._snapshotting:
             return self._snapshot(segment, hold_writes)
 
     def _snapshot(self, segment: Segment, hold_writes) -> bool:
         key = self._keys.new_key(segment.cid, segment.name)
+        staged = None
         try:
-            with hold_writes():
+            with hold_writes():  # the index streams into the file: held for that, not for the fsync
                 info, arrays = segment.index.state()
                 header = {
                     "kind": segment.index.stored_kind,
@@ -274,8 +275,12 @@ class SegmentManager:
                     "info": info,
                 }
                 seq = segment.applied_seq
-            write_snapshot(self.snapshot_path(segment.cid, segment.name), key, header, arrays)
+                staged = stage_snapshot(self.snapshot_path(segment.cid, segment.name), key, header, arrays)
+                del arrays
+            staged.commit()
         except BaseException:
+            if staged is not None:
+                staged.discard()
             self._keys.discard(key)
             raise
         if not self._keys.commit(segment.cid, segment.name, key, seq):

@@ -18,6 +18,7 @@ import json
 import os
 import struct
 from pathlib import Path
+from typing import Callable, Protocol, Union
 
 import numpy as np
 
@@ -30,34 +31,100 @@ CHUNK = 16 * 2**20
 _TAG_AND_NONCE = 28
 
 
-def write_snapshot(path: Path, key: DataKey, header: dict, arrays: dict[str, np.ndarray]) -> int:
-    """Write atomically (temp file, fsync, rename); returns the file size."""
-    parts = [np.ascontiguousarray(a) for a in arrays.values()]
+class Streamed(Protocol):
+    """A snapshot entry written piece by piece (a FAISS index: see vectors.FaissBlob)
+    instead of from an array that would be a second copy of it in memory."""
+
+    nbytes: int
+
+    def write_to(self, sink: Callable[[bytes], object]) -> None: ...
+
+
+Entry = Union[np.ndarray, Streamed]
+
+
+class StagedSnapshot:
+    """A snapshot written to its temp file, not yet synced nor in place."""
+
+    def __init__(self, tmp: Path, path: Path) -> None:
+        self.tmp, self.path = tmp, path
+
+    def commit(self) -> int:
+        with open(self.tmp, "rb+") as f:
+            os.fsync(f.fileno())
+            size = f.seek(0, os.SEEK_END)
+        os.replace(self.tmp, self.path)
+        fsync_dir(self.path.parent)
+        return size
+
+    def discard(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+
+
+def stage_snapshot(path: Path, key: DataKey, header: dict, arrays: dict[str, Entry]) -> StagedSnapshot:
+    """Seal the entries into `path`'s temp file, chunk by chunk as they are produced
+    (whoever holds the index still for this call need not hold it for the fsync)."""
+    parts = [a if not isinstance(a, np.ndarray) else np.ascontiguousarray(a) for a in arrays.values()]
     layout, offset = [], 0
-    for name, array in zip(arrays, parts):
-        layout.append({"name": name, "dtype": array.dtype.str, "shape": list(array.shape), "offset": offset, "nbytes": array.nbytes})
-        offset += array.nbytes
+    for name, part in zip(arrays, parts):
+        dtype, shape = (part.dtype.str, list(part.shape)) if isinstance(part, np.ndarray) else ("|u1", [part.nbytes])
+        layout.append({"name": name, "dtype": dtype, "shape": shape, "offset": offset, "nbytes": part.nbytes})
+        offset += part.nbytes
     header = {**header, "key_slot": key.slot, "arrays": layout, "payload": offset, "chunk": CHUNK}
     header_bytes = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    aad_base = hashlib.sha256(header_bytes).digest()
-    chunks = _chunk_count(offset)
     tmp = path.with_name(path.name + ".tmp")
-    digest = hashlib.sha256()
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
-        head = MAGIC + struct.pack(">I", len(header_bytes)) + header_bytes
-        digest.update(head)
-        out.write(head)
-        for i, plain in enumerate(_iter_chunks(parts, chunks)):
-            sealed = key.seal(plain, _chunk_aad(aad_base, i, chunks))
-            digest.update(sealed)
-            out.write(sealed)
-        out.write(digest.digest())
-        out.flush()
-        os.fsync(out.fileno())
-        size = out.tell()
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-    return size
+    try:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+            head = MAGIC + struct.pack(">I", len(header_bytes)) + header_bytes
+            sealer = _Sealer(out, key, hashlib.sha256(header_bytes).digest(), _chunk_count(offset))
+            sealer.digest.update(head)
+            out.write(head)
+            for entry, part in zip(layout, parts):
+                before = sealer.fed
+                if isinstance(part, np.ndarray):
+                    sealer.feed(part.reshape(-1).view(np.uint8))
+                else:
+                    part.write_to(sealer.feed)
+                if sealer.fed - before != entry["nbytes"]:
+                    raise RuntimeError(f"snapshot entry {entry['name']!r} wrote {sealer.fed - before} bytes, announced {entry['nbytes']}")
+            sealer.close()
+            out.write(sealer.digest.digest())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return StagedSnapshot(tmp, path)
+
+
+class _Sealer:
+    """Cuts what it is fed into CHUNK-sized pieces and writes each sealed."""
+
+    def __init__(self, out, key: DataKey, aad_base: bytes, chunks: int) -> None:
+        self.out, self.key, self.aad_base, self.chunks = out, key, aad_base, chunks
+        self.digest = hashlib.sha256()
+        self.buffer = bytearray()
+        self.sealed = self.fed = 0
+
+    def feed(self, data) -> None:
+        view = memoryview(data).cast("B")
+        self.fed += len(view)
+        pos = 0
+        while pos < len(view):
+            take = min(CHUNK - len(self.buffer), len(view) - pos)
+            self.buffer += view[pos : pos + take]
+            pos += take
+            if len(self.buffer) == CHUNK:
+                self._seal()
+
+    def close(self) -> None:
+        if self.buffer or self.sealed < self.chunks:
+            self._seal()
+
+    def _seal(self) -> None:
+        sealed = self.key.seal(bytes(self.buffer), _chunk_aad(self.aad_base, self.sealed, self.chunks))
+        self.digest.update(sealed)
+        self.out.write(sealed)
+        self.sealed += 1
+        self.buffer = bytearray()
 
 
 def read_header(path: Path) -> dict:
@@ -77,36 +144,95 @@ def read_header(path: Path) -> dict:
     return json.loads(header_bytes)
 
 
-def read_snapshot(path: Path, key: DataKey) -> tuple[dict, dict[str, np.ndarray]]:
-    """(header, arrays); raises DataCorruption if the file is torn, corrupt or not this key's.
+Reader = Callable[[Callable[[int], bytes]], object]
 
-    One pass: chunks are decrypted as they are read and the file checksum is
-    checked at the end, before anything is returned."""
+
+def read_snapshot(path: Path, key: DataKey, readers: dict[str, Reader] | None = None) -> tuple[dict, dict[str, object]]:
+    """(header, entries); raises DataCorruption if the file is torn, corrupt or not this key's.
+
+    One pass: chunks are decrypted as they are read (each authenticated, bound to
+    the header and its position) and the file checksum is checked at the end, before
+    anything is returned. An entry named in `readers` is not read into an array: its
+    reader consumes it from the stream (`read(n)` gives up to n bytes) and what it
+    returns stands in its place, so a FAISS index is built without a copy of its bytes."""
     size = path.stat().st_size
+    readers = readers or {}
     with open(path, "rb") as f:
         header_bytes, digest = _read_head(f, path)
         header = json.loads(header_bytes)
-        aad_base = hashlib.sha256(header_bytes).digest()
-        total = int(header["payload"])
-        chunk = int(header["chunk"])
+        total, chunk = int(header["payload"]), int(header["chunk"])
         chunks = _chunk_count(total)
         expected = f.tell() + total + chunks * _TAG_AND_NONCE + 32
         if expected != size:
             raise DataCorruption(f"snapshot {path.name} is {size} bytes, expected {expected} (torn write)")
-        payload = bytearray(total)
-        for i in range(chunks):
-            plain_len = min(chunk, total - i * chunk)
-            sealed = f.read(plain_len + _TAG_AND_NONCE)
-            digest.update(sealed)
-            payload[i * chunk : i * chunk + plain_len] = key.open(sealed, _chunk_aad(aad_base, i, chunks))
-        if f.read(32) != digest.digest():
+        stream = _Opener(f, key, hashlib.sha256(header_bytes).digest(), total, chunk, chunks, digest)
+        entries = {}
+        for entry in sorted(header["arrays"], key=lambda e: e["offset"]):
+            if entry["offset"] != stream.position:
+                raise DataCorruption(f"snapshot {path.name} has a corrupt layout")
+            reader = readers.get(entry["name"])
+            entries[entry["name"]] = stream.entry(entry, reader) if reader else \
+                np.frombuffer(stream.exactly(entry["nbytes"]), dtype=np.dtype(entry["dtype"])).reshape(entry["shape"])
+        if stream.position != total or f.read(32) != digest.digest():
             raise DataCorruption(f"snapshot {path.name} failed its checksum (torn or corrupt write)")
-    view = memoryview(payload)
-    arrays = {}
-    for entry in header["arrays"]:
-        raw = view[entry["offset"] : entry["offset"] + entry["nbytes"]]
-        arrays[entry["name"]] = np.frombuffer(raw, dtype=np.dtype(entry["dtype"])).reshape(entry["shape"])
-    return header, arrays
+    return header, entries
+
+
+class _Opener:
+    """The snapshot's plaintext, decrypted one chunk at a time as it is read."""
+
+    def __init__(self, f, key: DataKey, aad_base: bytes, total: int, chunk: int, chunks: int, digest) -> None:
+        self.f, self.key, self.aad_base, self.total, self.chunk, self.chunks, self.digest = f, key, aad_base, total, chunk, chunks, digest
+        self.next_chunk, self.plain, self.at, self.position = 0, b"", 0, 0
+
+    def read(self, n: int) -> bytes:
+        if self.at == len(self.plain):
+            if self.next_chunk == self.chunks:
+                return b""
+            plain_len = min(self.chunk, self.total - self.next_chunk * self.chunk)
+            sealed = self.f.read(plain_len + _TAG_AND_NONCE)
+            self.digest.update(sealed)
+            self.plain, self.at = self.key.open(sealed, _chunk_aad(self.aad_base, self.next_chunk, self.chunks)), 0
+            self.next_chunk += 1
+        piece = self.plain[self.at : self.at + n]
+        self.at += len(piece)
+        self.position += len(piece)
+        return piece
+
+    def exactly(self, n: int) -> bytearray:
+        out = bytearray(n)
+        filled = 0
+        while filled < n:
+            piece = self.read(n - filled)
+            if not piece:
+                raise DataCorruption("snapshot payload ends early")
+            out[filled : filled + len(piece)] = piece
+            filled += len(piece)
+        return out
+
+    def entry(self, entry: dict, reader: Reader) -> object:
+        """Run `reader` over exactly this entry's bytes; a decryption failure inside it is
+        raised as itself (not as the reader's own error about a short read)."""
+        end, failed = self.position + entry["nbytes"], []
+
+        def read(n: int) -> bytes:
+            try:
+                return self.read(min(n, end - self.position))
+            except DataCorruption as err:
+                failed.append(err)
+                return b""
+
+        try:
+            out = reader(read)
+        except Exception as err:
+            if failed:
+                raise failed[0] from None
+            raise DataCorruption(f"snapshot entry {entry['name']!r} could not be read: {err}") from None
+        if failed:
+            raise failed[0]
+        if self.position != end:
+            raise DataCorruption(f"snapshot entry {entry['name']!r} was not read to its end")
+        return out
 
 
 def _read_head(f, path: Path):
@@ -127,25 +253,6 @@ def _read_head(f, path: Path):
 
 def _chunk_count(payload: int) -> int:
     return max(1, -(-payload // CHUNK))
-
-
-def _iter_chunks(parts: list[np.ndarray], chunks: int):
-    """Yield the concatenated bytes of `parts` in CHUNK-sized pieces, without joining them."""
-    buffer = bytearray()
-    emitted = 0
-    for part in parts:
-        view = memoryview(part.reshape(-1).view(np.uint8))
-        pos = 0
-        while pos < len(view):
-            take = min(CHUNK - len(buffer), len(view) - pos)
-            buffer += view[pos : pos + take]
-            pos += take
-            if len(buffer) == CHUNK:
-                yield bytes(buffer)
-                emitted += 1
-                buffer = bytearray()
-    if emitted < chunks:
-        yield bytes(buffer)
 
 
 def _chunk_aad(base: bytes, index: int, total: int) -> bytes:

@@ -1,0 +1,102 @@
+"""Snapshot files: FAISS indexes stream into and out of their sealed chunks (no
+serialised copy in memory), in the same file layout as arrays, and any damage
+inside a streamed entry is named as such."""
+
+from __future__ import annotations
+
+import os
+
+import faiss
+import numpy as np
+import pytest
+
+from facebank.errors import DataCorruption
+from facebank.index import snapshot
+from facebank.index.keyring import DataKey
+from facebank.index.snapshot import read_header, read_snapshot, stage_snapshot
+from facebank.index.vectors import FAISS_READERS, FaissBlob, IvfIndex
+
+DIM = 32
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    monkeypatch.setattr(snapshot, "CHUNK", 4096)  # the index spans many chunks
+
+
+@pytest.fixture
+def ivf():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2000, DIM)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return IvfIndex.train(DIM, np.arange(2000, dtype=np.int64) + 7, x, nprobe=4), x
+
+
+def _write(path, key, index):
+    info, arrays = index.state()
+    staged = stage_snapshot(path, key, {"kind": index.stored_kind, "info": info}, arrays)
+    assert not path.exists()  # staged: not in place before commit
+    return staged.commit()
+
+
+def test_a_streamed_index_is_the_bytes_faiss_serialises_and_reads_back_as_the_same_index(tmp_path, small_chunks, ivf):
+    index, x = ivf
+    key, path = DataKey(os.urandom(32), 1), tmp_path / "s.snap"
+    size = _write(path, key, index)
+    assert size == path.stat().st_size and read_header(path)["kind"] == "ivf"
+    _, plain = read_snapshot(path, key)  # no readers: the entry comes back as bytes, as files written before streaming held
+    assert np.array_equal(plain["faiss"], faiss.serialize_index(index.index))
+    assert np.array_equal(plain["training_ids"], index.training_ids)
+    _, streamed = read_snapshot(path, key, FAISS_READERS)
+    restored = streamed["faiss"]
+    assert isinstance(restored, faiss.Index) and restored.ntotal == 2000
+    restored.nprobe = index.index.nprobe
+    want, got = index.index.search(x[:50], 10), restored.search(x[:50], 10)
+    assert np.array_equal(want[1], got[1]) and np.allclose(want[0], got[0])
+
+
+def test_a_blob_announces_exactly_what_it_writes(ivf):
+    index, _ = ivf
+    blob, pieces = FaissBlob(index.index), []
+    blob.write_to(pieces.append)
+    assert blob.nbytes == sum(map(len, pieces)) == len(faiss.serialize_index(index.index))
+
+
+@pytest.mark.parametrize("where", [0.3, 0.9])
+def test_damage_inside_a_streamed_entry_is_named_not_a_faiss_error(tmp_path, small_chunks, ivf, where):
+    index, _ = ivf
+    key, path = DataKey(os.urandom(32), 1), tmp_path / "s.snap"
+    _write(path, key, index)
+    raw = bytearray(path.read_bytes())
+    raw[int(len(raw) * where)] ^= 0x40
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataCorruption, match="authentication|checksum"):
+        read_snapshot(path, key, FAISS_READERS)
+    with pytest.raises(DataCorruption):
+        read_snapshot(path, DataKey(os.urandom(32), 1), FAISS_READERS)  # another key: nothing opens
+
+
+def test_a_reader_that_stops_early_or_a_torn_file_is_refused(tmp_path, small_chunks, ivf):
+    index, _ = ivf
+    key, path = DataKey(os.urandom(32), 1), tmp_path / "s.snap"
+    _write(path, key, index)
+    with pytest.raises(DataCorruption, match="not read to its end"):
+        read_snapshot(path, key, {"faiss": lambda read: read(100)})
+    path.write_bytes(path.read_bytes()[:-5000])
+    with pytest.raises(DataCorruption, match="torn"):
+        read_snapshot(path, key, FAISS_READERS)
+
+
+def test_a_failed_write_leaves_no_file(tmp_path, ivf):
+    index, _ = ivf
+
+    class Liar:
+        nbytes = 10
+
+        def write_to(self, sink):
+            sink(b"x" * 11)
+
+    path = tmp_path / "s.snap"
+    with pytest.raises(RuntimeError, match="announced 10"):
+        stage_snapshot(path, DataKey(os.urandom(32), 1), {}, {"faiss": Liar()})
+    assert list(tmp_path.iterdir()) == []
