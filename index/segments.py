@@ -37,7 +37,8 @@ from facebank.index.vectors import FAISS_READERS, IVF_FAMILIES, SearchParams, Ve
 log = logging.getLogger(__name__)
 
 SNAPSHOT_EVERY_CHANGES = 1000
-SNAPSHOT_EVERY_SECONDS = 60.0
+SNAPSHOT_EVERY_SECONDS = 60.0   # per million vectors: a snapshot at 10M faces writes 20 GB
+SNAPSHOT_SHARE = 20             # or once the changes reach 1/20 of the index: replaying them costs about what writing it does
 EXACT_FILTER_SHARE = 50    # a metadata filter holding at most 1/50 of the faces (or 1,000) is scored exactly
 REBUILD_TRIES = 3          # a rebuild trains again at most this often for forgets that arrived during its training
 
@@ -293,9 +294,21 @@ class SegmentManager:
         return True
 
     def due_for_snapshot(self, segment: Segment) -> bool:
+        """A snapshot's cost grows with the index (written whole), a start's replay with
+        the changes since the last one: both bounds scale with the index's size."""
         if segment.changes_since_snapshot == 0:
             return False
-        return segment.changes_since_snapshot >= SNAPSHOT_EVERY_CHANGES or time.monotonic() - segment.last_snapshot >= SNAPSHOT_EVERY_SECONDS
+        waited = time.monotonic() - segment.last_snapshot
+        return self.due_at_shutdown(segment) or waited >= SNAPSHOT_EVERY_SECONDS * max(1.0, len(segment.index) / 1e6)
+
+    def due_at_shutdown(self, segment: Segment) -> bool:
+        """Whether a stopping server writes this segment's snapshot: not for a few changes
+        since the last one (the next start replays them), which would hold the exit past
+        its grace at millions of faces; always when there is none (a start would rebuild)."""
+        if segment.changes_since_snapshot == 0:
+            return False
+        worth = max(SNAPSHOT_EVERY_CHANGES, len(segment.index) // SNAPSHOT_SHARE)
+        return segment.snapshot_seq == 0 or segment.changes_since_snapshot >= worth
 
     def snapshot_path(self, cid: int, name: str) -> Path:
         return self.snapshot_dir / f"{cid}.{name}.snap"

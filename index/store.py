@@ -342,7 +342,7 @@ class FaceStore:
     def close(self) -> None:
         self.uow.drain()
         for segment in self.segments.all():
-            if segment.changes_since_snapshot:
+            if self.segments.due_at_shutdown(segment):
                 try:
                     self.segments.snapshot(segment, self.uow.applying)
                 except Exception:  # the next start rebuilds from the catalog
