@@ -20,6 +20,7 @@ from facebank.errors import Unavailable
 from facebank.index.catalog import CompactionStopped
 from facebank.index.forget import PURGE_DUE
 from facebank.index.sealed_faces import now_ms
+from facebank.index.snapshot import SnapshotStopped
 from facebank.index.store import FaceStore
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ class Maintenance:
             try:
                 self._tick()
                 self.last_error = ""
-            except _Stopped:
+            except (_Stopped, SnapshotStopped):
                 return
             except Exception as err:  # keep serving; the next tick tries again, and stats show it
                 self.last_error = f"{type(err).__name__}: {err}"
@@ -144,12 +145,12 @@ class Maintenance:
                         # vectors, marked retrain-pending, first: a restart meanwhile loads it
                         # (and retrains) instead of rebuilding everything from the catalog.
                         with self._touching():
-                            self.store.segments.snapshot(segment, self.store.uow.applying)
+                            self.store.segments.snapshot(segment, self.store.uow.applying, self._stop.is_set)
                     segment = self._rebuild(segment, self._touching)
                 lost = segment.changes_since_snapshot and segment.snapshot_seq == 0  # none (a forget dropped it)
                 if self.store.segments.due_for_snapshot(segment) or (lost and time.monotonic() - segment.last_snapshot >= RESNAPSHOT_S):
                     with self._touching():
-                        self.store.segments.snapshot(segment, self.store.uow.applying)
+                        self.store.segments.snapshot(segment, self.store.uow.applying, self._stop.is_set)
             with self._touching():
                 self._trim()
         with self._touching():

@@ -253,15 +253,16 @@ class SegmentManager:
         if fresh.index is not old.index:
             old.index.release()
 
-    def snapshot(self, segment: Segment, hold_writes) -> bool:
+    def snapshot(self, segment: Segment, hold_writes, stop: Callable[[], bool] = lambda: False) -> bool:
         """Write a new snapshot under a fresh key, then shred the previous key.
 
         `hold_writes` (the unit of work's `applying`) keeps index writers out while
-        the index is serialised into the file; searches go on (both only read it)."""
+        the index is serialised into the file; searches go on (both only read it).
+        `stop()` turning true leaves it (SnapshotStopped), the previous one in place."""
         with self._snapshotting:
-            return self._snapshot(segment, hold_writes)
+            return self._snapshot(segment, hold_writes, stop)
 
-    def _snapshot(self, segment: Segment, hold_writes) -> bool:
+    def _snapshot(self, segment: Segment, hold_writes, stop: Callable[[], bool]) -> bool:
         key = self._keys.new_key(segment.cid, segment.name)
         staged = None
         try:
@@ -276,7 +277,7 @@ class SegmentManager:
                     "info": info,
                 }
                 seq = segment.applied_seq
-                staged = stage_snapshot(self.snapshot_path(segment.cid, segment.name), key, header, arrays)
+                staged = stage_snapshot(self.snapshot_path(segment.cid, segment.name), key, header, arrays, stop)
                 del arrays
             staged.commit()
         except BaseException:

@@ -24,6 +24,7 @@ import numpy as np
 
 from facebank.errors import DataCorruption
 from facebank.index.durable import fsync_dir
+from facebank.index.faults import delay_point
 from facebank.index.keyring import DataKey
 
 MAGIC = b"FBSNAP\x00\x01"
@@ -61,9 +62,15 @@ class StagedSnapshot:
         self.tmp.unlink(missing_ok=True)
 
 
-def stage_snapshot(path: Path, key: DataKey, header: dict, arrays: dict[str, Entry]) -> StagedSnapshot:
+class SnapshotStopped(Exception):
+    """`stop()` turned true while a snapshot was being written: it was left, its temp file removed."""
+
+
+def stage_snapshot(path: Path, key: DataKey, header: dict, arrays: dict[str, Entry],
+                   stop: Callable[[], bool] = lambda: False) -> StagedSnapshot:
     """Seal the entries into `path`'s temp file, chunk by chunk as they are produced
-    (whoever holds the index still for this call need not hold it for the fsync)."""
+    (whoever holds the index still for this call need not hold it for the fsync);
+    `stop()` is asked before each chunk (SnapshotStopped)."""
     parts = [a if not isinstance(a, np.ndarray) else np.ascontiguousarray(a) for a in arrays.values()]
     layout, offset = [], 0
     for name, part in zip(arrays, parts):
@@ -76,7 +83,7 @@ def stage_snapshot(path: Path, key: DataKey, header: dict, arrays: dict[str, Ent
     try:
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
             head = MAGIC + struct.pack(">I", len(header_bytes)) + header_bytes
-            sealer = _Sealer(out, key, hashlib.sha256(header_bytes).digest(), _chunk_count(offset))
+            sealer = _Sealer(out, key, hashlib.sha256(header_bytes).digest(), _chunk_count(offset), stop)
             sealer.digest.update(head)
             out.write(head)
             for entry, part in zip(layout, parts):
@@ -98,8 +105,8 @@ def stage_snapshot(path: Path, key: DataKey, header: dict, arrays: dict[str, Ent
 class _Sealer:
     """Cuts what it is fed into CHUNK-sized pieces and writes each sealed."""
 
-    def __init__(self, out, key: DataKey, aad_base: bytes, chunks: int) -> None:
-        self.out, self.key, self.aad_base, self.chunks = out, key, aad_base, chunks
+    def __init__(self, out, key: DataKey, aad_base: bytes, chunks: int, stop: Callable[[], bool]) -> None:
+        self.out, self.key, self.aad_base, self.chunks, self.stop = out, key, aad_base, chunks, stop
         self.digest = hashlib.sha256()
         self.buffer = bytearray()
         self.sealed = self.fed = 0
@@ -120,6 +127,9 @@ class _Sealer:
             self._seal()
 
     def _seal(self) -> None:
+        delay_point("snapshot:chunk", interrupt=self.stop)
+        if self.stop():
+            raise SnapshotStopped("the server is stopping: the snapshot in progress was left (the last one stays)")
         sealed = self.key.seal(bytes(self.buffer), _chunk_aad(self.aad_base, self.sealed, self.chunks))
         self.digest.update(sealed)
         self.out.write(sealed)

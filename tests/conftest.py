@@ -204,6 +204,25 @@ def run_cli(*args: str, server: str | None = None, check: bool = True, env: dict
     return result
 
 
+def synthetic_faces(engine, collection, n, identity="", seed=0):
+    """n identities of one face each, or (`identity`) one identity of n faces."""
+    import numpy as np
+
+    from facebank.index import identities
+    from facebank.index.sealed_faces import NewFace
+
+    rng = np.random.default_rng(seed)
+    faces = []
+    for i in range(n):
+        v = rng.standard_normal(512).astype(np.float32)
+        v /= np.linalg.norm(v)
+        faces.append(NewFace([0, 0, 1, 1], [[0, 0]] * 5, 0.9, {}, v, f"{i + 10**6 + seed * 10**5:064x}", "", "scrfd500m-w600kmbf"))
+        if not identity:
+            identities.enroll(engine.store, collection, f"synthetic-{i}", "", {}, faces[-1:])
+    if identity:
+        identities.enroll(engine.store, collection, identity, "", {}, faces)
+
+
 def assert_derived_tables_match(store) -> None:
     """The catalog's kept-in-step tables (per-collection counts, clusters by identity)
     equal what a scan of the records says."""

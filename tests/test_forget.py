@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ServerProcess, make_config, single_person_photos
+from conftest import ServerProcess, make_config, single_person_photos, synthetic_faces
 from facebank.index import identities
 from facebank.client import Client
 from facebank.errors import DataCorruption, NotFound
@@ -179,7 +179,7 @@ def test_derived_structures_are_retrained_without_the_identity(served, monkeypat
     seg = engine.store.segments.get(engine.store.collection("big").id, "enrolled")
     if kind == "ivf":
         assert seg.index.kind == "flat"  # too few faces to train IVF: becomes IVF once there are enough
-        _grow_with_synthetic_faces(engine, "big", 400)
+        synthetic_faces(engine, "big", 400)
         engine.maintenance.clean_now()
         seg = engine.store.segments.get(engine.store.collection("big").id, "enrolled")
         assert seg.index.kind == "ivf"
@@ -200,22 +200,6 @@ def test_derived_structures_are_retrained_without_the_identity(served, monkeypat
         remaining = set(t.segment_face_ids(seg.cid, "enrolled"))
     assert set(seg.index.training_ids.tolist()) <= remaining
     assert fb.stats().pending_retrains == 0
-
-
-def _grow_with_synthetic_faces(engine, collection, n, identity="", seed=0):
-    """n identities of one face each, or (`identity`) one identity of n faces."""
-    from facebank.index.sealed_faces import NewFace
-
-    rng = np.random.default_rng(seed)
-    faces = []
-    for i in range(n):
-        v = rng.standard_normal(512).astype(np.float32)
-        v /= np.linalg.norm(v)
-        faces.append(NewFace([0, 0, 1, 1], [[0, 0]] * 5, 0.9, {}, v, f"{i + 10**6 + seed * 10**5:064x}", "", "scrfd500m-w600kmbf"))
-        if not identity:
-            identities.enroll(engine.store, collection, f"synthetic-{i}", "", {}, faces[-1:])
-    if identity:
-        identities.enroll(engine.store, collection, identity, "", {}, faces)
 
 
 @pytest.mark.parametrize("step", ["forget:after-intent", "forget:after-shred", "forget:after-erase", "forget:after-index", "forget:after-receipt"])
@@ -277,7 +261,7 @@ def test_a_restart_during_the_retrain_after_a_forget_starts_from_a_snapshot_with
     monkeypatch.setattr(maintenance, "RESNAPSHOT_S", 0.0)
     engine = Engine(make_config(tmp_path / "data"), embedder=embedder)
     engine.collections.create_collection(pb.CreateCollectionRequest(name="big", index=pb.IndexOptions(kind=pb.INDEX_KIND_IVF)))
-    _grow_with_synthetic_faces(engine, "big", 400)
+    synthetic_faces(engine, "big", 400)
     engine.maintenance.clean_now()
     cid = engine.store.collection("big").id
     seg = engine.store.segments.get(cid, "enrolled")
@@ -377,8 +361,8 @@ def test_forgets_arriving_during_a_retrain_coalesce_into_it(tmp_path, embedder, 
     engine = Engine(make_config(tmp_path / "data"), embedder=embedder)
     try:
         engine.collections.create_collection(pb.CreateCollectionRequest(name="big", index=pb.IndexOptions(kind=pb.INDEX_KIND_IVF)))
-        _grow_with_synthetic_faces(engine, "big", 400)
-        _grow_with_synthetic_faces(engine, "big", 30, identity="crowd", seed=1)  # 30 faces: some are in any training sample
+        synthetic_faces(engine, "big", 400)
+        synthetic_faces(engine, "big", 30, identity="crowd", seed=1)  # 30 faces: some are in any training sample
         engine.maintenance.clean_now()
         cid = engine.store.collection("big").id
         seg = engine.store.segments.get(cid, "enrolled")

@@ -5,6 +5,7 @@ inside a streamed entry is named as such."""
 from __future__ import annotations
 
 import os
+import time
 
 import faiss
 import numpy as np
@@ -100,3 +101,38 @@ def test_a_failed_write_leaves_no_file(tmp_path, ivf):
     with pytest.raises(RuntimeError, match="announced 10"):
         stage_snapshot(path, DataKey(os.urandom(32), 1), {}, {"faiss": Liar()})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_closing_during_a_long_snapshot_leaves_it_and_keeps_the_last_one(tmp_path, embedder, monkeypatch):
+    """Issue 23: a snapshot is written whole (20 GB at 10M faces) and a stopping server
+    waited for the one in progress. It is now left at its next chunk: the exit is prompt,
+    the last snapshot stays in place, and the next start replays the changes since."""
+    from conftest import make_config, synthetic_faces
+    from facebank.index import segments
+    from facebank.server.engine import Engine
+
+    engine = Engine(make_config(tmp_path / "data"), embedder=embedder)
+    synthetic_faces(engine, "default", 40)
+    engine.maintenance.clean_now()
+    cid = engine.store.collection("default").id
+    path = engine.store.segments.snapshot_path(cid, "enrolled")
+    seq = read_header(path)["seq"]
+    monkeypatch.setattr(segments, "SNAPSHOT_EVERY_SECONDS", 0.0)   # the worker writes one at its next tick
+    monkeypatch.setenv("FACEBANK_DELAY_AT", "snapshot:chunk=40")  # ...and each chunk of it takes 40 s
+    synthetic_faces(engine, "default", 1, identity="late", seed=3)
+    staged = path.with_name(path.name + ".tmp")
+    deadline = time.monotonic() + 20
+    while not staged.exists():
+        assert time.monotonic() < deadline, "the worker did not start a snapshot"
+        time.sleep(0.05)
+    started = time.monotonic()
+    engine.close()
+    assert time.monotonic() - started < 15, "closing waited for the snapshot in progress"
+    monkeypatch.delenv("FACEBANK_DELAY_AT")
+    assert not staged.exists() and read_header(path)["seq"] == seq
+    restarted = Engine(make_config(tmp_path / "data", background=False), embedder=embedder)
+    try:
+        seg = restarted.store.segments.get(cid, "enrolled")
+        assert seg.snapshot_seq == seq and len(seg.index) == 41  # the snapshot, and the change since replayed
+    finally:
+        restarted.close()
