@@ -139,7 +139,7 @@ def _watch(what: str, args: list[str], log) -> dict:
     while child.poll() is None:
         try:
             anon, file = _rss_parts(child.pid)
-        except (OSError, ValueError):
+        except (OSError, ValueError, KeyError):  # gone (an exited child's status has no RSS lines)
             break
         samples.append((round(time.monotonic() - started, 2), round((anon + file) / 2**30, 3), state["phase"],
                         round(anon / 2**30, 3)))
