@@ -49,6 +49,7 @@ def measure(n: int, log=print) -> tuple[dict, list]:
     try:
         life = _watch("life", [str(tmp), str(n)], log)
         disk = {part: sum(p.stat().st_size for p in (tmp / "data" / part).glob("*") if p.is_file()) for part in ("catalog", "indexes")}
+        tables = catalog_tables(tmp / "data" / "catalog", n)
         warm = _watch("start", [str(tmp), "snapshot"], log)
         for snap in (tmp / "data" / "indexes").glob("*.snap"):
             snap.unlink()
@@ -64,6 +65,7 @@ def measure(n: int, log=print) -> tuple[dict, list]:
            "retrain_s": life["phases"]["retrain"]["seconds"], "compaction_s": life["phases"]["compaction"]["seconds"],
            "forget_p50_ms": life["result"]["forget_p50_ms"], "forget_p99_ms": life["result"]["forget_p99_ms"],
            "catalog_bytes_per_face": round(disk["catalog"] / n), "snapshot_bytes_per_face": round(disk["indexes"] / n),
+           "catalog_tables_bytes_per_face": tables,
            "start_snapshot_s": warm["result"]["first_search_s"], "start_snapshot_steady_gb": warm["phases"]["settled"]["median_gb"],
            "start_snapshot_steady_anon_gb": warm["phases"]["settled"]["median_anon_gb"],
            "start_snapshot_peak_gb": warm["peak_gb"], "start_snapshot_peak_anon_gb": warm["peak_anon_gb"],
@@ -75,6 +77,24 @@ def measure(n: int, log=print) -> tuple[dict, list]:
     trace = [("life", *s) for s in life["samples"]] + [("start-snapshot", *s) for s in warm["samples"]] + \
         [("start-rebuild", *s) for s in cold["samples"]]
     return row, trace
+
+
+def catalog_tables(catalog: Path, n: int) -> dict[str, int]:
+    """Bytes per face of each LMDB table (its pages: leaf, branch, overflow), largest first."""
+    import lmdb
+
+    env = lmdb.open(str(catalog), readonly=True, lock=False, max_dbs=128)
+    out = {}
+    try:
+        with env.begin() as t:
+            for name in [k for k, _ in t.cursor()]:
+                st = t.stat(env.open_db(name, txn=t, create=False))
+                pages = st["leaf_pages"] + st["branch_pages"] + st["overflow_pages"]
+                if pages:
+                    out[name.decode()] = round(pages * st["psize"] / n)
+    finally:
+        env.close()
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def targets(rows: list[dict]) -> list[tuple[str, object, str, bool]]:
@@ -144,6 +164,7 @@ def _watch(what: str, args: list[str], log) -> dict:
         samples.append((round(time.monotonic() - started, 2), round((anon + file) / 2**30, 3), state["phase"],
                         round(anon / 2**30, 3)))
         time.sleep(SAMPLE_S)
+    child.wait()
     reader.join(timeout=10)
     if child.returncode != 0 or state["result"] is None:
         raise RuntimeError(f"bench.scale {what} {args} failed with exit status {child.returncode}")
