@@ -5,8 +5,9 @@ chunk: never the whole set at once), builds the index, settles, takes 20 forgets
 with batch-64 searches running, retrains, compacts and settles again; two more
 children start on that data directory, from the snapshot and without it (every
 index rebuilt from the catalog), each up to its first correct search. The parent
-samples each child's RSS every 0.25 s, so peaks are seen as they happen, and
-reports per phase the peak against the steady RSS of the settled server.
+samples each child's RSS (anonymous and file-backed apart) every 0.25 s, so peaks
+are seen as they happen, and reports per phase the peak against the steady memory
+of a server started from its snapshot.
 
     python -m bench --only scale --scale-sizes 1000000
 """
@@ -98,16 +99,18 @@ def catalog_tables(catalog: Path, n: int) -> dict[str, int]:
 
 
 def targets(rows: list[dict]) -> list[tuple[str, object, str, bool]]:
+    """Peaks against the steady memory of a server started from its snapshot (serving
+    the collection, nothing else resident), as RSS and as anonymous memory alone."""
     out = []
     for r in rows:
-        n, steady = r["faces"], r["steady_gb"]
+        n, steady, steady_anon = r["faces"], r["start_snapshot_steady_gb"], r["start_snapshot_steady_anon_gb"]
         for phase in PHASES:
             ratio = round(r[f"peak_{phase}_gb"] / steady, 2)
-            anon = round(r[f"peak_{phase}_anon_gb"] / r["steady_anon_gb"], 2)
-            out.append((f"peak RSS during {phase} / steady, {n:,} faces", ratio, f"<= {PEAK_GOAL} (anonymous memory alone: {anon})",
-                        ratio <= PEAK_GOAL))
-        ratio = round(r["start_rebuild_steady_gb"] / r["start_snapshot_steady_gb"], 2)
-        anon = round(r["start_rebuild_steady_anon_gb"] / r["start_snapshot_steady_anon_gb"], 2)
+            anon = round(r[f"peak_{phase}_anon_gb"] / steady_anon, 2)
+            out.append((f"peak RSS during {phase} / steady RSS from a snapshot start, {n:,} faces", ratio,
+                        f"<= {PEAK_GOAL} (anonymous memory alone: {anon})", ratio <= PEAK_GOAL))
+        ratio = round(r["start_rebuild_steady_gb"] / steady, 2)
+        anon = round(r["start_rebuild_steady_anon_gb"] / steady_anon, 2)
         out.append((f"steady RSS after a start without a snapshot / with one, {n:,} faces", ratio,
                     f"<= 1.1 (anonymous memory alone: {anon})", ratio <= 1.1))
         out.append((f"start from the snapshot to the first correct search, {n:,} faces (s)", r["start_snapshot_s"],

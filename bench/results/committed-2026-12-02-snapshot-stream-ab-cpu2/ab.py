@@ -8,14 +8,13 @@ by faiss.deserialize_index, as that commit's factory did; after: this checkout's
 stage_snapshot + FaissBlob, and read_snapshot with FAISS_READERS. Each write and
 each read runs in its own process, in turn (before, after; 2 rounds), and reports
 its RSS before the step (the index loaded, or nothing yet), its peak during it
-(ru_maxrss), and after it."""
+(VmHWM), and after it."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,10 @@ def rss_gb() -> float:
 
 
 def peak_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    """This process's high-water RSS (VmHWM: its own memory map's, unlike ru_maxrss,
+    which after fork and exec keeps the forking parent's peak)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2**20
 
 
 def before_module():
