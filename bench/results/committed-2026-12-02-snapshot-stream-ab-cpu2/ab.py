@@ -2,7 +2,7 @@
 
     python bench/results/committed-2026-12-02-snapshot-stream-ab-cpu2/ab.py [N]
 
-before: index/snapshot.py of 796e879 (kept here as snapshot_before.py) with the
+before: index/snapshot.py of 796e879 (read from git history) with the
 entry made as that commit made it (faiss.serialize_index), and its read followed
 by faiss.deserialize_index, as that commit's factory did; after: this checkout's
 stage_snapshot + FaissBlob, and read_snapshot with FAISS_READERS. Each write and
@@ -39,8 +39,15 @@ def peak_gb() -> float:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2**20
 
 
+BEFORE = "796e879"
+
+
 def before_module():
-    spec = importlib.util.spec_from_file_location("snapshot_before", HERE / "snapshot_before.py")
+    """index/snapshot.py as it was at BEFORE, read from git history."""
+    source = subprocess.run(["git", "show", f"{BEFORE}:index/snapshot.py"], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    path = Path(tempfile.mkdtemp(prefix="fb-snap-before-")) / "snapshot_before.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("snapshot_before", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
