@@ -13,7 +13,7 @@ import numpy as np
 
 from facebank.index.gpu import TorchExactIndex, faiss_gpus, faiss_to_gpu, search_device, torch_cuda_available
 from facebank.index.hnsw_index import HnswIndex
-from facebank.index.vectors import IVF_FAMILIES, FlatIndex, IvfIndex, VectorIndex, as_faiss
+from facebank.index.vectors import IVF_FAMILIES, FlatIndex, IvfIndex, VectorIndex
 
 FLAT_MAX = 50_000          # CPU: exact below this many faces
 COMPRESS_MIN = 2_000_000   # CPU: IVF lists hold 8-bit codes from this many (2M x 2 KB of float vectors = 4 GB)
@@ -69,7 +69,8 @@ class IndexFactory:
         return index
 
     def restore(self, kind: str, dim: int, info: dict, arrays: dict) -> VectorIndex:
-        """An index from a snapshot, placed on this machine's device."""
+        """An index from a snapshot, placed on this machine's device (its FAISS entries
+        already built from the stream: read_snapshot with vectors.FAISS_READERS)."""
         import faiss
 
         if (kind == "milvus") != (self.milvus is not None):
@@ -83,15 +84,15 @@ class IndexFactory:
             index.add(arrays["ids"], arrays["vectors"])
             return index
         if kind == "flat":
-            index = FlatIndex(dim, as_faiss(arrays["faiss"]))
+            index = FlatIndex(dim, arrays["faiss"])
         elif kind in IVF_FAMILIES:
-            raw = as_faiss(arrays["faiss"])
+            raw = arrays["faiss"]
             raw.set_direct_map_type(faiss.DirectMap.Hashtable)
             index = IvfIndex(dim, raw, arrays.get("training_ids", np.zeros(0, np.int64)), trained_n=int(info.get("trained_n", raw.ntotal)),
                              nprobe=info.get("nprobe", 0), calibrated_recall=float(info.get("calibrated_recall", 0.0)))
         elif kind == "hnsw":
-            side = FlatIndex(dim, as_faiss(arrays["side"])) if "side" in arrays else None
-            return HnswIndex(dim, as_faiss(arrays["faiss"]), arrays.get("tombstones"), info.get("ef_search", 0), side)
+            side = FlatIndex(dim, arrays["side"]) if "side" in arrays else None
+            return HnswIndex(dim, arrays["faiss"], arrays.get("tombstones"), info.get("ef_search", 0), side)
         else:
             raise ValueError(f"unknown index kind {kind!r}")
         return GpuMirror(index, faiss_to_gpu) if self.device == "cuda" and faiss_gpus() else index

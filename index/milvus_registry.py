@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 
 from facebank.errors import FailedPrecondition, Reason
@@ -100,6 +101,7 @@ class RegistryView:
         self.entries = registry.read()
         self.read_at = time.monotonic()
         self.error = ""
+        self._miss = threading.Lock()
 
     def refresh(self) -> None:
         try:
@@ -114,8 +116,10 @@ class RegistryView:
         """A collection the primary created since the last read is found at once (not after
         the next periodic read): a miss re-reads the registry, at most every MISS_REFRESH_S."""
         entry = self.entries.get(f"collection:{name}")
-        if entry is None and time.monotonic() - self.read_at >= MISS_REFRESH_S:
-            self.refresh()
+        if entry is None:
+            with self._miss:  # misses arriving together read it once
+                if time.monotonic() - self.read_at >= MISS_REFRESH_S:
+                    self.refresh()
             entry = self.entries.get(f"collection:{name}")
         return entry
 

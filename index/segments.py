@@ -81,8 +81,7 @@ class Segment:
         with self.lock.write():
             removed = 0
             if len(remove_ids):
-                trained = self.index.training_ids
-                if len(trained) and np.isin(remove_ids, trained).any():
+                if would_retrain(self.index, remove_ids):
                     self.retrain_pending = True
                 removed = self.index.remove(remove_ids)
                 if self.index.needs_rebuild:
@@ -227,14 +226,16 @@ class SegmentManager:
         with reading():  # `reading` is held while the catalog is read, not while the index is built
             seq, ids, vectors = self._fetch_vectors(segment.cid, segment.name)
         delay_point("rebuild:build")
+        removed = self._removed_since(seq, segment.cid, segment.name)
         for attempt in range(1, REBUILD_TRIES + 1):
             # Forgets committed since the read coalesce into this build: their faces are left
             # out before training, or (when they came during it) it trains again on what was read.
-            ids, vectors = without_rows(ids, vectors, self._removed_since(seq, segment.cid, segment.name))
+            ids, vectors = without_rows(ids, vectors, removed)
             fresh = self.build_from(segment.cid, segment.name, segment.dim, segment.settings, ids, vectors, seq, segment.generation,
                                     like=index if keep else None)
             delay_point("rebuild:trained")
-            if attempt == REBUILD_TRIES or not would_retrain(fresh.index, self._removed_since(seq, segment.cid, segment.name)):
+            removed = self._removed_since(seq, segment.cid, segment.name)
+            if attempt == REBUILD_TRIES or not would_retrain(fresh.index, removed):
                 return fresh
             log.info("faces forgotten during the rebuild of collection %d/%s trained it: training again without them", segment.cid,
                      segment.name)
@@ -322,7 +323,8 @@ def _resize_due(index: VectorIndex) -> bool:
 
 
 def would_retrain(index: VectorIndex, removed: np.ndarray) -> bool:
-    """Would removing these faces leave `index` wanting a retrain (as Segment.apply decides)?"""
+    """Would removing these faces leave `index` wanting a retrain? (Segment.apply's rule, and
+    a rebuild's, for forgets that came while it trained.)"""
     if not len(removed):
         return False
     trained = index.training_ids

@@ -34,7 +34,9 @@ def tune_faiss() -> None:
 class FaissBlob:
     """A FAISS index as a snapshot entry, serialised straight into the snapshot's
     sealed chunks (snapshot.Streamed): faiss.serialize_index grows a buffer of the
-    whole index and copies it again, up to three copies at the peak of a snapshot."""
+    whole index and copies it again, up to three copies at the peak of a snapshot.
+    The price: the index is serialised twice, once only to count its bytes (the
+    header, which every chunk's seal binds, states the size first)."""
 
     def __init__(self, index: faiss.Index) -> None:
         self.index = index
@@ -51,15 +53,6 @@ class FaissBlob:
 def read_faiss(read) -> faiss.Index:
     """A FAISS index from a snapshot stream (`read(n)`: up to n bytes), with no copy of its bytes."""
     return faiss.read_index(faiss.PyCallbackIOReader(read))
-
-
-def as_faiss(entry) -> faiss.Index:
-    """A snapshot entry as a FAISS index: read from the stream, serialised bytes, or (in memory) a blob."""
-    if isinstance(entry, FaissBlob):
-        return faiss.clone_index(entry.index)
-    if isinstance(entry, np.ndarray):
-        return faiss.deserialize_index(entry)
-    return entry
 
 
 FAISS_READERS = {"faiss": read_faiss, "side": read_faiss}  # the entries a snapshot streams into FAISS

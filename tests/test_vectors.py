@@ -16,8 +16,19 @@ def build_index(kind, dim, ids, x):
     return CPU.build(kind, dim, ids, x)
 
 
-def restore_index(kind, dim, info, arrays):
-    return CPU.restore(kind, dim, info, arrays)
+def restore_index(index, tmp_path):
+    """`index` through a real snapshot file (sealed, streamed) and back, as a start reads it."""
+    import os
+
+    from facebank.index.keyring import DataKey
+    from facebank.index.snapshot import read_snapshot, stage_snapshot
+    from facebank.index.vectors import FAISS_READERS
+
+    info, arrays = index.state()
+    key, path = DataKey(os.urandom(32), 1), tmp_path / "index.snap"
+    stage_snapshot(path, key, {}, arrays).commit()
+    _, entries = read_snapshot(path, key, FAISS_READERS)
+    return CPU.restore(index.stored_kind, index.dim, info, entries)
 
 DIM = 64
 
@@ -72,12 +83,11 @@ def test_removed_ids_never_come_back(data, kind):
 
 
 @pytest.mark.parametrize("kind", ["flat", "ivf", "ivf_sq8", "hnsw"])
-def test_snapshot_state_round_trips(data, kind):
+def test_snapshot_state_round_trips(data, kind, tmp_path):
     ids, x, queries, _ = data
     index = build_index(kind, DIM, ids, x)
     index.remove(ids[:5])
-    info, arrays = index.state()
-    restored = restore_index(kind, DIM, info, arrays)
+    restored = restore_index(index, tmp_path)
     a, b = index.search(queries, 10), restored.search(queries, 10)
     assert np.array_equal(a[1], b[1]) and np.allclose(a[0], b[0])
     assert len(restored) == len(index)
