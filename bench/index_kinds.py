@@ -38,6 +38,7 @@ def one_size(n: int, log) -> list[dict]:
     import faiss
 
     from facebank.index.factory import IndexFactory
+    from facebank.index.vector_source import VectorSource
     from facebank.index.vectors import SearchParams
 
     people = n // PER_ID
@@ -54,7 +55,7 @@ def one_size(n: int, log) -> list[dict]:
     for kind in KINDS:
         log(f"index kinds: {kind} at {n:,}")
         started = time.perf_counter()
-        index = IndexFactory("cpu").build(kind, x.shape[1], ids[:first], x[:first])
+        index = IndexFactory("cpu").build(kind, x.shape[1], VectorSource.of(ids[:first], x[:first]))
         build_s = time.perf_counter() - started
         index.add(ids[first:], x[first:])
         found_scores, found = index.search(q, 10)

@@ -13,6 +13,7 @@ import numpy as np
 
 from facebank.index.gpu import TorchExactIndex, faiss_gpus, faiss_to_gpu, search_device, torch_cuda_available
 from facebank.index.hnsw_index import HnswIndex
+from facebank.index.vector_source import VectorSource
 from facebank.index.vectors import IVF_FAMILIES, FlatIndex, IvfIndex, VectorIndex
 
 FLAT_MAX = 50_000          # CPU: exact below this many faces
@@ -45,16 +46,15 @@ class IndexFactory:
             return "flat"
         return "ivf_sq8" if n >= COMPRESS_MIN else "ivf"
 
-    def build(self, family: str, dim: int, ids: np.ndarray, vectors: np.ndarray, *, nprobe: int = 0, ef_search: int = 0,
+    def build(self, family: str, dim: int, source: VectorSource, *, nprobe: int = 0, ef_search: int = 0,
               like: VectorIndex | None = None, place: tuple[int, str] = (0, "")) -> VectorIndex:
-        """`like`: the IVF index a retrain replaces (see IvfIndex.train); `place`: (collection id, segment)."""
-        ids = np.ascontiguousarray(ids, np.int64)
-        vectors = np.ascontiguousarray(vectors, np.float32).reshape(-1, dim)
+        """An index of `family` over the source's faces, added chunk by chunk.
+        `like`: the IVF index a retrain replaces (see IvfIndex.train); `place`: (collection id, segment)."""
         if family == "milvus":
-            return self.milvus.build(*place, dim, ids, vectors)
-        if family in IVF_FAMILIES and len(ids) >= MIN_IVF:
+            return self.milvus.build(*place, dim, source)
+        if family in IVF_FAMILIES and len(source) >= MIN_IVF:
             like = getattr(like, "master", like)  # a GPU mirror's CPU master holds the centroids
-            index: VectorIndex = IvfIndex.train(dim, ids, vectors, nprobe=nprobe, like=like, family=family)
+            index: VectorIndex = IvfIndex.train(dim, source, nprobe=nprobe, like=like, family=family)
             return GpuMirror(index, faiss_to_gpu) if self.device == "cuda" and faiss_gpus() else index
         if family == "hnsw":
             index = HnswIndex(dim, ef_search=ef_search)
@@ -64,7 +64,7 @@ class IndexFactory:
             index = TorchExactIndex(dim, device="cuda")
         else:
             index = FlatIndex(dim)
-        if len(ids):
+        for ids, vectors in source.chunks():
             index.add(ids, vectors)
         return index
 

@@ -3,7 +3,7 @@ for a retrain that replaces an index, so that nobody is searched worse than befo
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Callable, Protocol
 
 import faiss
 import numpy as np
@@ -24,49 +24,67 @@ def _f32(x) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def _relevant(ids: np.ndarray, vectors: np.ndarray, picks: np.ndarray) -> list[set[int]]:
-    """For each picked face: its exact top-10 others scoring at least RELEVANT_SCORE."""
-    sims, rows = faiss.knn(_f32(vectors[picks]), _f32(vectors), 11, metric=faiss.METRIC_INNER_PRODUCT)
-    relevant = []
-    for me, r, s in zip(ids[picks].tolist(), rows, sims):
-        found = ids[r[(r >= 0) & (s >= RELEVANT_SCORE)]].tolist()
-        relevant.append(set([i for i in found if i != me][:10]))
-    return relevant
+class NearestOthers:
+    """Each query face's exact top-11 by inner product among the vectors fed to it,
+    chunk by chunk (merged as a sharded search merges): the calibration's ground truth,
+    streamed over the collection while a build adds it, never all of it at once."""
+
+    K = 11  # itself and ten others
+
+    def __init__(self, query_ids: np.ndarray, queries: np.ndarray) -> None:
+        self.query_ids = np.asarray(query_ids, np.int64)
+        self.queries = _f32(queries)
+        self.scores = np.full((len(self.query_ids), self.K), -np.inf, np.float32)
+        self.ids = np.full((len(self.query_ids), self.K), -1, np.int64)
+
+    def feed(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if not len(ids) or not len(self.query_ids):
+            return
+        sims, rows = faiss.knn(self.queries, _f32(vectors), min(self.K, len(ids)), metric=faiss.METRIC_INNER_PRODUCT)
+        found = np.where(rows >= 0, np.asarray(ids, np.int64)[np.maximum(rows, 0)], -1)
+        sims = np.where(rows >= 0, sims, -np.inf)
+        scores = np.concatenate([self.scores, sims], axis=1)
+        labels = np.concatenate([self.ids, found], axis=1)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :self.K]
+        self.scores = np.take_along_axis(scores, order, axis=1)
+        self.ids = np.take_along_axis(labels, order, axis=1)
+
+    def relevant(self) -> list[set[int]]:
+        """For each query: its top-10 others scoring at least RELEVANT_SCORE (the faces that matter to it)."""
+        out = []
+        for me, found, sims in zip(self.query_ids.tolist(), self.ids, self.scores):
+            keep = [i for i in found[(found >= 0) & (sims >= RELEVANT_SCORE)].tolist() if i != me]
+            out.append(set(keep[:10]))
+        return out
 
 
-def calibration_queries(ids: np.ndarray, vectors: np.ndarray, rng: np.random.Generator, queries: int = 256) -> tuple[np.ndarray, list[set[int]]]:
-    """Rows of the faces that will query the calibration, and for each the ids of the
-    faces that matter to it (its exact top-10 others scoring at least RELEVANT_SCORE)."""
-    picks = rng.choice(len(ids), size=min(queries, len(ids)), replace=False)
-    return picks, _relevant(np.asarray(ids), vectors, picks)
+def relevant_in_sample(queries: np.ndarray, sample: np.ndarray) -> np.ndarray:
+    """Rows of `sample` (which holds none of the queries) that are among a query's top-10
+    there scoring at least RELEVANT_SCORE. Those kept out of k-means include every face
+    that matters to a query (its global top-10 others, see NearestOthers) that is in the
+    sample: a face in the global top-10 is in the top-10 of any subset holding it."""
+    if not len(queries) or not len(sample):
+        return np.zeros(0, np.int64)
+    sims, rows = faiss.knn(_f32(queries), _f32(sample), min(10, len(sample)), metric=faiss.METRIC_INNER_PRODUCT)
+    return np.unique(rows[(rows >= 0) & (sims >= RELEVANT_SCORE)])
 
 
-def held_out_rows(ids: np.ndarray, picks: np.ndarray, relevant: list[set[int]]) -> np.ndarray:
-    """The calibration's queries and the faces that matter to them: kept out of k-means,
-    so that they stand for people the centroids never saw."""
-    wanted = set().union(*relevant) if relevant else set()
-    return np.union1d(picks, np.flatnonzero(np.isin(np.asarray(ids), np.fromiter(wanted, np.int64, len(wanted)))))
-
-
-def calibrate_nprobe(index: TrainedIvf, ids: np.ndarray, vectors: np.ndarray, target: float, rng: np.random.Generator,
-                     queries: int = 256, held_out: tuple[np.ndarray, list[set[int]]] | None = None) -> tuple[int, float]:
+def calibrate_nprobe(index: TrainedIvf, queries: np.ndarray, relevant: list[set[int]], target: float) -> tuple[int, float]:
     """The smallest nprobe (doubling from nlist/64, then bisection) that finds `target` of the faces
     that matter, measured on the collection itself.
 
     Queries stand in for new photos: faces of the collection itself, each looking
-    for the others (leave one out). The faces that matter for each query are its
-    exact top-10 others scoring at least RELEVANT_SCORE (a match or a near miss;
-    far impostors are noise for identification). `held_out` (calibration_queries,
-    from IvfIndex.train): queries that were kept out of k-means with the faces
-    that matter to them, so they measure people the centroids never saw, as most
-    people enrolled after a training are. Measured on trained people only, the
-    lists learn the people themselves (at 39 faces per list, four people each)
-    and nprobe 1 looks enough: it found 16% of later people's faces in a test
-    (tests/test_vectors.py). How many lists must be visited depends on how the
-    data clusters, so it is measured, not assumed."""
-    ids = np.asarray(ids)
-    picks, relevant = held_out if held_out is not None else calibration_queries(ids, vectors, rng, queries)
-    q = _f32(vectors[picks])
+    for the others (leave one out). The faces that matter for each query
+    (`relevant`, NearestOthers) are its exact top-10 others scoring at least
+    RELEVANT_SCORE (a match or a near miss; far impostors are noise for
+    identification). IvfIndex.train keeps the queries out of k-means with the
+    faces that matter to them, so they measure people the centroids never saw,
+    as most people enrolled after a training are. Measured on trained people
+    only, the lists learn the people themselves (at 39 faces per list, four
+    people each) and nprobe 1 looks enough: it found 16% of later people's faces
+    in a test (tests/test_vectors.py). How many lists must be visited depends on
+    how the data clusters, so it is measured, not assumed."""
+    q = _f32(queries)
 
     def recall_at(nprobe: int) -> float:
         _, found = index.index.search(q, 11, params=faiss.SearchParametersIVF(nprobe=nprobe))
@@ -112,24 +130,26 @@ def measurably_worse(new: np.ndarray, old: np.ndarray) -> bool:
     return bool(d.mean() < -2 * d.std() / np.sqrt(len(d)))
 
 
-def keep_coverage(fresh: TrainedIvf, like: TrainedIvf, ids: np.ndarray, vectors: np.ndarray, rng: np.random.Generator,
-                  queries: int = 2048) -> int:
+def keep_coverage(fresh: TrainedIvf, like: TrainedIvf, queries: np.ndarray, relevant: list[set[int]],
+                  vectors_of: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]) -> int:
     """The nprobe for `fresh`, a retrain replacing `like` on (almost) the same faces:
     at least its calibration and like's nprobe, raised in steps of 1/8 while the
-    collection's own faces find their nearest others measurably less often than
-    with like's centroids and nprobe. Both are measured on the same faces, from
-    the centroids: a calibration on other queries differs from the last one by
-    a few tenths of a point from sampling alone, and raising nprobe on such
-    noise would slow every search (checked on 10,000 held-out queries at 100k
-    faces: fresh centroids at the old nprobe were within that noise)."""
-    ids = np.asarray(ids)
+    collection's own faces (`queries`, with the faces that matter to each, from
+    NearestOthers; `vectors_of(ids)` fetches those that are still present) find
+    their nearest others measurably less often than with like's centroids and
+    nprobe. Both are measured on the same faces, from the centroids: a
+    calibration on other queries differs from the last one by a few tenths of a
+    point from sampling alone, and raising nprobe on such noise would slow every
+    search (checked on 10,000 held-out queries at 100k faces: fresh centroids at
+    the old nprobe were within that noise)."""
     nprobe = min(fresh.nlist, max(fresh.default_nprobe, like.default_nprobe))
-    picks = rng.choice(len(ids), size=min(queries, len(ids)), replace=False)
-    relevant = _relevant(ids, vectors, picks)
-    row_of = {int(i): r for r, i in enumerate(ids.tolist())}
+    wanted = np.fromiter((i for want in relevant for i in want), np.int64)
     owner = np.asarray([q for q, want in enumerate(relevant) for _ in want], np.int64)
-    targets = vectors[np.asarray([row_of[i] for want in relevant for i in want], np.int64)]
-    q = vectors[picks]
+    found, targets = vectors_of(wanted)
+    at = np.searchsorted(found, wanted)
+    present = (at < len(found)) & (found[np.minimum(at, max(len(found) - 1, 0))] == wanted) if len(found) else np.zeros(len(wanted), bool)
+    owner, targets = owner[present], targets[at[present]]
+    q = _f32(queries)
     before = list_coverage(like.index.quantizer, q, targets, owner, like.default_nprobe)
     while nprobe < fresh.nlist and measurably_worse(list_coverage(fresh.index.quantizer, q, targets, owner, nprobe), before):
         nprobe = min(fresh.nlist, nprobe + max(1, nprobe // 8))

@@ -32,6 +32,7 @@ from facebank.index.records import CollectionRecord
 from facebank.index.sealed_faces import open_crop, open_vectors, owner_tag, seal_staged
 from facebank.index.segments import SEGMENTS
 from facebank.index.store import FaceStore
+from facebank.index.vector_source import VectorSource
 
 log = logging.getLogger(__name__)
 
@@ -261,14 +262,17 @@ def _switch(store: FaceStore, coll: CollectionRecord, target: Target, embed: Emb
 
 def _build_beside(store: FaceStore, coll: CollectionRecord, target: Target) -> dict:
     """New indexes from the staged vectors, searched by no one yet."""
-    fresh = {}
     with store.read() as t:
         seq = t.last_seq()
         settings = t.get_collection_by_id(coll.id).index_settings
-        for segment in SEGMENTS:
-            ids, vectors = open_vectors(store.keyring, t, t.segment_face_ids(coll.id, segment), target.dim, table="staged_embeddings")
-            fresh[segment] = store.segments.build_from(coll.id, segment, target.dim, settings, ids, vectors, seq)
-    return fresh
+        faces = {segment: t.segment_face_ids(coll.id, segment) for segment in SEGMENTS}
+
+    def staged(wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with store.read() as t:
+            return open_vectors(store.keyring, t, wanted, target.dim, table="staged_embeddings")
+
+    return {segment: store.segments.build_from(coll.id, segment, target.dim, settings, VectorSource(ids, target.dim, staged), seq)
+            for segment, ids in faces.items()}
 
 
 def _commit_switch(store: FaceStore, coll: CollectionRecord, target: Target, fresh: dict) -> bool:

@@ -117,11 +117,12 @@ class MilvusTarget:
         params.add_index(field_name="vector", index_type=self.index_type, metric_type="IP", **extra)
         self.client.create_collection(name, schema=schema, index_params=params, consistency_level=STRONG)
 
-    def build(self, cid: int, segment: str, dim: int, ids: np.ndarray, vectors: np.ndarray) -> "MilvusIndex":
+    def build(self, cid: int, segment: str, dim: int, source) -> "MilvusIndex":
+        """A collection over the faces of `source` (vector_source.VectorSource), chunk by chunk."""
         name = self.collection_name(cid, segment)
         self.create(name, dim)
         index = MilvusIndex(self, name, dim)
-        if len(ids):
+        for ids, vectors in source.chunks():
             index.add(ids, vectors)
         return index
 

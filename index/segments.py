@@ -32,6 +32,7 @@ from facebank.index.records import SEGMENTS, IndexSettings
 from facebank.index.rwlock import RWLock
 from facebank.index.snapshot import read_snapshot, stage_snapshot
 from facebank.index.factory import IndexFactory
+from facebank.index.vector_source import VectorSource
 from facebank.index.vectors import FAISS_READERS, IVF_FAMILIES, SearchParams, VectorIndex
 
 log = logging.getLogger(__name__)
@@ -100,18 +101,19 @@ class SegmentManager:
         self,
         snapshot_dir: Path,
         *,
-        fetch_vectors: Callable[[int, str], tuple[int, np.ndarray, np.ndarray]],
+        read_source: Callable[[int, str], tuple[int, VectorSource]],
         fetch_change_vectors: Callable[[list[int]], tuple[np.ndarray, np.ndarray]],
         removed_since: Callable[[int, int, str], np.ndarray],
         snapshot_keys,
         factory: IndexFactory | None = None,
     ) -> None:
-        """fetch_vectors(cid, segment) -> (seq, ids, vectors): a consistent read of the catalog.
+        """read_source(cid, segment) -> (seq, VectorSource): the segment's face ids at one
+        consistent read of the catalog, their vectors fetched from it by id.
         fetch_change_vectors(face_ids) -> (ids, vectors) of those still present.
         removed_since(seq, cid, segment) -> face ids the catalog's changes after `seq` removed from it.
         snapshot_keys: object with new_key(cid, seg), open_key(cid, seg, slot), commit(cid, seg, key, seq), current(cid, seg)."""
         self.snapshot_dir = private_dir(snapshot_dir)
-        self._fetch_vectors = fetch_vectors
+        self._read_source = read_source
         self._fetch_change_vectors = fetch_change_vectors
         self._removed_since = removed_since
         self._keys = snapshot_keys
@@ -184,14 +186,14 @@ class SegmentManager:
 
     def _build(self, cid: int, name: str, dim: int, settings: IndexSettings, generation: int = 0,
                like: VectorIndex | None = None) -> Segment:
-        seq, ids, vectors = self._fetch_vectors(cid, name)
-        return self.build_from(cid, name, dim, settings, ids, vectors, seq, generation, like)
+        seq, source = self._read_source(cid, name)
+        return self.build_from(cid, name, dim, settings, source, seq, generation, like)
 
-    def build_from(self, cid: int, name: str, dim: int, settings: IndexSettings, ids: np.ndarray, vectors: np.ndarray, seq: int,
+    def build_from(self, cid: int, name: str, dim: int, settings: IndexSettings, source: VectorSource, seq: int,
                    generation: int = 0, like: VectorIndex | None = None) -> Segment:
-        """A segment over these vectors, searched by no one until it replaces a live one."""
-        family = self.factory.family_for(settings.kind, len(ids))
-        index = self.factory.build(family, dim, ids, vectors, nprobe=settings.nprobe, ef_search=settings.ef_search, like=like,
+        """A segment over the source's faces, searched by no one until it replaces a live one."""
+        family = self.factory.family_for(settings.kind, len(source))
+        index = self.factory.build(family, dim, source, nprobe=settings.nprobe, ef_search=settings.ef_search, like=like,
                                    place=(cid, name))
         return Segment(cid, name, dim, settings, index, applied_seq=seq, generation=generation + 1, changes_since_snapshot=1)
 
@@ -223,15 +225,15 @@ class SegmentManager:
         index = segment.index
         keep = index.family in IVF_FAMILIES and not _resize_due(index) and \
             self.factory.family_for(segment.settings.kind, len(index), index.family) == index.family
-        with reading():  # `reading` is held while the catalog is read, not while the index is built
-            seq, ids, vectors = self._fetch_vectors(segment.cid, segment.name)
+        with reading():  # `reading` is held while the catalog's ids are read, not while the index is built
+            seq, source = self._read_source(segment.cid, segment.name)
         delay_point("rebuild:build")
         removed = self._removed_since(seq, segment.cid, segment.name)
         for attempt in range(1, REBUILD_TRIES + 1):
             # Forgets committed since the read coalesce into this build: their faces are left
-            # out before training, or (when they came during it) it trains again on what was read.
-            ids, vectors = without_rows(ids, vectors, removed)
-            fresh = self.build_from(segment.cid, segment.name, segment.dim, segment.settings, ids, vectors, seq, segment.generation,
+            # out before training, or (when they came during it) it trains again without them.
+            source = source.without(removed)
+            fresh = self.build_from(segment.cid, segment.name, segment.dim, segment.settings, source, seq, segment.generation,
                                     like=index if keep else None)
             delay_point("rebuild:trained")
             removed = self._removed_since(seq, segment.cid, segment.name)
@@ -332,18 +334,3 @@ def would_retrain(index: VectorIndex, removed: np.ndarray) -> bool:
         return True
     return index.family == "hnsw" and bool(np.isin(removed, index.ids()).any())  # a removal leaves a tombstone
 
-
-def without_rows(ids: np.ndarray, vectors: np.ndarray, removed: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-    """`ids` and `vectors` without the rows of `removed`, moved up in place in chunks
-    (a rebuild at millions of faces must not hold a second copy of its vectors)."""
-    if not len(removed):
-        return ids, vectors
-    kept = np.flatnonzero(~np.isin(ids, removed))
-    if len(kept) == len(ids):
-        return ids, vectors
-    if not vectors.flags.writeable:
-        return ids[kept], vectors[kept]
-    for start in range(0, len(kept), chunk):  # kept[j] >= j: each chunk is read (copied) before rows above it are written
-        rows = kept[start:start + chunk]
-        vectors[start:start + len(rows)] = vectors[rows]
-    return ids[kept], vectors[:len(kept)]

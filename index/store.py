@@ -40,6 +40,7 @@ from facebank.index.sealed_faces import now_ms, open_vectors
 from facebank.index.segments import Segment, SegmentManager
 from facebank.index.snapshot_keys import SnapshotKeys
 from facebank.index.unit_of_work import UnitOfWork
+from facebank.index.vector_source import VectorSource
 from facebank.index.views import FaceOwners, IdentityCache, MetadataView, listen
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ class FaceStore:
         self.catalog.listeners.append(self._collections_changed)
         self.segments = SegmentManager(
             self.data_dir / "indexes",
-            fetch_vectors=self._segment_vectors,
+            read_source=self._segment_source,
             fetch_change_vectors=self.vectors_of,
             removed_since=self._removed_since,
             snapshot_keys=SnapshotKeys(self.keyring, self.read, self.write),
@@ -260,11 +261,18 @@ class FaceStore:
         self.damage.add(damaged)
         return out
 
-    def _segment_vectors(self, cid: int, segment: str) -> tuple[int, np.ndarray, np.ndarray]:
+    def _segment_source(self, cid: int, segment: str) -> tuple[int, VectorSource]:
+        """The segment's faces at one read of the catalog; their vectors read by id, a chunk at a time."""
         with self.read(tolerant=True) as t:
             coll = t.get_collection_by_id(cid)
-            ids, vectors = self.open_vectors(t, t.segment_face_ids(cid, segment), coll.dim if coll else 0)
-            return t.last_seq(), ids, vectors
+            seq, ids = t.last_seq(), np.asarray(t.segment_face_ids(cid, segment), np.int64)
+        dim = coll.dim if coll else 0
+
+        def fetch(wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            with self.read(tolerant=True) as t:
+                return self.open_vectors(t, wanted, dim)
+
+        return seq, VectorSource(ids, dim, fetch)
 
     def _removed_since(self, seq: int, cid: int, segment: str) -> np.ndarray:
         with self.read(tolerant=True) as t:

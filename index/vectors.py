@@ -16,9 +16,12 @@ import faiss
 import numpy as np
 
 from facebank.index.ivf_calibration import (  # noqa: F401
-    RELEVANT_SCORE, TARGET_RECALL, calibrate_nprobe, calibration_queries, held_out_rows, keep_coverage,
+    RELEVANT_SCORE, TARGET_RECALL, NearestOthers, calibrate_nprobe, keep_coverage, relevant_in_sample,
 )
+from facebank.index.vector_source import VectorSource
 
+CALIBRATION_QUERIES = 256  # faces of the collection that calibrate a new IVF's nprobe
+COVERAGE_QUERIES = 2048    # ...and that compare a retrain's centroids with the ones it replaces
 GATHER_MAX = 5000  # exact search of at most this many ids fetches their vectors (10 MB at 512-d)
 
 
@@ -199,22 +202,60 @@ class IvfIndex(VectorIndex):
         self.calibrated_recall = calibrated_recall
 
     @classmethod
-    def train(cls, dim: int, ids: np.ndarray, vectors: np.ndarray, *, nprobe: int = 0, seed: int = 0,
+    def train(cls, dim: int, source: VectorSource, *, nprobe: int = 0, seed: int = 0,
               target_recall: float = TARGET_RECALL, like: "IvfIndex | None" = None, family: str = "ivf") -> "IvfIndex":
-        """Train on a sample of the collection, add everything, and (unless nprobe is
-        given) choose the nprobe that reaches `target_recall` on the collection.
+        """Train on a sample of the collection, add everything chunk by chunk, and (unless
+        nprobe is given) choose the nprobe that reaches `target_recall` on the collection.
         `like` is the index a retrain replaces: its lists, the size they were chosen
-        for, and at least its nprobe are kept (see SegmentManager.rebuild)."""
-        nlist = like.nlist if like is not None else nlist_for(len(ids))
+        for, and at least its nprobe are kept (see SegmentManager.build_fresh).
+
+        Memory: the sample (64 vectors a list), one chunk and the index being built;
+        the calibration's exact ground truth is gathered from the same chunks."""
+        n = len(source)
+        nlist = like.nlist if like is not None else nlist_for(n)
         rng = np.random.default_rng(seed)
-        pool = np.arange(len(ids))
-        held_out = None
-        if not nprobe:  # calibrate on people k-means does not see (ivf_calibration.calibrate_nprobe)
-            held_out = calibration_queries(ids, vectors, rng)
-            rest = np.setdiff1d(pool, held_out_rows(ids, *held_out))
-            if len(rest) >= 8 * nlist:  # k-means keeps enough points per list (at least 4 are allowed below)
-                pool = rest
-        sample = np.sort(rng.choice(pool, size=min(len(pool), 64 * nlist), replace=False))
+        picks = np.sort(rng.choice(n, size=min(CALIBRATION_QUERIES, n), replace=False)) if not nprobe else np.zeros(0, np.int64)
+        # Calibrate on people k-means does not see (ivf_calibration.calibrate_nprobe): the queries,
+        # and the faces that matter to them, are kept out of the sample while enough others remain.
+        hold_out = len(picks) > 0 and n - len(picks) >= 8 * nlist
+        pool = np.setdiff1d(np.arange(n), picks) if hold_out else np.arange(n)
+        sample_ids, sample = source.take(np.sort(rng.choice(pool, size=min(len(pool), 64 * nlist), replace=False)))
+        query_ids, queries = source.take(picks)
+        if hold_out:
+            near = relevant_in_sample(queries, sample)
+            if len(sample) - len(near) >= 8 * nlist:  # k-means keeps enough points per list (at least 4 are allowed below)
+                keep = np.ones(len(sample), bool)
+                keep[near] = False
+                sample_ids, sample = sample_ids[keep], sample[keep]
+        index = cls._untrained(dim, nlist, family, seed)
+        index.train(as_f32(sample))
+        del sample
+        if family == "ivf_sq8":
+            # Every value of a unit vector lies in [-1, 1]: codes over that fixed range never
+            # clip. A range learned from the sample clipped people enrolled after training
+            # (score errors up to 0.09 measured, against 0.008 with the fixed range).
+            faiss.copy_array_to_vector(np.array([-1.0, 2.0], np.float32), index.sq.trained)
+        index.set_direct_map_type(faiss.DirectMap.Hashtable)
+        out = cls(dim, index, sample_ids, trained_n=like.trained_n if like is not None else n, nprobe=nprobe or nlist)
+        truth = None
+        if not nprobe:
+            if like is not None:  # the faces keep_coverage compares the old and new centroids on
+                cover_ids, cover = source.take(np.sort(rng.choice(n, size=min(COVERAGE_QUERIES, n), replace=False)))
+                query_ids, queries = np.concatenate([query_ids, cover_ids]), np.concatenate([queries, cover])
+            truth = NearestOthers(query_ids, queries)
+        for chunk_ids, chunk in source.chunks():
+            out.add(chunk_ids, chunk)
+            if truth is not None:
+                truth.feed(chunk_ids, chunk)
+        if truth is not None:
+            relevant, calibrating = truth.relevant(), len(picks)
+            out.default_nprobe, out.calibrated_recall = calibrate_nprobe(out, queries[:calibrating], relevant[:calibrating], target_recall)
+            if like is not None:
+                out.default_nprobe = keep_coverage(out, like, queries[calibrating:], relevant[calibrating:], source.vectors_of)
+        return out
+
+    @staticmethod
+    def _untrained(dim: int, nlist: int, family: str, seed: int) -> faiss.IndexIVF:
         quantizer = faiss.IndexFlatIP(dim)
         if family == "ivf_sq8":
             index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit_uniform, faiss.METRIC_INNER_PRODUCT, False)
@@ -224,20 +265,7 @@ class IvfIndex(VectorIndex):
         # nlist_for gives 39 points per list; a retrain keeps its lists until the collection
         # shrinks 8x (then it is resized), so down to about 5 per list without FAISS's warning.
         index.cp.min_points_per_centroid = 4
-        index.train(as_f32(vectors[sample]))
-        if family == "ivf_sq8":
-            # Every value of a unit vector lies in [-1, 1]: codes over that fixed range never
-            # clip. A range learned from the sample clipped people enrolled after training
-            # (score errors up to 0.09 measured, against 0.008 with the fixed range).
-            faiss.copy_array_to_vector(np.array([-1.0, 2.0], np.float32), index.sq.trained)
-        index.set_direct_map_type(faiss.DirectMap.Hashtable)
-        out = cls(dim, index, np.asarray(ids)[sample], trained_n=like.trained_n if like is not None else len(ids), nprobe=nprobe or nlist)
-        out.add(ids, vectors)
-        if not nprobe:
-            out.default_nprobe, out.calibrated_recall = calibrate_nprobe(out, ids, vectors, target_recall, rng, held_out=held_out)
-            if like is not None:
-                out.default_nprobe = keep_coverage(out, like, ids, vectors, rng)
-        return out
+        return index
 
     def add(self, ids, vectors):
         self.index.add_with_ids(as_f32(vectors), as_i64(ids))

@@ -17,6 +17,7 @@ from facebank.embedder.torch_onnx import TorchOnnxModel
 from facebank.errors import FailedPrecondition, ResourceExhausted, Unavailable
 from facebank.index.factory import IndexFactory
 from facebank.index.gpu import TorchExactIndex
+from facebank.index.vector_source import VectorSource
 from facebank.index.vectors import FlatIndex, exact_top_k
 
 SPEC = default_model_spec()
@@ -74,7 +75,7 @@ def test_device_selection_without_a_gpu():
     with pytest.raises(FailedPrecondition, match="install facebank\\[gpu\\]"):
         resolve_device("cuda")
     assert IndexFactory("auto").device == "cpu"
-    assert isinstance(IndexFactory("auto").build("flat", 8, np.arange(3), np.eye(3, 8)), FlatIndex)
+    assert isinstance(IndexFactory("auto").build("flat", 8, VectorSource.of(np.arange(3), np.eye(3, 8))), FlatIndex)
 
 
 @pytest.mark.parametrize("dtype, min_agreement", [("float32", 1.0), ("float16", 0.99)])

@@ -15,6 +15,7 @@ from facebank.errors import DataCorruption
 from facebank.index import snapshot
 from facebank.index.keyring import DataKey
 from facebank.index.snapshot import read_header, read_snapshot, stage_snapshot
+from facebank.index.vector_source import VectorSource
 from facebank.index.vectors import FAISS_READERS, FaissBlob, IvfIndex
 
 DIM = 32
@@ -30,7 +31,7 @@ def ivf():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2000, DIM)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return IvfIndex.train(DIM, np.arange(2000, dtype=np.int64) + 7, x, nprobe=4), x
+    return IvfIndex.train(DIM, VectorSource.of(np.arange(2000, dtype=np.int64) + 7, x), nprobe=4), x
 
 
 def _write(path, key, index):

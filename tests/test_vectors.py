@@ -7,13 +7,14 @@ import pytest
 
 from facebank.index.factory import GpuMirror, IndexFactory
 from facebank.index.hnsw_index import HnswIndex
+from facebank.index.vector_source import VectorSource
 from facebank.index.vectors import FlatIndex, IvfIndex, SearchParams, exact_top_k, nlist_for
 
 CPU = IndexFactory("cpu")
 
 
 def build_index(kind, dim, ids, x):
-    return CPU.build(kind, dim, ids, x)
+    return CPU.build(kind, dim, VectorSource.of(ids, x))
 
 
 def restore_index(index, tmp_path):
@@ -125,7 +126,7 @@ def test_filtered_search_after_removals_and_a_return_is_exact(data, kind):
 def test_ivf_remembers_its_training_sample_and_nlist_grows():
     x, _ = identity_data(400, 10)
     ids = np.arange(len(x), dtype=np.int64)
-    index = IvfIndex.train(DIM, ids, x)
+    index = IvfIndex.train(DIM, VectorSource.of(ids, x))
     assert index.nlist == nlist_for(len(ids))
     assert 0 < len(index.training_ids) <= len(ids) and np.isin(index.training_ids, ids).all()
     assert nlist_for(1_000_000) > nlist_for(100_000) > nlist_for(10_000)
@@ -197,7 +198,7 @@ def test_calibrated_nprobe_is_the_smallest_that_reaches_the_target():
 
     x, labels = identity_data(800, 10, seed=3)
     ids = np.arange(len(x), dtype=np.int64)
-    index = IvfIndex.train(DIM, ids, x)
+    index = IvfIndex.train(DIM, VectorSource.of(ids, x))
     nprobe = index.default_nprobe
     assert 1 <= nprobe < index.nlist and index.calibrated_recall >= TARGET_RECALL
 
@@ -225,7 +226,7 @@ def test_list_coverage_is_the_recall_of_an_ivf_search_of_exact_neighbours():
 
     x, _ = identity_data(800, 10, seed=4)
     ids = np.arange(len(x), dtype=np.int64)
-    index = IvfIndex.train(DIM, ids, x, nprobe=1)
+    index = IvfIndex.train(DIM, VectorSource.of(ids, x), nprobe=1)
     queries, _ = identity_data(800, 1, seed=4)  # new faces of the same people
     _, truth = exact_top_k(queries[:200], x, ids, 10)
     owner = np.repeat(np.arange(200), 10)
@@ -239,17 +240,20 @@ def test_a_retrain_raises_nprobe_until_its_faces_are_found_as_often_as_before():
     """Replacing an index, the new nprobe is the first step at which the collection's
     own faces are no longer measurably worse at finding their nearest others than with
     the old centroids and nprobe (here new centroids learned from a tenth of the people: it must climb)."""
-    from facebank.index.ivf_calibration import _relevant, keep_coverage, list_coverage, measurably_worse
+    from facebank.index.ivf_calibration import NearestOthers, keep_coverage, list_coverage, measurably_worse
 
     x, _ = identity_data(800, 10, seed=5)
     ids = np.arange(len(x), dtype=np.int64)
-    old = IvfIndex.train(DIM, ids, x, nprobe=16)
-    fresh = IvfIndex.train(DIM, ids[:1000], x[:1000], nprobe=1, like=old)  # same lists, learned from 100 people only
+    source = VectorSource.of(ids, x)
+    old = IvfIndex.train(DIM, source, nprobe=16)
+    fresh = IvfIndex.train(DIM, VectorSource.of(ids[:1000], x[:1000]), nprobe=1, like=old)  # same lists, learned from 100 people only
     fresh.add(ids[1000:], x[1000:])
-    chosen = keep_coverage(fresh, old, ids, x, np.random.default_rng(11))
+    picks = np.random.default_rng(11).choice(len(ids), size=2048, replace=False)
+    truth = NearestOthers(ids[picks], x[picks])
+    truth.feed(ids, x)
+    relevant = truth.relevant()
+    chosen = keep_coverage(fresh, old, x[picks], relevant, source.vectors_of)
 
-    picks = np.random.default_rng(11).choice(len(ids), size=2048, replace=False)  # keep_coverage's own faces
-    relevant = _relevant(ids, x, picks)
     owner = np.asarray([q for q, want in enumerate(relevant) for _ in want])
     targets = x[np.asarray([i for want in relevant for i in want])]
 
@@ -260,7 +264,47 @@ def test_a_retrain_raises_nprobe_until_its_faces_are_found_as_often_as_before():
     assert chosen > 16 and not measurably_worse(hits(fresh, chosen), before)
     step_below = chosen - max(1, (chosen - 1) // 8)
     assert measurably_worse(hits(fresh, step_below), before) or step_below < 16
-    assert keep_coverage(old, old, ids, x, np.random.default_rng(11)) == 16  # the same centroids: no change
+    assert keep_coverage(old, old, x[picks], relevant, source.vectors_of) == 16  # the same centroids: no change
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1000, 65536])
+def test_nearest_others_fed_in_chunks_match_one_exact_search(chunk):
+    """The calibration's ground truth gathered chunk by chunk (as a build reads the
+    catalog) equals an exact search over everything at once."""
+    import faiss
+
+    from facebank.index.ivf_calibration import RELEVANT_SCORE, NearestOthers
+
+    x, _ = identity_data(300, 10, seed=9)
+    ids = np.arange(len(x), dtype=np.int64) * 3 + 5
+    picks = np.random.default_rng(2).choice(len(ids), size=64, replace=False)
+    truth = NearestOthers(ids[picks], x[picks])
+    for chunk_ids, chunk_x in VectorSource.of(ids, x, chunk=chunk).chunks():
+        truth.feed(chunk_ids, chunk_x)
+    sims, rows = faiss.knn(x[picks], x, 11, metric=faiss.METRIC_INNER_PRODUCT)
+    for me, r, s, got in zip(ids[picks], rows, sims, truth.relevant()):
+        want = [i for i in ids[r[s >= RELEVANT_SCORE]].tolist() if i != me][:10]
+        assert got == set(want)
+    assert any(truth.relevant())  # the data has matches: the comparison is not of empty sets
+
+
+def test_a_source_without_faces_and_missing_faces_reads_only_those_present():
+    """A build's source leaves out faces forgotten after its read; a fetch that finds
+    a face gone (removed between the read and the fetch) simply does not return it."""
+    rng = np.random.default_rng(4)
+    ids = rng.permutation(1000).astype(np.int64) + 10
+    x = rng.standard_normal((1000, 8)).astype(np.float32)
+    source = VectorSource.of(ids, x, chunk=64)
+    gone = ids[:100]
+    later = VectorSource(ids, 8, lambda wanted: source.vectors_of(wanted[~np.isin(wanted, gone)]), chunk=64)
+    read = np.concatenate([c for c, _ in later.chunks()])
+    assert read.tolist() == sorted(set(ids.tolist()) - set(gone.tolist()))
+    assert np.array_equal(np.concatenate([v for _, v in later.chunks()]), x[np.argsort(ids)][~np.isin(np.sort(ids), gone)])
+    fewer = source.without(np.concatenate([gone, [5000]]))
+    assert len(fewer) == 900 and not np.isin(gone, fewer.ids).any()
+    assert source.without(np.array([5000])) is source
+    found, vectors = source.take([0, 1])
+    assert np.array_equal(vectors, x[np.argsort(ids)][:2]) and found.tolist() == np.sort(ids)[:2].tolist()
 
 
 def reference_grouping(scores, labels, owners, top_k, min_score):
@@ -307,7 +351,7 @@ def test_a_large_filter_on_ivf_finds_what_a_brute_force_filter_finds():
 
     x, labels = identity_data(2000, 10, seed=4)
     ids = np.arange(len(x), dtype=np.int64)
-    index = IvfIndex.train(DIM, ids, x)
+    index = IvfIndex.train(DIM, VectorSource.of(ids, x))
     segment = Segment(1, "enrolled", DIM, IndexSettings(), index)
     rng = np.random.default_rng(5)
     allowed_people = rng.choice(2000, 200, replace=False)  # 10% of the identities
@@ -340,7 +384,7 @@ def test_ivf_finds_people_enrolled_after_it_was_trained():
     x = g.faces(owner, rng)
     ids = np.arange(1, len(x) + 1, dtype=np.int64)
     first = owner < n_ids
-    index = IvfIndex.train(x.shape[1], ids[first], x[first])
+    index = IvfIndex.train(x.shape[1], VectorSource.of(ids[first], x[first]))
     index.add(ids[~first], x[~first])   # people enrolled after the switch
     later = rng.choice(np.arange(n_ids, 2 * n_ids), size=300, replace=False)
     q = g.faces(later, rng)
@@ -373,17 +417,3 @@ def test_ivf_sq8_scores_stay_close_to_exact_and_take_a_quarter_of_the_memory(dat
     assert len(faiss.serialize_index(sq8.index)) <= 0.35 * len(faiss.serialize_index(flat.index))
 
 
-@pytest.mark.parametrize("chunk", [1, 3, 65536])
-def test_rows_left_out_of_a_rebuild_in_place_match_a_plain_filter(chunk):
-    from facebank.index.segments import without_rows
-
-    rng = np.random.default_rng(7)
-    ids = rng.permutation(1000).astype(np.int64)
-    vectors = rng.standard_normal((1000, 8)).astype(np.float32)
-    removed = rng.choice(1200, 300, replace=False)
-    expected = [(i, v.copy()) for i, v in zip(ids, vectors) if i not in set(removed.tolist())]
-    got_ids, got_vectors = without_rows(ids.copy(), vectors.copy(), removed, chunk=chunk)
-    assert got_ids.tolist() == [i for i, _ in expected]
-    assert np.array_equal(got_vectors, np.stack([v for _, v in expected]))
-    same_ids, same_vectors = without_rows(ids, vectors, np.array([5000], np.int64))
-    assert same_ids is ids and same_vectors is vectors

@@ -1,0 +1,70 @@
+"""A segment's faces as a build reads them: the ids in memory, the vectors fetched by id.
+
+Every vector of ten million faces as float32 is 20 GB: a build must never hold
+them all. It holds the ids (8 bytes a face), fetches the training sample and
+the calibration's queries by id, and adds the rest chunk by chunk. The ids are
+those of one consistent read of the catalog (at a change-log position); a face
+removed after it is simply not returned by a fetch, and the changes after that
+position are replayed onto the new index before it serves."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import numpy as np
+
+CHUNK = 32_768  # faces fetched at once: 64 MB of float32 at 512 dimensions
+
+# fetch(ids ascending) -> (ids of those still present, ascending; their vectors)
+Fetch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+class VectorSource:
+    def __init__(self, ids, dim: int, fetch: Fetch, chunk: int = CHUNK) -> None:
+        self.ids = np.unique(np.asarray(ids, np.int64))
+        self.dim = dim
+        self.chunk = chunk
+        self._fetch = fetch
+
+    @classmethod
+    def of(cls, ids, vectors, chunk: int = CHUNK) -> "VectorSource":
+        """Vectors already in memory (a test, a bench, a collection being made)."""
+        ids = np.asarray(ids, np.int64)
+        vectors = np.ascontiguousarray(vectors, np.float32).reshape(len(ids), -1)
+        order = np.argsort(ids, kind="stable")
+        sorted_ids = ids[order]
+
+        def fetch(wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            at = np.minimum(np.searchsorted(sorted_ids, wanted), max(len(sorted_ids) - 1, 0))
+            present = sorted_ids[at] == wanted if len(sorted_ids) else np.zeros(len(wanted), bool)
+            return wanted[present], vectors[order[at[present]]]
+
+        return cls(ids, vectors.shape[1], fetch, chunk)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def vectors_of(self, ids) -> tuple[np.ndarray, np.ndarray]:
+        """(those of `ids` still present, ascending; their vectors)."""
+        wanted = np.unique(np.asarray(ids, np.int64))
+        if not len(wanted):
+            return wanted, np.zeros((0, self.dim), np.float32)
+        return self._fetch(wanted)
+
+    def take(self, rows) -> tuple[np.ndarray, np.ndarray]:
+        """The faces at these positions of `ids` (those still present)."""
+        return self.vectors_of(self.ids[np.asarray(rows, np.int64)])
+
+    def chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every face still present, `chunk` at a time, ascending."""
+        for start in range(0, len(self.ids), self.chunk):
+            found, vectors = self._fetch(self.ids[start:start + self.chunk])
+            if len(found):
+                yield found, vectors
+
+    def without(self, removed) -> "VectorSource":
+        """The same source less these faces (forgets that came after the read)."""
+        removed = np.asarray(removed, np.int64)
+        if not len(removed) or not np.isin(removed, self.ids).any():
+            return self
+        return VectorSource(self.ids[~np.isin(self.ids, removed)], self.dim, self._fetch, self.chunk)
