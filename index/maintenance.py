@@ -22,6 +22,7 @@ from facebank.index.forget import PURGE_DUE
 from facebank.index.sealed_faces import now_ms
 from facebank.index.snapshot import SnapshotStopped
 from facebank.index.store import FaceStore
+from facebank.index.vector_source import SourceChanged
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,8 @@ class Maintenance:
                     continue
                 if self.store.segments.wants_rebuild(segment):
                     segment = self._rebuild(segment)
+                    if segment is None:
+                        continue
                 if segment.changes_since_snapshot:
                     self.store.segments.snapshot(segment, self.store.uow.applying)
             self._trim()
@@ -147,6 +150,8 @@ class Maintenance:
                         with self._touching():
                             self.store.segments.snapshot(segment, self.store.uow.applying, self._stop.is_set)
                     segment = self._rebuild(segment, self._touching)
+                    if segment is None:
+                        continue
                 lost = segment.changes_since_snapshot and segment.snapshot_seq == 0  # none (a forget dropped it)
                 if self.store.segments.due_for_snapshot(segment) or (lost and time.monotonic() - segment.last_snapshot >= RESNAPSHOT_S):
                     with self._touching():
@@ -174,7 +179,11 @@ class Maintenance:
         reason = self.store.segments.wants_rebuild(segment)
         started = time.monotonic()
         log.info("rebuilding collection %d/%s (%s)", segment.cid, segment.name, reason)
-        fresh = self.store.segments.build_fresh(segment, reading=touching)
+        try:
+            fresh = self.store.segments.build_fresh(segment, reading=touching)
+        except SourceChanged as why:
+            log.info("rebuild of collection %d/%s dropped: %s", segment.cid, segment.name, why)
+            return None
         with touching():
             fresh = self.store.uow.swap(segment, fresh, self._changes_after)
         log.info(

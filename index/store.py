@@ -40,7 +40,7 @@ from facebank.index.sealed_faces import now_ms, open_vectors
 from facebank.index.segments import Segment, SegmentManager
 from facebank.index.snapshot_keys import SnapshotKeys
 from facebank.index.unit_of_work import UnitOfWork
-from facebank.index.vector_source import VectorSource
+from facebank.index.vector_source import SourceChanged, VectorSource
 from facebank.index.views import FaceOwners, IdentityCache, MetadataView, listen
 
 log = logging.getLogger(__name__)
@@ -266,10 +266,13 @@ class FaceStore:
         with self.read(tolerant=True) as t:
             coll = t.get_collection_by_id(cid)
             seq, ids = t.last_seq(), np.asarray(t.segment_face_ids(cid, segment), np.int64)
-        dim = coll.dim if coll else 0
+        model, dim = (coll.model_id, coll.dim) if coll else ("", 0)
 
         def fetch(wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             with self.read(tolerant=True) as t:
+                now = t.get_collection_by_id(cid)
+                if now is None or (now.model_id, now.dim) != (model, dim):  # not damage: other vectors now
+                    raise SourceChanged(f"collection {cid} was dropped or moved to another model during a rebuild")
                 return self.open_vectors(t, wanted, dim)
 
         return seq, VectorSource(ids, dim, fetch)

@@ -13,6 +13,11 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+class SourceChanged(Exception):
+    """The faces a build reads changed under it as a whole (the collection moved to
+    another model, or was dropped): the build is dropped, the live index stays."""
+
+
 CHUNK = 32_768  # faces fetched at once: 64 MB of float32 at 512 dimensions
 
 # fetch(ids ascending) -> (ids of those still present, ascending; their vectors)

@@ -18,6 +18,7 @@ import numpy as np
 from facebank.index.ivf_calibration import (  # noqa: F401
     RELEVANT_SCORE, TARGET_RECALL, NearestOthers, calibrate_nprobe, keep_coverage, relevant_in_sample,
 )
+from facebank.index.ivf_fill import fill_exactly
 from facebank.index.vector_source import VectorSource
 
 CALIBRATION_QUERIES = 256  # faces of the collection that calibrate a new IVF's nprobe
@@ -204,13 +205,14 @@ class IvfIndex(VectorIndex):
     @classmethod
     def train(cls, dim: int, source: VectorSource, *, nprobe: int = 0, seed: int = 0,
               target_recall: float = TARGET_RECALL, like: "IvfIndex | None" = None, family: str = "ivf") -> "IvfIndex":
-        """Train on a sample of the collection, add everything chunk by chunk, and (unless
-        nprobe is given) choose the nprobe that reaches `target_recall` on the collection.
+        """Train on a sample of the collection, fill the lists from the source (ivf_fill), and
+        (unless nprobe is given) choose the nprobe that reaches `target_recall` on the collection.
         `like` is the index a retrain replaces: its lists, the size they were chosen
         for, and at least its nprobe are kept (see SegmentManager.build_fresh).
 
-        Memory: the sample (64 vectors a list), one chunk and the index being built;
-        the calibration's exact ground truth is gathered from the same chunks."""
+        Memory: the sample (64 vectors a list), one chunk and the index being built, its
+        lists allocated at their final size; the calibration's exact ground truth is
+        gathered from the same chunks."""
         n = len(source)
         nlist = like.nlist if like is not None else nlist_for(n)
         rng = np.random.default_rng(seed)
@@ -221,6 +223,7 @@ class IvfIndex(VectorIndex):
         pool = np.setdiff1d(np.arange(n), picks) if hold_out else np.arange(n)
         sample_ids, sample = source.take(np.sort(rng.choice(pool, size=min(len(pool), 64 * nlist), replace=False)))
         query_ids, queries = source.take(picks)
+        calibrating = len(query_ids)  # those still present
         if hold_out:
             near = relevant_in_sample(queries, sample)
             if len(sample) - len(near) >= 8 * nlist:  # k-means keeps enough points per list (at least 4 are allowed below)
@@ -235,7 +238,6 @@ class IvfIndex(VectorIndex):
             # clip. A range learned from the sample clipped people enrolled after training
             # (score errors up to 0.09 measured, against 0.008 with the fixed range).
             faiss.copy_array_to_vector(np.array([-1.0, 2.0], np.float32), index.sq.trained)
-        index.set_direct_map_type(faiss.DirectMap.Hashtable)
         out = cls(dim, index, sample_ids, trained_n=like.trained_n if like is not None else n, nprobe=nprobe or nlist)
         truth = None
         if not nprobe:
@@ -243,12 +245,9 @@ class IvfIndex(VectorIndex):
                 cover_ids, cover = source.take(np.sort(rng.choice(n, size=min(COVERAGE_QUERIES, n), replace=False)))
                 query_ids, queries = np.concatenate([query_ids, cover_ids]), np.concatenate([queries, cover])
             truth = NearestOthers(query_ids, queries)
-        for chunk_ids, chunk in source.chunks():
-            out.add(chunk_ids, chunk)
-            if truth is not None:
-                truth.feed(chunk_ids, chunk)
+        fill_exactly(index, source, truth.feed if truth is not None else None)
         if truth is not None:
-            relevant, calibrating = truth.relevant(), len(picks)
+            relevant = truth.relevant()
             out.default_nprobe, out.calibrated_recall = calibrate_nprobe(out, queries[:calibrating], relevant[:calibrating], target_recall)
             if like is not None:
                 out.default_nprobe = keep_coverage(out, like, queries[calibrating:], relevant[calibrating:], source.vectors_of)

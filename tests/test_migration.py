@@ -230,3 +230,41 @@ def test_migrate_from_photos_over_the_cli_fills_missing_crops_then_moves_the_col
             assert all(_rank1(fb, "old").values())
     finally:
         server.stop()
+
+
+def test_a_rebuild_under_way_when_the_collection_switches_model_reports_no_damage(tmp_path, embedder, monkeypatch, caplog):
+    """A rebuild reads its faces' vectors from the catalog a chunk at a time (at 10M faces
+    they do not fit in memory at once). A migration that switches the collection to another
+    model while the rebuild reads must not make every face it reads then look damaged (new
+    vectors of another length): the rebuild notices the switch, is dropped, and the
+    collection is searched with the new model's index."""
+    import logging
+    import time
+
+    caplog.set_level(logging.INFO, logger="facebank.index.maintenance")
+    engine = Engine(make_config(tmp_path / "data"), embedder=embedder)
+    fb = Client(LocalTransport(engine))
+    try:
+        fb.create_collection("h", index="hnsw")
+        for person, photos in PEOPLE.items():
+            fb.enroll(person, [photos[0].path], collection="h")
+        engine.maintenance.clean_now()
+        monkeypatch.setenv("FACEBANK_DELAY_AT", "rebuild:build=8")
+        fb.forget("biden", collection="h")  # a removal from HNSW leaves a tombstone: a rebuild follows
+        deadline = time.monotonic() + 20
+        while not any("rebuilding" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, "the rebuild after the forget did not start"
+            time.sleep(0.05)
+        assert list(fb.migrate("sface", collection="h"))[-1].stage == "done"  # within the rebuild's read
+        deadline = time.monotonic() + 30
+        while not any(("rebuilt" in r.getMessage() or "dropped" in r.getMessage()) for r in caplog.records):
+            assert time.monotonic() < deadline, "the rebuild did not end"
+            time.sleep(0.2)
+        assert len(engine.store.damage) == 0, engine.store.damage.rows()
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
+        cid = engine.store.collection("h").id
+        assert engine.store.segments.get(cid, "enrolled").dim == engine.store.collection("h").dim
+        found = {k: v for k, v in _rank1(fb, "h").items() if not k.startswith("biden/")}
+        assert found and all(found.values()), found
+    finally:
+        fb.close()
