@@ -34,7 +34,7 @@ TABLES = (
     "faces",            # face id -> FaceRecord
     "face_owner",       # face id -> iid (8 bytes): the hot lookup of search
     "segment_faces",    # cid + segment + face id -> ''
-    "embeddings",       # face id -> slot (8) + sealed float32 vector
+    "embeddings",       # face id -> owner iid (8) + slot (8) + sealed embedding (packed: embedding_codec.py)
     "crops",            # face id -> owner iid (8) + slot (8) + sealed JPEG of the aligned face
     "staged_embeddings",  # face id -> owner iid (8) + slot (8) + sealed vector of the model a migration moves to
     "images",           # cid + sha256 + iid -> JSON [face ids]
@@ -55,6 +55,11 @@ TABLES = (
 # Tables whose rows are counted per group, and how many key bytes name the group
 # (cid, or cid + segment): describing a collection reads a counter, not a scan.
 COUNTED = {"identities": 4, "segment_faces": 5, "clusters": 4}
+# Tables of rows so large that two fill a page (packed embeddings, embedding_codec.py),
+# keyed by face ids handed out in ascending order. LMDB splits a full last page
+# by moving its last row over with the new one, so ascending inserts of such
+# rows leave one row a page; MDB_APPEND keeps the full page as it is.
+APPENDED = frozenset({"embeddings", "staged_embeddings"})
 DERIVED_VERSION = 1  # raise when a derived table changes meaning: opening rebuilds them
 TAG = 16
 KEY_TEXT_MAX = 240  # bytes of a text part of a key; longer ones are keyed by hash
@@ -174,8 +179,8 @@ class TableTxn:
         if table in COUNTED:
             if self.txn.replace(key, stored, db=self.db[table]) is None:
                 self._count(table, key, 1)
-        else:
-            self.txn.put(key, stored, db=self.db[table])
+        elif not (table in APPENDED and self.txn.put(key, stored, append=True, db=self.db[table])):
+            self.txn.put(key, stored, db=self.db[table])   # not past the last key: an ordinary insert or overwrite
         if self.journal is not None:
             self.journal.append((table, key, stored))
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from facebank.errors import DataCorruption
 from facebank.index.catalog_tables import TABLES, describe_key, read_u64
+from facebank.index.embedding_codec import unpack
 from facebank.index.keyring import KeyShredded, crop_aad, embedding_aad
 from facebank.index.sealed_faces import owner_tag
 from facebank.index.store import FaceStore
@@ -69,7 +70,12 @@ def _sealed_problem(store: FaceStore, table: str, face_id: int, value: bytes) ->
     except DataCorruption:
         return f"its data key (slot {slot}) failed its check"
     try:
-        key.open(sealed, crop_aad(face_id) if table == "crops" else embedding_aad(face_id))
+        plain = key.open(sealed, crop_aad(face_id) if table == "crops" else embedding_aad(face_id))
     except DataCorruption:
         return f"sealed {'face crop' if table == 'crops' else 'embedding'} failed its authentication"
+    if table != "crops":
+        try:
+            unpack(plain)
+        except DataCorruption as err:
+            return str(err)
     return ""

@@ -18,6 +18,7 @@ import numpy as np
 
 from facebank.errors import DataCorruption, InvalidArgument
 from facebank.index.catalog_txn import CatalogTxn
+from facebank.index.embedding_codec import pack, unpack
 from facebank.index.keyring import DataKey, Keyring, KeyShredded, crop_aad, embedding_aad, face_owner, identity_owner
 from facebank.index.records import CollectionRecord, FaceRecord
 
@@ -69,11 +70,11 @@ def put_sealed_face(w, coll: CollectionRecord, face: NewFace, iid: int, key: Dat
 
 
 def seal_embedding(t: CatalogTxn, face_id: int, iid: int, key: DataKey, vector: np.ndarray) -> None:
-    t.put_embedding(face_id, iid, key.slot, key.seal(np.ascontiguousarray(vector, dtype="<f4").tobytes(), embedding_aad(face_id)))
+    t.put_embedding(face_id, iid, key.slot, key.seal(pack(vector), embedding_aad(face_id)))
 
 
 def seal_staged(t: CatalogTxn, face_id: int, iid: int, key: DataKey, vector: np.ndarray) -> None:
-    t.put_staged(face_id, iid, key.slot, key.seal(np.ascontiguousarray(vector, dtype="<f4").tobytes(), embedding_aad(face_id)))
+    t.put_staged(face_id, iid, key.slot, key.seal(pack(vector), embedding_aad(face_id)))
 
 
 def open_staged(keyring: Keyring, t: CatalogTxn, face_id: int) -> np.ndarray | None:
@@ -81,7 +82,7 @@ def open_staged(keyring: Keyring, t: CatalogTxn, face_id: int) -> np.ndarray | N
     if row is None:
         return None
     iid, slot, sealed = row
-    return np.frombuffer(keyring.open(slot, owner_tag(iid, face_id)).open(sealed, embedding_aad(face_id)), dtype="<f4")
+    return unpack(keyring.open(slot, owner_tag(iid, face_id)).open(sealed, embedding_aad(face_id)))
 
 
 def seal_crop(t: CatalogTxn, face_id: int, iid: int, key: DataKey, crop: bytes) -> None:
@@ -107,8 +108,7 @@ def open_embedding(keyring: Keyring, t: CatalogTxn, face_id: int) -> np.ndarray 
     if row is None:
         return None
     iid, slot, sealed = row
-    plain = keyring.open(slot, owner_tag(iid, face_id)).open(sealed, embedding_aad(face_id))
-    return np.frombuffer(plain, dtype="<f4")
+    return unpack(keyring.open(slot, owner_tag(iid, face_id)).open(sealed, embedding_aad(face_id)))
 
 
 def open_vectors(keyring: Keyring, t: CatalogTxn, face_ids, dim: int = 0, damaged: list | None = None,
@@ -139,7 +139,7 @@ def open_vectors(keyring: Keyring, t: CatalogTxn, face_ids, dim: int = 0, damage
         if key is None:
             continue
         try:
-            vector = np.frombuffer(key.open(sealed, embedding_aad(fid)), dtype="<f4")
+            vector = unpack(key.open(sealed, embedding_aad(fid)))
         except DataCorruption:
             _report(damaged, table, fid, "sealed embedding failed its authentication")
             continue

@@ -251,8 +251,10 @@ class FaceStore:
             segment.settings = rec.index_settings
 
     def vectors_of(self, face_ids, dim: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Decrypted embeddings of the faces that still exist: (ids ascending, vectors)."""
-        with self.read() as t:
+        """Decrypted embeddings of the faces that still exist: (ids ascending, vectors).
+        A damaged row is left out and named, as a rebuild does: a start replaying the
+        change log must not fail on one bad record."""
+        with self.read(tolerant=True) as t:
             return self.open_vectors(t, face_ids, dim)
 
     def open_vectors(self, t: CatalogTxn, face_ids, dim: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -273,7 +275,9 @@ class FaceStore:
                 now = t.get_collection_by_id(cid)
                 if now is None or (now.model_id, now.dim) != (model, dim):  # not damage: other vectors now
                     raise SourceChanged(f"collection {cid} was dropped or moved to another model during a rebuild")
-                return self.open_vectors(t, wanted, dim)
+                chunk = self.open_vectors(t, wanted, dim)
+            self.catalog.release_pages()   # read once: not left resident after the rebuild (resident_pages.py)
+            return chunk
 
         return seq, VectorSource(ids, dim, fetch)
 

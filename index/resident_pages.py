@@ -1,0 +1,55 @@
+"""Handing back the pages of a file this process maps read-only (Linux).
+
+LMDB reads through a read-only shared mapping of the catalog file. A rebuild
+reads every embedding once (about 2 GB at 1M faces), and each page it touched
+stays in the process's resident set long after: clean pages the kernel would
+reclaim under pressure, but RSS (what an operator's monitor and a container's
+limit see) stays gigabytes above a start that read a snapshot. MADV_DONTNEED
+on such a mapping only unmaps the pages from this process: they stay in the
+page cache, and the next read faults them back in from there, unchanged. It is
+never applied to a writable mapping (LMDB's writemap is not used here).
+
+py-lmdb does not say where the map is, so it is found in /proc/self/maps by
+the file's path; the caller keeps the environment from being closed or
+reopened meanwhile (an address freed and reused would be someone else's).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import sys
+from pathlib import Path
+
+_ADVICE = getattr(mmap, "MADV_DONTNEED", None)
+
+
+def release_mapped(path: Path) -> int:
+    """Unmap this process's resident pages of `path`'s read-only shared mappings;
+    returns the bytes of mapping advised (0 where this is not Linux or none is mapped)."""
+    if _ADVICE is None or not sys.platform.startswith("linux"):
+        return 0
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return 0
+    target, advised = str(Path(path).resolve()), 0
+    for line in maps.splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) < 6 or fields[5] != target or fields[1] != "r--s":
+            continue
+        low, high = (int(x, 16) for x in fields[0].split("-"))
+        if _libc().madvise(ctypes.c_void_p(low), ctypes.c_size_t(high - low), _ADVICE) == 0:
+            advised += high - low
+    return advised
+
+
+def _libc() -> ctypes.CDLL:
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+        _LIBC.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    return _LIBC
+
+
+_LIBC: ctypes.CDLL | None = None
