@@ -19,6 +19,7 @@ from contextlib import contextmanager, nullcontext
 from facebank.errors import Unavailable
 from facebank.index.catalog import CompactionStopped
 from facebank.index.forget import PURGE_DUE
+from facebank.index.resident_pages import trim_heap
 from facebank.index.sealed_faces import now_ms
 from facebank.index.snapshot import SnapshotStopped
 from facebank.index.store import FaceStore
@@ -90,11 +91,13 @@ class Maintenance:
         (a strict forget, compaction)."""
         with self.work_lock:
             self.store.uow.drain()
-            for segment in self.store.segments.all():
-                if cid is not None and segment.cid != cid:
+            for place in self.store.segments.places():
+                segment = self.store.segments.find(*place)
+                if segment is None or (cid is not None and segment.cid != cid):
                     continue
                 if self.store.segments.wants_rebuild(segment):
-                    segment = self._rebuild(segment)
+                    segment = self._rebuild(segment)   # the replaced index's last reference goes here
+                    trim_heap()                         # and its memory back to the kernel, before the snapshot
                     if segment is None:
                         continue
                 if segment.changes_since_snapshot:
@@ -140,7 +143,10 @@ class Maintenance:
         with self._touching():
             self.store.uow.drain()
         with self.work_lock:
-            for segment in self.store.segments.all():
+            for place in self.store.segments.places():
+                segment = self.store.segments.find(*place)
+                if segment is None:
+                    continue
                 if self.store.segments.wants_rebuild(segment):
                     if segment.retrain_pending and segment.snapshot_seq == 0:
                         # A forget dropped the snapshot and its faces trained this index: the
@@ -150,6 +156,7 @@ class Maintenance:
                         with self._touching():
                             self.store.segments.snapshot(segment, self.store.uow.applying, self._stop.is_set)
                     segment = self._rebuild(segment, self._touching)
+                    trim_heap()
                     if segment is None:
                         continue
                 lost = segment.changes_since_snapshot and segment.snapshot_seq == 0  # none (a forget dropped it)

@@ -1,4 +1,5 @@
-"""Handing back the pages of a file this process maps read-only (Linux).
+"""Handing memory back to the kernel: the pages of a file this process maps
+read-only, and the heap a replaced index leaves free (Linux).
 
 LMDB reads through a read-only shared mapping of the catalog file. A rebuild
 reads every embedding once (about 2 GB at 1M faces), and each page it touched
@@ -8,6 +9,11 @@ limit see) stays gigabytes above a start that read a snapshot. MADV_DONTNEED
 on such a mapping only unmaps the pages from this process: they stay in the
 page cache, and the next read faults them back in from there, unchanged. It is
 never applied to a writable mapping (LMDB's writemap is not used here).
+
+A replaced index frees gigabytes of inverted lists, medium-sized blocks that
+glibc keeps in its arenas: measured at 1M faces, 2 GB freed after a retrain
+stayed resident until the process ended in one run and went within seconds in
+another. `trim_heap` (malloc_trim) returns such free pages at once.
 
 py-lmdb does not say where the map is, so it is found in /proc/self/maps by
 the file's path; the caller keeps the environment from being closed or
@@ -42,6 +48,13 @@ def release_mapped(path: Path) -> int:
         if _libc().madvise(ctypes.c_void_p(low), ctypes.c_size_t(high - low), _ADVICE) == 0:
             advised += high - low
     return advised
+
+
+def trim_heap() -> bool:
+    """Return the allocator's free pages to the kernel (glibc's malloc_trim); False where there is none."""
+    if not sys.platform.startswith("linux") or not hasattr(_libc(), "malloc_trim"):
+        return False
+    return bool(_libc().malloc_trim(0))
 
 
 def _libc() -> ctypes.CDLL:

@@ -135,6 +135,11 @@ class SegmentManager:
     def all(self) -> list[Segment]:
         return list(self._segments.values())
 
+    def places(self) -> list[tuple[int, str]]:
+        """(collection id, segment) of every live segment: a loop that rebuilds looks each one
+        up as it comes, so a replaced segment (its whole index) is freed when it is swapped out."""
+        return list(self._segments)
+
     def for_collection(self, cid: int) -> list[Segment]:
         return [s for (c, _), s in self._segments.items() if c == cid]
 

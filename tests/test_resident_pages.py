@@ -1,12 +1,14 @@
 """Catalog pages a rebuild read are handed back to the kernel, unchanged for the next reader."""
 
 import mmap
+import weakref
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
-from conftest import synthetic_faces
+from conftest import open_store, synthetic_faces
 
-from facebank.index.records import ENROLLED
+from facebank.index.records import ENROLLED, IndexSettings
 from facebank.index.resident_pages import release_mapped
 
 
@@ -48,3 +50,29 @@ def test_a_writable_mapping_is_never_advised(tmp_path):
         m[:5] = b"kept!"
         assert release_mapped(path) == 0
         assert m[:5] == b"kept!"
+
+
+def test_a_rebuild_frees_the_index_it_replaced_before_the_new_one_is_snapshotted(tmp_path, monkeypatch):
+    """The maintenance loop held every segment it started with, so the replaced index
+    (2 GB at 1M faces) stayed alive beside the new one while the snapshot was written."""
+    store = open_store(tmp_path / "data")
+    try:
+        store.create_collection("default", "scrfd500m-w600kmbf", 512, 0.4, IndexSettings())
+        synthetic_faces(SimpleNamespace(store=store), "default", 300)
+        segment = store.segment(store.collection("default").id)
+        segment.retrain_pending = True
+        replaced = weakref.ref(segment.index)
+        del segment
+        alive_when_snapshotted = []
+        real = store.segments.snapshot
+
+        def observed(segment, *args, **kwargs):
+            alive_when_snapshotted.append(replaced() is not None)
+            return real(segment, *args, **kwargs)
+
+        monkeypatch.setattr(store.segments, "snapshot", observed)
+        store.maintenance.clean_now()
+        assert alive_when_snapshotted and not any(alive_when_snapshotted)
+        assert store.segment(store.collection("default").id).index is not None and replaced() is None
+    finally:
+        store.close()
