@@ -40,20 +40,56 @@ def pack(vector: np.ndarray) -> bytes:
 
 
 def unpack(plain: bytes) -> np.ndarray:
-    """The float32 embedding a plaintext holds (read-only), packed or bare."""
-    if plain[:4] != MAGIC:
-        return np.frombuffer(plain, dtype="<f4")
-    try:
-        _, n, size = _HEADER.unpack_from(plain)
-        body = memoryview(plain)[_HEADER.size:]
-        top = np.frombuffer(zlib.decompress(body[:size], wbits=-15), np.uint8)
-        low = np.frombuffer(body[size:], np.uint8)
-        if len(top) != n or len(low) != 3 * n:
-            raise ValueError(f"{len(top)} top bytes and {len(low)} low bytes for {n} values")
-    except (struct.error, zlib.error, ValueError) as exc:
-        # authenticated, so only a writer's defect gets here; named like any damaged record
-        raise DataCorruption(f"a packed embedding does not unpack ({exc})") from exc
-    planes = np.empty((n, 4), np.uint8)
-    planes[:, 3] = top
-    planes[:, :3] = low.reshape(n, 3)
-    return planes.reshape(-1).view("<f4")
+    """The float32 embedding one plaintext holds, packed or bare (DataCorruption if it does not read)."""
+    _, vectors, problems = unpack_rows([plain])
+    if problems:
+        raise DataCorruption(problems[0][1])
+    return vectors[0]
+
+
+def unpack_rows(plains: list[bytes], dim: int = 0) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
+    """Many plaintexts at once: (which read, as a bool mask; their embeddings, one row each;
+    (position, why) for each that did not). `dim` 0: as many values as the first row holds.
+    Each packed row costs its decompression; the byte planes of all of them are put back
+    together in one pass (a rebuild unpacks a million)."""
+    dim = dim or (_values(plains[0]) if plains else 0)
+    out = np.empty((len(plains), dim), "<f4")
+    top = np.empty((len(plains), dim), np.uint8)
+    rest = np.empty((len(plains), 3 * dim), np.uint8)
+    read = np.zeros(len(plains), bool)
+    packed = np.zeros(len(plains), bool)
+    problems: list[tuple[int, str]] = []
+    for i, plain in enumerate(plains):
+        if plain[:4] != MAGIC:
+            if len(plain) != 4 * dim:
+                problems.append((i, f"{len(plain) // 4} values where the collection has {dim}"))
+                continue
+            out[i] = np.frombuffer(plain, "<f4")
+        else:
+            try:
+                _, n, size = _HEADER.unpack_from(plain)
+                high = zlib.decompress(memoryview(plain)[_HEADER.size:_HEADER.size + size], wbits=-15)
+            except (struct.error, zlib.error) as exc:
+                # authenticated, so only a writer's defect gets here; named like any damaged record
+                problems.append((i, f"a packed embedding does not unpack ({exc})"))
+                continue
+            if n != dim or len(high) != n or len(plain) - _HEADER.size - size != 3 * n:
+                problems.append((i, f"a packed embedding does not unpack ({n} values, {len(high)} top bytes, "
+                                    f"{len(plain) - _HEADER.size - size} low bytes; the collection has {dim})"))
+                continue
+            top[i] = np.frombuffer(high, np.uint8)
+            rest[i] = np.frombuffer(plain, np.uint8, offset=_HEADER.size + size)
+            packed[i] = True
+        read[i] = True
+    planes = out.view(np.uint8).reshape(len(plains), dim, 4)
+    if packed.all():
+        planes[:, :, 3] = top
+        planes[:, :, :3] = rest.reshape(len(plains), dim, 3)
+    elif packed.any():
+        planes[packed, :, 3] = top[packed]
+        planes[packed, :, :3] = rest[packed].reshape(-1, dim, 3)
+    return read, (out if read.all() else out[read]), problems
+
+
+def _values(plain: bytes) -> int:
+    return _HEADER.unpack_from(plain)[1] if plain[:4] == MAGIC and len(plain) >= _HEADER.size else len(plain) // 4

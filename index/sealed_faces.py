@@ -18,11 +18,12 @@ import numpy as np
 
 from facebank.errors import DataCorruption, InvalidArgument
 from facebank.index.catalog_txn import CatalogTxn
-from facebank.index.embedding_codec import pack, unpack
+from facebank.index.embedding_codec import pack, unpack, unpack_rows
 from facebank.index.keyring import DataKey, Keyring, KeyShredded, crop_aad, embedding_aad, face_owner, identity_owner
 from facebank.index.records import CollectionRecord, FaceRecord
 
 log = logging.getLogger(__name__)
+UNPACK_BLOCK = 4096   # plaintexts held before they are unpacked together (about 8 MB)
 
 
 def now_ms() -> int:
@@ -119,13 +120,28 @@ def open_vectors(keyring: Keyring, t: CatalogTxn, face_ids, dim: int = 0, damage
     commits next, or is finished by recovery at start): left out, never an error for
     the reader. One whose seal fails is damaged: left out and named in `damaged`
     (a rebuild must not stop the server for one bad record). `table="staged_embeddings"`
-    reads a migration's new vectors the same way."""
+    reads a migration's new vectors the same way. Plaintexts are unpacked UNPACK_BLOCK at a time."""
     wanted = np.unique(np.asarray(face_ids, np.int64))
     ids = np.empty(len(wanted), np.int64)
-    out: np.ndarray | None = np.empty((len(wanted), dim), np.float32) if dim else None
-    rows: list[np.ndarray] = []
-    keys: dict[int, DataKey | None] = {}
+    out: np.ndarray | None = None   # allocated once the dimension is known (given, or the first block's)
     n = 0
+    found: list[int] = []
+    plains: list[bytes] = []
+    keys: dict[int, DataKey | None] = {}
+
+    def unpack_block() -> None:
+        nonlocal out, n
+        read, vectors, problems = unpack_rows(plains, dim or (out.shape[1] if out is not None else 0))
+        for at, why in problems:
+            _report(damaged, table, found[at], why)
+        if out is None:
+            out = np.empty((len(wanted), vectors.shape[1]), np.float32)
+        out[n:n + len(vectors)] = vectors
+        ids[n:n + len(vectors)] = np.asarray(found, np.int64)[read]
+        n += len(vectors)
+        found.clear()
+        plains.clear()
+
     for fid, iid, slot, sealed in t.iter_embeddings(wanted.tolist(), table):
         key = keys.get(slot, False)
         if key is False:
@@ -139,22 +155,16 @@ def open_vectors(keyring: Keyring, t: CatalogTxn, face_ids, dim: int = 0, damage
         if key is None:
             continue
         try:
-            vector = unpack(key.open(sealed, embedding_aad(fid)))
+            plains.append(key.open(sealed, embedding_aad(fid)))
         except DataCorruption:
             _report(damaged, table, fid, "sealed embedding failed its authentication")
             continue
-        if out is None:
-            rows.append(vector)
-        elif len(vector) == dim:
-            out[n] = vector
-        else:
-            _report(damaged, table, fid, f"{len(vector)} values where the collection has {dim}")
-            continue
-        ids[n] = fid
-        n += 1
-    if out is None:
-        out = np.stack(rows).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
-    return ids[:n], out[:n]
+        found.append(fid)
+        if len(plains) == UNPACK_BLOCK:
+            unpack_block()
+    if plains:
+        unpack_block()
+    return ids[:n], out[:n] if out is not None else np.zeros((0, dim), np.float32)
 
 
 def _report(damaged: list | None, table: str, face_id: int, why: str) -> None:

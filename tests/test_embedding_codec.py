@@ -88,3 +88,24 @@ def test_check_names_a_sealed_embedding_that_authenticates_but_does_not_unpack(e
     _, damaged, _ = check_catalog(store)
     assert [(d.table, d.described) for d in damaged] == [("embeddings", str(fid))]
     assert "does not unpack" in damaged[0].problem
+
+
+def test_rows_unpacked_together_match_one_at_a_time():
+    """The batched path (a rebuild's) against unpacking each row alone: packed, bare and damaged rows mixed."""
+    from facebank.index.embedding_codec import unpack_rows
+
+    rows = unit_rows(40, 512, seed=3)
+    plains = [pack(v) if i % 3 else v.tobytes() for i, v in enumerate(rows)]
+    plains[7] = plains[7][:-5]                      # packed, cut short
+    plains[9] = rows[9][:100].tobytes()             # bare, another dimension
+    read, vectors, problems = unpack_rows(plains, 512)
+    alone = []
+    for p in plains:
+        try:
+            alone.append(unpack(p))
+        except DataCorruption:
+            alone.append(None)
+    assert [at for at, _ in problems] == [7, 9] and not read[7] and not read[9]
+    assert read.tolist() == [a is not None and len(a) == 512 for a in alone]
+    assert np.array_equal(vectors, np.stack([a for a in alone if a is not None and len(a) == 512]))
+    assert np.array_equal(vectors, np.delete(rows, [7, 9], axis=0))
