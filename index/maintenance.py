@@ -91,18 +91,21 @@ class Maintenance:
         (a strict forget, compaction)."""
         with self.work_lock:
             self.store.uow.drain()
+            rebuilt = False
             for place in self.store.segments.places():
                 segment = self.store.segments.find(*place)
                 if segment is None or (cid is not None and segment.cid != cid):
                     continue
                 if self.store.segments.wants_rebuild(segment):
-                    segment = self._rebuild(segment)   # the replaced index's last reference goes here
-                    trim_heap()                         # and its memory back to the kernel, before the snapshot
+                    segment = self._rebuild(segment)   # the replaced index goes with its last reference (a search may hold it a moment)
+                    rebuilt = True
                     if segment is None:
                         continue
                 if segment.changes_since_snapshot:
                     self.store.segments.snapshot(segment, self.store.uow.applying)
             self._trim()
+            if rebuilt:
+                trim_heap()   # the replaced indexes' memory, back to the kernel (resident_pages.py)
 
     def compact(self) -> tuple[int, int]:
         """Clean every collection, then rewrite the catalog without free pages. At
@@ -143,6 +146,7 @@ class Maintenance:
         with self._touching():
             self.store.uow.drain()
         with self.work_lock:
+            rebuilt = False
             for place in self.store.segments.places():
                 segment = self.store.segments.find(*place)
                 if segment is None:
@@ -156,7 +160,7 @@ class Maintenance:
                         with self._touching():
                             self.store.segments.snapshot(segment, self.store.uow.applying, self._stop.is_set)
                     segment = self._rebuild(segment, self._touching)
-                    trim_heap()
+                    rebuilt = True
                     if segment is None:
                         continue
                 lost = segment.changes_since_snapshot and segment.snapshot_seq == 0  # none (a forget dropped it)
@@ -165,6 +169,8 @@ class Maintenance:
                         self.store.segments.snapshot(segment, self.store.uow.applying, self._stop.is_set)
             with self._touching():
                 self._trim()
+            if rebuilt:
+                trim_heap()
         with self._touching():
             self._expire_scratch()
             if self.store.segments.factory.milvus is not None:
