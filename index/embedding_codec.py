@@ -7,7 +7,8 @@ faces). The values of a unit vector share a narrow range of exponents, so the
 top byte of each float (sign and 7 exponent bits, about 2.6 bits of entropy)
 is split into a plane of its own, as Blosc's shuffle does, and deflated to
 under half; the other three bytes are mostly mantissa noise and are kept as
-they are. About 1.78 KB is left at 512 values: two rows to a page. Lossless: `unpack(pack(v))` is `v` bit for bit.
+they are. About 1.78 KB is left at 512 values: two rows to a page.
+Lossless: `unpack(pack(v))` is `v` bit for bit.
 
 Rows written before hold the bare float32 values; `unpack` reads both. A packed
 plaintext starts with a NaN's bit pattern, which a stored embedding (always

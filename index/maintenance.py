@@ -97,7 +97,7 @@ class Maintenance:
                 if segment is None or (cid is not None and segment.cid != cid):
                     continue
                 if self.store.segments.wants_rebuild(segment):
-                    segment = self._rebuild(segment)   # the replaced index goes with its last reference (a search may hold it a moment)
+                    segment = self._rebuild(segment)   # the replaced index is freed with its last reference
                     rebuilt = True
                     if segment is None:
                         continue

@@ -36,7 +36,9 @@ def test_a_rebuild_leaves_no_catalog_page_resident_and_reads_the_same_after(engi
     assert resident_kb(data_file) < 64, "each chunk's pages are handed back once read"
     with store.read() as t:
         _, again = store.open_vectors(t, ids, 512)
-    assert resident_kb(data_file) > 1500 * 2                 # a plain read keeps them, until the next release
+    with store.catalog.env.begin() as txn:
+        leaf_kb = txn.stat(store.catalog._dbs["embeddings"])["leaf_pages"] * 4
+    assert resident_kb(data_file) >= leaf_kb                 # a plain read keeps every page it read, until the next release
     assert store.catalog.release_pages() > 0 and resident_kb(data_file) < 64
     with store.read() as t:
         _, after = store.open_vectors(t, ids, 512)
