@@ -204,6 +204,8 @@ class Catalog:
                 return
             with fresh.begin(write=True, db=target) as txn:
                 txn.cursor().putmulti(chunk, append=True)
+            del chunk
+            self.release_pages()   # the batch's pages of the old file, read once (resident_pages.py)
 
     def _journal_commit(self, view: CatalogTxn) -> None:
         """A committed write's rows, kept for the compaction copying now (writers hold the gate)."""
