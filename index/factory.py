@@ -64,9 +64,7 @@ class IndexFactory:
             index = TorchExactIndex(dim, device="cuda")
         else:
             index = FlatIndex(dim)
-        for ids, vectors in source.chunks():
-            index.add(ids, vectors)
-        return index
+        return add_all(index, source)
 
     def restore(self, kind: str, dim: int, info: dict, arrays: dict) -> VectorIndex:
         """An index from a snapshot, placed on this machine's device (its FAISS entries
@@ -97,6 +95,16 @@ class IndexFactory:
             raise ValueError(f"unknown index kind {kind!r}")
         return GpuMirror(index, faiss_to_gpu) if self.device == "cuda" and faiss_gpus() else index
 
+
+
+def add_all(index: VectorIndex, source: VectorSource) -> VectorIndex:
+    """Every face of the source into an exact or graph index, chunk by chunk, with room
+    made once for all of them (the GPU exact index otherwise grows by half as chunks
+    come: up to 2.5x its vectors in GPU memory for a moment)."""
+    index.reserve(len(source))
+    for ids, vectors in source.chunks():
+        index.add(ids, vectors)
+    return index
 
 class GpuMirror(VectorIndex):
     """A CPU FAISS index (the master: snapshots, removal) with a copy on the GPU

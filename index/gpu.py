@@ -67,16 +67,23 @@ class TorchExactIndex(VectorIndex):
     def _ids(self) -> np.ndarray:
         return self._id_buffer[: self._n]
 
+    def reserve(self, n: int) -> None:
+        if n > len(self._buffer):
+            self._grow(n)
+
+    def _grow(self, room: int) -> None:
+        n = self._n
+        grown = self.torch.empty((room, self.dim), dtype=self.dtype, device=self.device)
+        grown[:n] = self._buffer[:n]
+        grown_ids = np.zeros(room, np.int64)
+        grown_ids[:n] = self._id_buffer[:n]
+        self._buffer, self._id_buffer = grown, grown_ids
+
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         new = self.torch.from_numpy(np.ascontiguousarray(vectors, np.float32)).to(self.device, self.dtype).reshape(-1, self.dim)
         n, m = self._n, len(new)
         if n + m > len(self._buffer):
-            room = max(n + m, n + n // 2, 1024)  # grow by half: amortised O(1) per row
-            grown = self.torch.empty((room, self.dim), dtype=self.dtype, device=self.device)
-            grown[:n] = self._buffer[:n]
-            grown_ids = np.zeros(room, np.int64)
-            grown_ids[:n] = self._id_buffer[:n]
-            self._buffer, self._id_buffer = grown, grown_ids
+            self._grow(max(n + m, n + n // 2, 1024))  # grow by half: amortised O(1) per row
         self._buffer[n : n + m] = new
         self._id_buffer[n : n + m] = np.asarray(ids, np.int64)
         self._n = n + m

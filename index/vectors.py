@@ -92,6 +92,9 @@ class VectorIndex(ABC):
     def __len__(self) -> int:
         """Live (searchable) vectors."""
 
+    def reserve(self, n: int) -> None:
+        """Make room for n vectors in all before a build adds them (where the kind grows by copying)."""
+
     def search_subset(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact search among `allowed` ids only (for small metadata filters)."""
         present, vectors = self.reconstruct(allowed)

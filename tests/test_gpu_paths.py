@@ -15,7 +15,7 @@ from facebank.embedder.batching import BatchingModel
 from facebank.embedder.runtime import InferenceModel, OnnxRuntimeModel, load_model, resolve_device
 from facebank.embedder.torch_onnx import TorchOnnxModel
 from facebank.errors import FailedPrecondition, ResourceExhausted, Unavailable
-from facebank.index.factory import IndexFactory
+from facebank.index.factory import IndexFactory, add_all
 from facebank.index.gpu import TorchExactIndex
 from facebank.index.vector_source import VectorSource
 from facebank.index.vectors import FlatIndex, exact_top_k
@@ -132,6 +132,23 @@ def test_torch_exact_index_grows_by_small_adds_and_compacts_on_removal():
     ref = FlatIndex(32)
     ref.add(np.concatenate([ids[1000:], ids[:5]]), np.concatenate([x[1000:], x[:5]]))
     assert np.array_equal(grown.search(q, 10)[1], ref.search(q, 10)[1])
+
+
+def test_a_gpu_exact_build_allocates_its_vectors_once_at_their_final_size():
+    """A build adds the source chunk by chunk: growing by half as chunks came left the
+    buffer at 1.47x the faces (and 2.5x in GPU memory while the last growth copied)."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((100_000, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids = np.arange(100_000, dtype=np.int64) * 3 + 5
+    built = add_all(TorchExactIndex(16, device="cpu", dtype="float32"), VectorSource.of(ids, x))
+    assert len(built) == 100_000 and len(built._buffer) == 100_000
+    flat = FlatIndex(16)
+    flat.add(ids, x)
+    q = x[::1000] + 0.05 * rng.standard_normal((100, 16)).astype(np.float32)
+    assert np.array_equal(built.search(q, 10)[1], flat.search(q, 10)[1])
+    built.add(ids[:3] + 1, x[:3])   # and it still grows for enrollments after the build
+    assert len(built) == 100_003
 
 
 class SlowModel(InferenceModel):
