@@ -160,20 +160,21 @@ class CatalogTxn(TableTxn):
         if rec.cluster_id:
             self._delete("cluster_faces", u64(rec.cluster_id) + fid)
 
-    def iter_face_owners(self) -> Iterator[tuple[int, int]]:
-        for key, value in self._prefix("face_owner", b""):
-            yield read_u64(key), read_u64(value)
+    def face_owners_after(self, after: int, limit: int) -> list[tuple[int, int]]:
+        """(face id, iid) of up to `limit` faces after face `after`, ascending."""
+        rows = []
+        for key, value in self._prefix("face_owner", b"", start=u64(after + 1)):
+            rows.append((read_u64(key), read_u64(value)))
+            if len(rows) == limit:
+                break
+        return rows
 
     def face_owners(self, face_ids) -> list[int]:
-        """The iid of each face (0 if not enrolled, -1 if gone), without decoding records."""
-        db = self.db["face_owner"]
+        """The iid of each face (0 if not enrolled, -1 if gone or its row damaged)."""
         out = []
         for fid in face_ids:
-            if fid < 0:
-                out.append(-1)
-                continue
-            raw = self.txn.get(u64(fid), db=db)
-            out.append(-1 if raw is None else read_u64(raw))
+            value = self._get("face_owner", u64(fid)) if fid >= 0 else None
+            out.append(-1 if value is None else read_u64(value))
         return out
 
     def segment_face_ids(self, cid: int, segment: str, limit: int = 0) -> list[int]:

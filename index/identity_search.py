@@ -20,7 +20,7 @@ import numpy as np
 
 from facebank.index.records import IdentityRecord
 from facebank.index.segments import Segment
-from facebank.index.views import FaceOwners
+from facebank.index.face_owners import FaceOwners
 
 
 class Hit(NamedTuple):

@@ -20,6 +20,7 @@ def start_store(data_dir: Path, *, keys_dir: Path | None = None, device: str = "
     try:
         recover(store)
         store.load_indexes()
+        store.start_owner_map()   # searches are answered meanwhile (face_owners.py)
         maintenance = Maintenance(store)
     except BaseException:
         store.close()

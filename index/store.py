@@ -41,7 +41,8 @@ from facebank.index.segments import Segment, SegmentManager
 from facebank.index.snapshot_keys import SnapshotKeys
 from facebank.index.unit_of_work import UnitOfWork
 from facebank.index.vector_source import SourceChanged, VectorSource
-from facebank.index.views import FaceOwners, IdentityCache, MetadataView, listen
+from facebank.index.face_owners import FaceOwners, OwnerLoader, catalog_readers
+from facebank.index.views import IdentityCache, MetadataView, listen
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +86,11 @@ class FaceStore:
         self._job_locks_guard = threading.Lock()
         self._upgrade_derived()
         with self.read(tolerant=True) as t:
-            self.owners.load(t.iter_face_owners())
             self.metadata.load(t.iter_metadata_index())
             self.damage.add(t.damaged)
+        read_owners, read_faces_of, read_batch = catalog_readers(self.read, self.damage)
+        self.owners.begin_loading(read_owners, read_faces_of)   # filled after the start (face_owners.py)
+        self._owner_loader = OwnerLoader(self.owners, read_batch)
 
     def _choose_vectors(self, vectors: str | None) -> str:
         """Where this store's vectors live. A data directory keeps them where they were
@@ -114,6 +117,10 @@ class FaceStore:
             with self.write() as w:
                 w.rebuild_derived()
                 w.put_meta("derived_version", DERIVED_VERSION)
+
+    def start_owner_map(self) -> None:
+        """Fill the face owner map in the background (a start does this once its indexes serve)."""
+        self._owner_loader.start()
 
     def load_indexes(self) -> None:
         """Load every collection's live indexes: snapshot + replay, else rebuild (after recovery).
@@ -365,6 +372,9 @@ class FaceStore:
         self._release()
 
     def _release(self) -> None:
+        loader = getattr(self, "_owner_loader", None)
+        if loader is not None:
+            loader.stop()   # before the catalog closes under it
         segments = getattr(self, "segments", None)
         if segments is not None and segments.factory.milvus is not None:
             segments.factory.milvus.close()

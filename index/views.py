@@ -9,53 +9,9 @@ from __future__ import annotations
 
 import threading
 
-import numpy as np
-
 from facebank.index.catalog_txn import CatalogTxn
+from facebank.index.face_owners import FaceOwners
 from facebank.index.records import IdentityRecord
-
-
-class FaceOwners:
-    """face id -> iid (0: not enrolled, -1: no such face), as one dense array."""
-
-    def __init__(self) -> None:
-        self._owner = np.full(1024, -1, np.int64)
-        self._lock = threading.Lock()
-
-    def load(self, pairs) -> None:
-        with self._lock:
-            for face_id, iid in pairs:
-                self._set(face_id, iid)
-
-    def update(self, changes: dict[int, int]) -> None:
-        if changes:
-            with self._lock:
-                for face_id, iid in changes.items():
-                    self._set(face_id, iid)
-
-    def _set(self, face_id: int, iid: int) -> None:
-        if face_id >= len(self._owner):
-            grown = np.full(max(face_id + 1, 2 * len(self._owner)), -1, np.int64)
-            grown[: len(self._owner)] = self._owner
-            self._owner = grown  # readers holding the old array still see a consistent one
-        self._owner[face_id] = iid
-
-    def faces_of(self, iids) -> np.ndarray:
-        """Every face owned by one of these identities (ascending), from the array in one pass."""
-        owner = self._owner
-        if not iids:
-            return np.zeros(0, np.int64)
-        wanted = np.zeros(max(iids) + 2, bool)  # [0]: not enrolled, [-1]: beyond; both False
-        wanted[np.fromiter(iids, np.int64, len(iids))] = True
-        return np.flatnonzero(wanted[np.clip(owner, 0, len(wanted) - 1)]).astype(np.int64)
-
-    def lookup(self, face_ids: np.ndarray) -> np.ndarray:
-        owner = self._owner
-        ids = np.asarray(face_ids, np.int64)
-        inside = (ids >= 0) & (ids < len(owner))
-        out = np.full(ids.shape, -1, np.int64)
-        out[inside] = owner[ids[inside]]
-        return out
 
 
 class IdentityCache:

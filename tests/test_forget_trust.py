@@ -153,7 +153,7 @@ def test_a_real_verification_failure_exits_non_zero(tmp_path, embedder, monkeypa
     """A bug that kept the forgotten faces searchable (simulated: removals never
     reach the answer filter nor the index) is reported, and the command fails."""
     from facebank.index.unit_of_work import UnitOfWork
-    from facebank.index.views import FaceOwners
+    from facebank.index.face_owners import FaceOwners
 
     running = start(make_config(tmp_path / "data"), engine=Engine(make_config(tmp_path / "data"), embedder=embedder))
     try:
