@@ -34,7 +34,7 @@ def test_a_start_answers_before_the_owner_map_is_loaded_and_the_load_undoes_no_c
     data = tmp_path / "data"
     vectors = _gallery(data)
     names = [f"synthetic-{i}" for i in range(N)]
-    monkeypatch.setenv(DELAY_ENV, "owners:batch-read=8")   # the first batch is read, then held 8 s
+    monkeypatch.setenv(DELAY_ENV, "owners:batch-read=15")   # the first batch is read, then held 15 s
     store = open_store(data)
     try:
         assert store.owners.loading
@@ -51,7 +51,7 @@ def test_a_start_answers_before_the_owner_map_is_loaded_and_the_load_undoes_no_c
         kept = identity(store, "default", "synthetic-3")[1][0]
         assert store.owners.loading, "the commits above must land while the batch read before them is held"
         assert list(store.owners.faces_of({kept.iid})) == [kept.face_id]   # from the catalog while loading
-        assert store.owners.loaded.wait(30)
+        assert store.owners.loaded.wait(60)
         # The held batch still said synthetic-1 and synthetic-2 owned their faces: it must not say so now.
         owners = store.owners.lookup(np.array([deleted.face_id, forgotten.face_id, late.face_id, kept.face_id, 10**6]))
         assert owners.tolist() == [-1, -1, late.iid, kept.iid, -1]
