@@ -160,14 +160,15 @@ class CatalogTxn(TableTxn):
         if rec.cluster_id:
             self._delete("cluster_faces", u64(rec.cluster_id) + fid)
 
-    def face_owners_after(self, after: int, limit: int) -> list[tuple[int, int]]:
-        """(face id, iid) of up to `limit` faces after face `after`, ascending."""
-        rows = []
+    def face_owners_after(self, after: int, limit: int) -> tuple[list[int], list[int]]:
+        """(face ids, their iids) of up to `limit` faces after face `after`, ascending."""
+        face_ids, iids = [], []
         for key, value in self._prefix("face_owner", b"", start=u64(after + 1)):
-            rows.append((read_u64(key), read_u64(value)))
-            if len(rows) == limit:
+            face_ids.append(read_u64(key))
+            iids.append(read_u64(value))
+            if len(face_ids) == limit:
                 break
-        return rows
+        return face_ids, iids
 
     def face_owners(self, face_ids) -> list[int]:
         """The iid of each face (0 if not enrolled, -1 if gone or its row damaged)."""

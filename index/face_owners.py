@@ -1,8 +1,9 @@
 """face id -> identity for every search hit, held in memory and filled after the start.
 
-Reading the map from the catalog checks each row's integrity tag in Python:
-about 5 us a face, 5.5 s of a 1M-face start and most of a minute at 10M. So a
-start no longer waits for it: the map begins with every face UNKNOWN, a
+Reading the map from the catalog checks each row's integrity tag in Python
+(1.66 s of a 3.5 s start at 300k faces under a profiler; starts at 1M were
+2.3-5.3 s longer with it, so tens of seconds at 10M). So a start no longer
+waits for it: the map begins with every face UNKNOWN, a
 background `OwnerLoader` fills it a batch of faces at a time, and until it is
 done a lookup that meets an UNKNOWN face reads that face's row from the catalog
 (the same authenticated row, so the answer is the same; a damaged row is left
@@ -172,8 +173,8 @@ def catalog_readers(read, damage) -> tuple[ReadOwners, ReadFacesOf, ReadBatch]:
 
     def batch(after: int, limit: int) -> tuple[np.ndarray, np.ndarray]:
         with read(tolerant=True) as t:
-            rows = t.face_owners_after(after, limit)
+            face_ids, iids = t.face_owners_after(after, limit)
             damage.add(t.damaged)
-        return np.asarray([f for f, _ in rows], np.int64), np.asarray([i for _, i in rows], np.int64)
+        return np.asarray(face_ids, np.int64), np.asarray(iids, np.int64)
 
     return owners, faces_of, batch

@@ -96,7 +96,6 @@ class IndexFactory:
         return GpuMirror(index, faiss_to_gpu) if self.device == "cuda" and faiss_gpus() else index
 
 
-
 def add_all(index: VectorIndex, source: VectorSource) -> VectorIndex:
     """Every face of the source into an exact or graph index, chunk by chunk, with room
     made once for all of them (the GPU exact index otherwise grows by half as chunks
@@ -105,6 +104,7 @@ def add_all(index: VectorIndex, source: VectorSource) -> VectorIndex:
     for ids, vectors in source.chunks():
         index.add(ids, vectors)
     return index
+
 
 class GpuMirror(VectorIndex):
     """A CPU FAISS index (the master: snapshots, removal) with a copy on the GPU

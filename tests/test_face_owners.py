@@ -58,7 +58,8 @@ def test_a_start_answers_before_the_owner_map_is_loaded_and_the_load_undoes_no_c
         assert list(store.owners.faces_of({kept.iid, late.iid})) == sorted([kept.face_id, late.face_id])
         answers = _top(store, np.stack([vectors[n] for n in names[3:]] + [late_vector]))
         assert answers == names[3:] + ["late"]
-        assert "synthetic-1" not in _top(store, vectors["synthetic-1"][None]) + _top(store, vectors["synthetic-2"][None])
+        gone = _top(store, np.stack([vectors["synthetic-1"], vectors["synthetic-2"]]))
+        assert "synthetic-1" not in gone and "synthetic-2" not in gone
     finally:
         store.close()
 
