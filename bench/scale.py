@@ -146,29 +146,34 @@ def _watch(what: str, args: list[str], log) -> dict:
                              env={**os.environ, "PYTHONPATH": str(root)})
     started = time.monotonic()
     state = {"phase": "starting", "result": None}
-    samples: list[tuple[float, float, str]] = []
+    samples: list[tuple[float, float, str, float]] = []
+
+    def sample() -> bool:
+        phase = state["phase"]
+        try:
+            anon, file = _rss_parts(child.pid)
+        except (OSError, ValueError, KeyError):  # gone (an exited child's status has no RSS lines)
+            return False
+        samples.append((round(time.monotonic() - started, 2), round((anon + file) / 2**30, 3), phase, round(anon / 2**30, 3)))
+        return True
 
     def read() -> None:
         for line in child.stdout:
             message = json.loads(line)
             if "phase" in message:
                 state["phase"] = message["phase"]
+                sample()   # every phase has a sample, however short (at --quick sizes some last under SAMPLE_S)
                 log(f"scale: {what} {args[-1]}: {message['phase']}")
             else:
                 state["result"] = message
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    while child.poll() is None:
-        try:
-            anon, file = _rss_parts(child.pid)
-        except (OSError, ValueError, KeyError):  # gone (an exited child's status has no RSS lines)
-            break
-        samples.append((round(time.monotonic() - started, 2), round((anon + file) / 2**30, 3), state["phase"],
-                        round(anon / 2**30, 3)))
+    while child.poll() is None and sample():
         time.sleep(SAMPLE_S)
     child.wait()
     reader.join(timeout=10)
+    samples.sort(key=lambda s: s[0])
     if child.returncode != 0 or state["result"] is None:
         raise RuntimeError(f"bench.scale {what} {args} failed with exit status {child.returncode}")
     phases = {}
@@ -206,27 +211,36 @@ def _engine(data: Path):
     return Engine(ServerConfig(data_dir=data, listen="127.0.0.1:0", background=False, compact_after_forget_s=1e9))
 
 
-def life(tmp: str, n: str) -> None:
-    """Load, index, settle, forgets under search load, retrain, compact, settle."""
+def load_people(engine, n_ids: int):
+    """The life's synthetic people (PER_ID faces each), enrolled through the engine CHUNK_IDS
+    people at a time so that the vectors are never all in memory; returns their gallery.
+    (The scripts kept with the committed runs load the same way.)"""
     from bench.search import enroll_synthetic
     from bench.synthetic import gallery
+
+    g = gallery(n_ids, seed=11)
+    for start in range(0, n_ids, CHUNK_IDS):
+        labels = np.repeat(np.arange(start, min(n_ids, start + CHUNK_IDS)), PER_ID)
+        enroll_synthetic(engine, "default", g.faces(labels, np.random.default_rng(12 + start)), PER_ID, chunk=CHUNK_IDS,
+                         first_id=start)
+    return g
+
+
+def life(tmp: str, n: str) -> None:
+    """Load, index, settle, forgets under search load, retrain, compact, settle."""
     from facebank.v1 import facebank_pb2 as pb
 
     tmp_path, n_ids = Path(tmp), int(n) // PER_ID
     _phase("load")
-    g = gallery(n_ids, seed=11)
     engine = _engine(tmp_path / "data")
     t0 = time.perf_counter()
-    for start in range(0, n_ids, CHUNK_IDS):
-        labels = np.repeat(np.arange(start, min(n_ids, start + CHUNK_IDS)), PER_ID)
-        x = g.faces(labels, np.random.default_rng(12 + start))
-        enroll_synthetic(engine, "default", x, PER_ID, chunk=CHUNK_IDS, first_id=start)
+    g = load_people(engine, n_ids)
     load_s = time.perf_counter() - t0
     probe_ids = np.random.default_rng(13).integers(FORGETS, n_ids, 64)
     np.save(tmp_path / "probes.npy", g.faces(probe_ids, np.random.default_rng(14)))
     np.save(tmp_path / "probe_ids.npy", probe_ids)
     queries = g.faces(np.random.default_rng(15).integers(0, n_ids, 64), np.random.default_rng(16))
-    del g, x
+    del g
     _phase("index")
     engine.maintenance.clean_now()
     _phase("settled")

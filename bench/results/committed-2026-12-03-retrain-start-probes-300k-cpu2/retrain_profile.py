@@ -1,11 +1,8 @@
 """Where a retrain's time goes: `python retrain_profile.py N` from the repository root."""
 import sys, time, tempfile, shutil, functools
 from pathlib import Path
-import numpy as np
 sys.path.insert(0, ".")
-from bench.search import enroll_synthetic
-from bench.synthetic import gallery
-from bench.scale import _engine, CHUNK_IDS, PER_ID
+from bench.scale import PER_ID, _engine, load_people
 import facebank.index.vectors as V
 import faiss
 spent = {}
@@ -26,11 +23,7 @@ for cls in (faiss.IndexIVFFlat, faiss.IndexIVFScalarQuantizer):
 n = int(sys.argv[1]); n_ids = n // PER_ID
 tmp = Path(tempfile.mkdtemp())
 engine = _engine(tmp / "data")
-g = gallery(n_ids, seed=11)
-for start in range(0, n_ids, CHUNK_IDS):
-    labels = np.repeat(np.arange(start, min(n_ids, start + CHUNK_IDS)), PER_ID)
-    enroll_synthetic(engine, "default", g.faces(labels, np.random.default_rng(12 + start)), PER_ID, chunk=CHUNK_IDS, first_id=start)
-del g
+load_people(engine, n_ids)
 t = time.perf_counter(); engine.maintenance.clean_now(); print("first build", round(time.perf_counter() - t, 1), {k: round(v, 1) for k, v in spent.items()}, flush=True)
 spent.clear()
 seg = engine.store.segments.all()[0]

@@ -3,16 +3,11 @@ import sys, time, tempfile, shutil, cProfile, pstats
 from pathlib import Path
 import numpy as np
 sys.path.insert(0, ".")
-from bench.search import enroll_synthetic
-from bench.synthetic import gallery
-from bench.scale import _engine, _search, CHUNK_IDS, PER_ID
+from bench.scale import PER_ID, _engine, _search, load_people
 n = int(sys.argv[1]); n_ids = n // PER_ID
 tmp = Path(tempfile.mkdtemp())
 engine = _engine(tmp / "data")
-g = gallery(n_ids, seed=11)
-for start in range(0, n_ids, CHUNK_IDS):
-    labels = np.repeat(np.arange(start, min(n_ids, start + CHUNK_IDS)), PER_ID)
-    enroll_synthetic(engine, "default", g.faces(labels, np.random.default_rng(12 + start)), PER_ID, chunk=CHUNK_IDS, first_id=start)
+g = load_people(engine, n_ids)
 q = g.faces(np.arange(64), np.random.default_rng(5)); del g
 engine.maintenance.clean_now(); engine.close()
 prof = cProfile.Profile()

@@ -5,17 +5,12 @@ import sys, threading, tempfile, weakref, gc
 from pathlib import Path
 import numpy as np
 sys.path.insert(0, ".")
-from bench.search import enroll_synthetic
-from bench.synthetic import gallery
-from bench.scale import _engine, _search, CHUNK_IDS, PER_ID, FORGETS
+from bench.scale import FORGETS, PER_ID, _engine, _search, load_people
 from facebank.v1 import facebank_pb2 as pb
 n = int(sys.argv[1]); n_ids = n // PER_ID
 tmp = Path(tempfile.mkdtemp())
 engine = _engine(tmp / "data")
-g = gallery(n_ids, seed=11)
-for start in range(0, n_ids, CHUNK_IDS):
-    labels = np.repeat(np.arange(start, min(n_ids, start + CHUNK_IDS)), PER_ID)
-    enroll_synthetic(engine, "default", g.faces(labels, np.random.default_rng(12 + start)), PER_ID, chunk=CHUNK_IDS, first_id=start)
+g = load_people(engine, n_ids)
 queries = g.faces(np.random.default_rng(15).integers(0, n_ids, 64), np.random.default_rng(16))
 del g
 def anon():
