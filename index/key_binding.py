@@ -91,7 +91,7 @@ def _create(data_dir: Path, keys_dir: Path, catalog_path: Path, master: bytes | 
 def _open_existing(data_dir: Path, keys_dir: Path, catalog_path: Path, header, master: bytes | None, map_size: int) -> OpenedData:
     if not keys_dir.is_dir() and master is None:
         raise FailedPrecondition(_no_master(data_dir, keys_dir))
-    lock = acquire_keys_lock(keys_dir) if keys_dir.is_dir() else None
+    lock = None   # taken once nothing is refused: a refused start leaves not even a lock file behind
     try:
         catalog = Catalog(catalog_path, RecordMac(master or bytes(32)), map_size=map_size)
         try:
@@ -101,6 +101,7 @@ def _open_existing(data_dir: Path, keys_dir: Path, catalog_path: Path, header, m
 
                 if master is None:
                     raise FailedPrecondition(_no_master(data_dir, keys_dir))
+                lock = acquire_keys_lock(keys_dir) if keys_dir.is_dir() else None
                 binding = upgrade_legacy(catalog, keys_dir, master)
             if binding is None:  # an empty catalog: bind it now, as a new one
                 if header is not None:
@@ -135,6 +136,8 @@ def _open_existing(data_dir: Path, keys_dir: Path, catalog_path: Path, header, m
                     f"{keys_dir / 'keyslots.bin'} belongs to another catalog ({header[0].hex()}), not to the one in "
                     f"{data_dir} ({catalog_id.hex()}): each data directory needs its own keys directory; {UNCHANGED}"
                 )
+            if lock is None and keys_dir.is_dir():
+                lock = acquire_keys_lock(keys_dir)
             return OpenedData(catalog, Keyring(keys_dir, master), lock, created=False)
         except BaseException:
             catalog.close()

@@ -68,6 +68,18 @@ def test_an_unmounted_keys_volume_is_refused_and_changes_nothing(enrolled, tmp_p
         server.stop()
 
 
+def test_an_existing_wrong_keys_directory_is_refused_and_left_empty(enrolled, tmp_path):
+    """A directory that exists but holds no keys (another volume, a typo that names a real
+    directory): refused, and not even a lock file is left in it."""
+    data, keys = enrolled
+    before = tree_digest(data), tree_digest(keys)
+    wrong = tmp_path / "somewhere-else"
+    wrong.mkdir()
+    assert_one_line_refusal(serve_once(data, "--keys-dir", str(wrong)), "no master key")
+    assert list(wrong.iterdir()) == []
+    assert (tree_digest(data), tree_digest(keys)) == before
+
+
 def test_a_missing_slot_file_is_refused_and_changes_nothing(enrolled, tmp_path):
     data, keys = enrolled
     aside = tmp_path / "keyslots.bin"
