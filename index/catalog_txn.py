@@ -1,6 +1,7 @@
 """Typed access to the catalog's tables inside one LMDB transaction.
 
-Values are JSON records (see records.py), sealed embedding blobs, or empty
+Values are JSON records (see records.py; face records are binary,
+face_record_codec.py), sealed embedding blobs, or empty
 (for index tables); the tables, key encodings and counts are in
 catalog_tables.py.
 """
@@ -11,6 +12,7 @@ import json
 from typing import Iterator
 
 from facebank.index.catalog_tables import COUNTED, TableTxn, read_u64, text_key, u32, u64
+from facebank.index.face_record_codec import decode_face, encode_face
 from facebank.index.records import (
     ApiKeyRecord,
     ClusterRecord,
@@ -126,12 +128,12 @@ class CatalogTxn(TableTxn):
 
     def get_face(self, face_id: int) -> FaceRecord | None:
         raw = self._get("faces", u64(face_id))
-        return None if raw is None else loads(FaceRecord, raw)
+        return None if raw is None else decode_face(raw)
 
     def put_face(self, rec: FaceRecord, previous: FaceRecord | None = None) -> None:
         """Store a face and keep its index tables (identity, segment, cluster) in step."""
         fid = u64(rec.face_id)
-        self._put("faces", fid, dumps(rec))
+        self._put("faces", fid, encode_face(rec))
         self._put("face_owner", fid, u64(rec.iid))
         self.face_owners_changed[rec.face_id] = rec.iid
         if previous is not None:

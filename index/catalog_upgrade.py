@@ -20,7 +20,9 @@ from facebank.errors import FailedPrecondition
 from facebank.index.catalog import DATA_FILE, Catalog
 from facebank.index.catalog_tables import TABLES, read_u64, text_key, u32, u64
 from facebank.index.durable import fsync_dir, private_dir
+from facebank.index.face_record_codec import decode_face
 from facebank.index.keyring import key_check_value, legacy_slot_opens, read_slots_header
+from facebank.index.records import FaceRecord
 
 BATCH = 20_000
 
@@ -45,7 +47,7 @@ def upgrade_legacy(catalog: Catalog, keys_dir: Path, master: bytes) -> dict:
     fresh = lmdb.open(str(scratch), map_size=catalog.map_size, max_dbs=len(TABLES) + 2, subdir=True, mode=0o600)
     try:
         with catalog.env.begin(buffers=False) as source:
-            owners = {key: json.loads(value) for key, value in source.cursor(db=catalog._dbs["faces"]).iternext()}
+            owners = {key: decode_face(value) for key, value in source.cursor(db=catalog._dbs["faces"]).iternext()}
             for table in TABLES:
                 target = fresh.open_db(table.encode())
                 rows = (_convert(table, k, v, owners) for k, v in source.cursor(db=catalog._dbs[table]).iternext())
@@ -79,11 +81,11 @@ def _put(env: lmdb.Environment, db, batch: list) -> None:
     batch.clear()
 
 
-def _convert(table: str, key: bytes, value: bytes, faces: dict[bytes, dict]) -> tuple[bytes, bytes]:
+def _convert(table: str, key: bytes, value: bytes, faces: dict[bytes, FaceRecord]) -> tuple[bytes, bytes]:
     """One legacy row in the current layout."""
     if table == "embeddings":
-        face = faces.get(key, {})
-        return key, u64(face.get("iid", 0)) + u64(face.get("key_slot", 0)) + value
+        face = faces.get(key)
+        return key, u64(face.iid if face else 0) + u64(face.key_slot if face else 0) + value
     if table == "identities":
         return key[:4] + text_key(key[4:].decode()), value
     if table == "identity_iids":

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from facebank.errors import DataCorruption
 from facebank.index.catalog_tables import TABLES, describe_key, read_u64
 from facebank.index.embedding_codec import unpack
+from facebank.index.face_record_codec import decode_face
 from facebank.index.keyring import KeyShredded, crop_aad, embedding_aad
 from facebank.index.sealed_faces import owner_tag
 from facebank.index.store import FaceStore
@@ -49,6 +50,11 @@ def check_catalog(store: FaceStore, *, quarantine: bool = False) -> tuple[int, l
                     problem = _sealed_problem(store, table, read_u64(key), value)
                     if problem:
                         damaged.append(Damage(table, key, problem))
+                elif table == "faces":
+                    try:
+                        decode_face(value)
+                    except ValueError as err:
+                        damaged.append(Damage(table, key, str(err)))
     moved = 0
     if quarantine and damaged:
         with store.write() as w:

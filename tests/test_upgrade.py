@@ -12,9 +12,10 @@ import numpy as np
 from conftest import open_store
 from facebank.index import identities
 from facebank.index.catalog_tables import TABLES, TAG
+from facebank.index.face_record_codec import decode_face
 from facebank.index.forget import forget_identity
 from facebank.index.keyring import SLOT_SIZE
-from facebank.index.records import IndexSettings
+from facebank.index.records import IndexSettings, dumps
 from facebank.index.sealed_faces import NewFace
 
 DIM = 16
@@ -36,6 +37,8 @@ def downgrade(data_dir) -> None:
                 value = stored[:-TAG]
                 if table == "embeddings":
                     value = value[16:]  # 0.1 kept only the sealed vector
+                if table == "faces":
+                    value = dumps(decode_face(value))  # 0.1 kept face records as JSON
                 txn.put(key, value, db=db)
         meta = env.open_db(b"meta", txn=txn)
         txn.delete(b"binding", db=meta)
