@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -13,7 +14,7 @@ from conftest import single_person_photos, synthetic_faces
 from facebank.client import Client
 from facebank.index.catalog_tables import TAG
 from facebank.index.face_record_codec import QUALITY_KEYS, decode_face, encode_face
-from facebank.index.records import FaceRecord, dumps
+from facebank.index.records import FaceRecord, IndexSettings, dumps
 from facebank.transport import LocalTransport
 
 PEOPLE = {name: photos[:2] for name, photos in single_person_photos().items() if len(photos) >= 2}
@@ -119,3 +120,41 @@ def test_check_names_a_face_record_that_authenticates_but_does_not_decode(engine
     _, damaged, _ = check_catalog(engine.store)
     assert [(d.table, d.described) for d in damaged] == [("faces", str(fid))]
     assert "format 9" in damaged[0].problem
+
+
+def test_a_catalog_of_json_face_rows_keeps_serving_and_new_writes_are_binary(tmp_path):
+    """A data directory written before (every face row JSON) opens, lists, searches and
+    checks clean; a face written or moved after is stored binary beside the old rows."""
+    from conftest import open_store
+    from facebank.index import identities
+    from facebank.index.integrity import check_catalog
+    from facebank.index.sealed_faces import NewFace
+
+    def face(i: int) -> NewFace:
+        v = np.random.default_rng(i).standard_normal(16).astype(np.float32)
+        return NewFace([1.5, 2.5, 30.25, 40.75], [[5.5, 6.5]] * 5, 0.875, dict(QUALITY), v / np.linalg.norm(v), f"{i:064x}", f"p{i}.jpg", "m")
+
+    store = open_store(tmp_path / "d")
+    store.create_collection("c", "m", 16, 0.4, IndexSettings(kind="flat"))
+    for i in range(4):
+        identities.enroll(store, "c", f"person-{i}", "", {}, [face(i), face(100 + i)])
+    with store.catalog.write() as t:   # as an older version stored them
+        for key, _ in list(t._prefix("faces", b"")):
+            t._put("faces", key, dumps(t.get_face(int.from_bytes(key, "big"))))
+    store.close()
+
+    store = open_store(tmp_path / "d")
+    try:
+        with store.read() as t:
+            assert all(stored[:1] == b"{" for _, stored in t.raw_rows("faces"))
+        _, faces = identities.identity(store, "c", "person-2")
+        assert sorted(f.source_ref for f in faces) == ["p102.jpg", "p2.jpg"] and faces[0].box == [1.5, 2.5, 30.25, 40.75]
+        assert store.search("c", np.stack([face(2).embedding]), 1)[0][0].identity.external_id == "person-2"
+        identities.enroll(store, "c", "person-9", "", {}, [face(9)])
+        _, damaged, _ = check_catalog(store)
+        assert damaged == []
+        with store.read() as t:
+            kinds = sorted(stored[:1] for _, stored in t.raw_rows("faces"))
+        assert kinds == [b"\x01"] + [b"{"] * 8
+    finally:
+        store.close()
