@@ -9,6 +9,14 @@ samples each child's RSS (anonymous and file-backed apart) every 0.25 s, so peak
 are seen as they happen, and reports per phase the peak against the steady memory
 of a server started from its snapshot.
 
+Below UPKEEP_FROM faces the life loads with the upkeep idle and builds the index
+once after the load (as every committed run up to 1M did: the exact index grows
+with the load). From UPKEEP_FROM, where that exact index alone would not fit in
+memory (20 GB at 10M), it loads as a server does: after each chunk of people the
+upkeep runs whenever a rebuild is due (exact -> IVF at 50k, IVF resized as the
+collection grows 4x, IVF -> 8-bit IVF at 2M), and the "index" phase builds only
+what is still due at the end.
+
     python -m bench --only scale --scale-sizes 1000000
 """
 
@@ -34,6 +42,7 @@ SAMPLE_S = 0.25
 SETTLE_S = 5.0
 PEAK_GOAL = 1.5
 PHASES = ("load", "index", "forgets", "retrain", "compaction")
+UPKEEP_FROM = 2_000_000   # from this size the load runs the upkeep's rebuilds as they come due (see above)
 
 
 def run(quick: bool, log=print) -> dict:
@@ -48,7 +57,7 @@ def run(quick: bool, log=print) -> dict:
 def measure(n: int, log=print) -> tuple[dict, list]:
     tmp = Path(tempfile.mkdtemp(prefix="fb-scale-"))
     try:
-        life = _watch("life", [str(tmp), str(n)], log)
+        life = _watch("life", [str(tmp), str(n), "upkeep" if n >= UPKEEP_FROM else "after"], log)
         disk = {part: sum(p.stat().st_size for p in (tmp / "data" / part).glob("*") if p.is_file()) for part in ("catalog", "indexes")}
         tables = catalog_tables(tmp / "data" / "catalog", n)
         warm = _watch("start", [str(tmp), "snapshot"], log)
@@ -163,7 +172,7 @@ def _watch(what: str, args: list[str], log) -> dict:
             if "phase" in message:
                 state["phase"] = message["phase"]
                 sample()   # every phase has a sample, however short (at --quick sizes some last under SAMPLE_S)
-                log(f"scale: {what} {args[-1]}: {message['phase']}")
+                log(f"scale: {what} {args[1]}: {message['phase']}")
             else:
                 state["result"] = message
 
@@ -211,9 +220,10 @@ def _engine(data: Path):
     return Engine(ServerConfig(data_dir=data, listen="127.0.0.1:0", background=False, compact_after_forget_s=1e9))
 
 
-def load_people(engine, n_ids: int):
+def load_people(engine, n_ids: int, upkeep: bool = False):
     """The life's synthetic people (PER_ID faces each), enrolled through the engine CHUNK_IDS
     people at a time so that the vectors are never all in memory; returns their gallery.
+    `upkeep`: after each chunk, the rebuilds that have come due, as a server's upkeep runs them.
     (The scripts kept with the committed runs load the same way.)"""
     from bench.search import enroll_synthetic
     from bench.synthetic import gallery
@@ -223,18 +233,26 @@ def load_people(engine, n_ids: int):
         labels = np.repeat(np.arange(start, min(n_ids, start + CHUNK_IDS)), PER_ID)
         enroll_synthetic(engine, "default", g.faces(labels, np.random.default_rng(12 + start)), PER_ID, chunk=CHUNK_IDS,
                          first_id=start)
+        if upkeep and _rebuild_due(engine):
+            engine.maintenance.clean_now()
     return g
 
 
-def life(tmp: str, n: str) -> None:
-    """Load, index, settle, forgets under search load, retrain, compact, settle."""
+def _rebuild_due(engine) -> bool:
+    segments = engine.store.segments
+    return any(s is not None and segments.wants_rebuild(s) for s in map(lambda p: segments.find(*p), segments.places()))
+
+
+def life(tmp: str, n: str, load: str = "after") -> None:
+    """Load (`load`: "upkeep" runs the rebuilds due during it, "after" builds once after it),
+    index, settle, forgets under search load, retrain, compact, settle."""
     from facebank.v1 import facebank_pb2 as pb
 
     tmp_path, n_ids = Path(tmp), int(n) // PER_ID
     _phase("load")
     engine = _engine(tmp_path / "data")
     t0 = time.perf_counter()
-    g = load_people(engine, n_ids)
+    g = load_people(engine, n_ids, upkeep=load == "upkeep")
     load_s = time.perf_counter() - t0
     probe_ids = np.random.default_rng(13).integers(FORGETS, n_ids, 64)
     np.save(tmp_path / "probes.npy", g.faces(probe_ids, np.random.default_rng(14)))
