@@ -1,7 +1,7 @@
 """Python-side allocations alive after a start that rebuilt its indexes (tracemalloc; native ones,
 FAISS's and OpenSSL's, are not seen). Run from the project root:
 python bench/results/committed-2026-12-03-scale1m-keyring-cpu2/start_trace.py DATA_DIR (deletes its snapshots)."""
-import sys, time, tracemalloc, gc
+import sys, tracemalloc, gc
 from pathlib import Path
 sys.path.insert(0, ".")
 tracemalloc.start(12)
