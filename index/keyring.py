@@ -78,7 +78,8 @@ class KeyShredded(NotFound):
 class DataKey:
     """An unwrapped data key: seals and opens blobs (nonce | ciphertext | tag).
 
-    It keeps the key's 32 bytes and makes its cipher for each call (1.8 us): an
+    It keeps the key's 32 bytes and makes its cipher for each call (1.2 us more a
+    seal or open; bench/results/committed-2026-12-03-scale1m-keyring-cpu2/keyring_cost.py): an
     AESGCM object holds an OpenSSL context of about 2.4 KB, so the keyring's
     cache of remembered keys (65,536) held 160 MB of them, and a start that
     rebuilt its indexes from the catalog, opening every subject's key, settled
