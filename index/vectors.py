@@ -19,6 +19,7 @@ from facebank.index.ivf_calibration import (  # noqa: F401
     RELEVANT_SCORE, TARGET_RECALL, NearestOthers, calibrate_nprobe, keep_coverage, relevant_in_sample,
 )
 from facebank.index.ivf_fill import fill_exactly
+from facebank.index.ivf_growth import ListRoom
 from facebank.index.vector_source import VectorSource
 
 CALIBRATION_QUERIES = 256  # faces of the collection that calibrate a new IVF's nprobe
@@ -204,6 +205,7 @@ class IvfIndex(VectorIndex):
         self.trained_n = trained_n  # vectors in the collection when trained: nlist was sized for it
         self.default_nprobe = nprobe or default_nprobe(self.index.nlist)
         self.calibrated_recall = calibrated_recall
+        self._room = ListRoom()  # adds grow a list by an eighth (ivf_growth.py)
 
     @classmethod
     def train(cls, dim: int, source: VectorSource, *, nprobe: int = 0, seed: int = 0,
@@ -270,7 +272,7 @@ class IvfIndex(VectorIndex):
         return index
 
     def add(self, ids, vectors):
-        self.index.add_with_ids(as_f32(vectors), as_i64(ids))
+        self._room.add(self.index, as_i64(ids), as_f32(vectors))
 
     def remove(self, ids):
         ids = as_i64(ids)  # the hashtable direct map removes by IDSelectorArray only

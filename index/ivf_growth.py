@@ -1,0 +1,67 @@
+"""Room for faces added to a built IVF index: a list that must grow gets an eighth more.
+
+A build sizes each inverted list exactly (ivf_fill.py), and a snapshot reads back
+the same. FAISS's `add_with_ids` then appends to a list as a std::vector grows:
+to twice its size at the first face the list gains, so after a rebuild one
+enrollment a list is enough to give every list room for as many faces again, and
+the allocator keeps what the lists grew through. Here the faces' lists are found
+first (the coarse quantizer, as add_with_ids does), each list that has no room
+for them is moved into a buffer of its new size plus an eighth, and the faces are
+added into that room (`add_core` with the lists found).
+
+The move goes through FAISS's own list API: the list is copied out, emptied,
+resized to the room wanted and back to its size, and written back. An emptied
+std::vector grown to n allocates exactly n under libstdc++ (Linux, where the
+wheels are built); under libc++ it may round up to twice its old room, as
+add_with_ids would."""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+
+GROWTH = 8     # a list that must grow gets room for 1/GROWTH more faces than it then holds
+MIN_ROOM = 4   # ...and at least this many
+
+
+class ListRoom:
+    """What each list of one IVF index has room for, as far as its adds have seen
+    (never more than it has: a list's room starts at its size)."""
+
+    def __init__(self) -> None:
+        self._room: np.ndarray | None = None
+
+    def add(self, ivf: faiss.IndexIVF, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add float32 `vectors` under int64 `ids` (both contiguous) to `ivf`."""
+        n = len(ids)
+        if n == 0:
+            return
+        _, assigned = ivf.quantizer.search(vectors, 1)
+        assigned = np.ascontiguousarray(assigned.ravel(), np.int64)
+        self._make_room(ivf, assigned)
+        ivf.add_core(n, faiss.swig_ptr(vectors), faiss.swig_ptr(ids), faiss.swig_ptr(assigned))
+
+    def _make_room(self, ivf: faiss.IndexIVF, assigned: np.ndarray) -> None:
+        invlists = ivf.invlists
+        if self._room is None:
+            self._room = np.fromiter((invlists.list_size(i) for i in range(ivf.nlist)), np.int64, ivf.nlist)
+        lists, counts = np.unique(assigned[assigned >= 0], return_counts=True)
+        sizes = np.fromiter((invlists.list_size(int(i)) for i in lists), np.int64, len(lists))
+        wanted = sizes + counts
+        short = wanted > self._room[lists]
+        for list_no, size, want in zip(lists[short].tolist(), sizes[short].tolist(), wanted[short].tolist()):
+            room = want + max(want // GROWTH, MIN_ROOM)
+            _move(invlists, list_no, size, room)
+            self._room[list_no] = room
+
+
+def _move(invlists: faiss.InvertedLists, list_no: int, size: int, room: int) -> None:
+    """List `list_no` (holding `size` faces) moved into a buffer with room for `room`."""
+    code_size = invlists.code_size
+    ids = faiss.rev_swig_ptr(invlists.get_ids(list_no), size).copy() if size else None
+    codes = faiss.rev_swig_ptr(invlists.get_codes(list_no), size * code_size).copy() if size else None
+    invlists.resize(list_no, 0)
+    invlists.resize(list_no, room)  # from empty: one allocation of the room wanted, the old buffer freed
+    invlists.resize(list_no, size)  # a smaller size keeps the allocation
+    if size:
+        invlists.update_entries(list_no, 0, size, faiss.swig_ptr(ids), faiss.swig_ptr(codes))
