@@ -4,7 +4,7 @@ The whole life (forgets, retrain, compaction, a start without a snapshot) takes 
 on 2 cores; this measures what one session could: the load through the engine as a server
 does (bench.scale.load_people with upkeep: the rebuilds run as they come due), the build
 still due at its end, the settled memory, and a start from the snapshot to its first
-correct search, settled, batch-64 searches through the engine and through raw FAISS on the
+correct search, settled, batch-64 and single-query searches through the engine and through raw FAISS on the
 same index object at the same nprobe (so at equal recall: the faces FAISS finds are the ones
 facebank groups into identities), with recall@10 of identities against an exact search over every
 face (the gallery regenerated chunk by chunk, as the load generated it), over all ten ranks
@@ -149,6 +149,16 @@ def start(root: Path):
             t = time.perf_counter()
             raw_index.search(np.ascontiguousarray(probes, np.float32), k, params=params)
             into.append(time.perf_counter() - t)
+    single, raw_single = [], []
+    for q in range(len(probes)):   # batch 1, interleaved the same way
+        one = pb.SearchByEmbeddingRequest(collection="default", queries_f32=np.ascontiguousarray(probes[q:q + 1], "<f4").tobytes(),
+                                          options=pb.SearchOptions(top_k=10, threshold=-1.0))
+        t = time.perf_counter()
+        engine.search.search_by_embedding(one)
+        single.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        raw_index.search(np.ascontiguousarray(probes[q:q + 1], np.float32), 10, params=params)
+        raw_single.append(time.perf_counter() - t)
     del raw_index
     sampler.mark("exact")
     served = [[m.identity_id for m in r.matches] for r in response.results]
@@ -166,6 +176,9 @@ def start(root: Path):
            "raw_faiss_nprobe": nprobe, "raw_faiss_k10_s": [round(x, 3) for x in raw10], "raw_faiss_k40_s": [round(x, 3) for x in raw40],
            "raw_faiss_k10_queries_per_s": round(64 / float(np.median(raw10)), 1),
            "raw_faiss_k40_queries_per_s": round(64 / float(np.median(raw40)), 1),
+           "single_query_ms_p50": round(1e3 * float(np.median(single)), 1), "single_query_ms_p99": round(1e3 * float(np.percentile(single, 99)), 1),
+           "raw_faiss_single_query_ms_p50": round(1e3 * float(np.median(raw_single)), 1),
+           "raw_faiss_single_query_ms_p99": round(1e3 * float(np.percentile(raw_single, 99)), 1),
            "phases": {k: v for k, v in phases.items() if k in ("start", "settled")}}
     print(json.dumps(out), flush=True)
     (root / "start.json").write_text(json.dumps(out, indent=1))
