@@ -14,6 +14,13 @@ file-backed) sampled every 0.25 s in each process.
 
     python serve10m.py life DIR [N]     # from the project root; DIR is created
     python serve10m.py start DIR        # then, in its own process
+    python serve10m.py forget DIR       # then: 20 forgets under batch-64 searches, the retrain they call for
+
+The forget phase starts from the snapshot, searches batches of 64 without pause in a thread,
+forgets the first 20 identities that are not among the probes one after another, runs the retrain
+their removal from the training sample calls for (the upkeep's clean_now, as the life does),
+checks that none of the forgotten people is found any more by a face of theirs, and closes
+(the close writes the snapshot when one is due: its seconds are the exit's).
 """
 import json
 import sys
@@ -184,10 +191,82 @@ def start(root: Path):
     (root / "start.json").write_text(json.dumps(out, indent=1))
 
 
+def forget(root: Path, count: int = 20):
+    from bench.synthetic import gallery
+    from facebank.v1 import facebank_pb2 as pb
+
+    probes, probe_ids = np.load(root / "probes.npy"), np.load(root / "probe_ids.npy")
+    n_ids = int(json.loads((root / "life.json").read_text())["faces"]) // PER_ID
+    sampler = Sampler()
+    sampler.start()
+    sampler.mark("faces of the forgotten")   # their faces regenerated before the engine starts (the gallery is 2 GB at 1M people)
+    taken = set(probe_ids.tolist())
+    gone = [i for i in range(n_ids) if i not in taken][:count]   # as the life: the first people (each has faces in the sample k-means saw with p ~ 1/2 at 10M)
+    g = gallery(n_ids, seed=11)
+    gone_faces = g.faces(np.array(gone), np.random.default_rng(99))
+    del g
+    sampler.mark("start")
+    engine = _engine(root / "data")
+    assert _search(engine, gone_faces) == [str(i) for i in gone], "the people to forget are not found before the forget"
+    sampler.mark("settled")
+    time.sleep(5)
+    stop, searched = threading.Event(), []
+
+    def search_meanwhile():
+        while not stop.is_set():
+            t = time.perf_counter()
+            _search(engine, probes)
+            searched.append((sampler.phase, time.perf_counter() - t))
+
+    searcher = threading.Thread(target=search_meanwhile, daemon=True)
+    searcher.start()
+    sampler.mark("forgets")
+    forget_ms = []
+    for i in gone:
+        t = time.perf_counter()
+        engine.identities.forget(pb.ForgetRequest(collection="default", identity_id=str(i)))
+        forget_ms.append(1000 * (time.perf_counter() - t))
+    sampler.mark("retrain")
+    before = id(engine.store.segments.find(1, "enrolled").index)
+    t = time.perf_counter()
+    engine.maintenance.clean_now()
+    retrain_s = time.perf_counter() - t
+    replaced = id(engine.store.segments.find(1, "enrolled").index) != before
+    stop.set()
+    searcher.join()
+    sampler.mark("settled-after")
+    found_after = _search(engine, gone_faces)
+    time.sleep(5)
+    segment = engine.store.segments.find(1, "enrolled")
+    index = {"family": segment.index.family, "faces": len(segment.index), "nlist": getattr(segment.index, "nlist", 0),
+             "nprobe": getattr(segment.index, "default_nprobe", 0)}
+    del segment
+    sampler.mark("closing")
+    t = time.perf_counter()
+    engine.close()
+    close_s = time.perf_counter() - t
+    phases = sampler.summary()
+    settled = phases["settled"]["median_anon_gb"]
+    out = {"forgotten": len(gone), "forget_p50_ms": round(float(np.percentile(forget_ms, 50)), 1),
+           "forget_p99_ms": round(float(np.percentile(forget_ms, 99)), 1), "forget_ms": [round(x, 1) for x in forget_ms],
+           "index_replaced": replaced, "retrain_s": round(retrain_s, 1), "close_s": round(close_s, 1), "index_after": index,
+           "forgotten_found_after": sum(f == str(i) for f, i in zip(found_after, gone)),
+           "searches_during": {p: {"batches": sum(1 for q, _ in searched if q == p),
+                                   "p50_s": round(float(np.median([d for q, d in searched if q == p] or [0])), 2)} for p in ("forgets", "retrain")},
+           "peak_over_settled_anon": {p: round(phases[p]["peak_anon_gb"] / settled, 2) for p in ("forgets", "retrain", "closing") if p in phases},
+           "peak_over_settled_rss": {p: round(phases[p]["peak_gb"] / phases["settled"]["median_gb"], 2)
+                                     for p in ("forgets", "retrain", "closing") if p in phases},
+           "phases": phases}
+    print(json.dumps(out), flush=True)
+    (root / "forget.json").write_text(json.dumps(out, indent=1))
+
+
 if __name__ == "__main__":
     what, root = sys.argv[1], Path(sys.argv[2])
     if what == "life":
         root.mkdir(parents=True, exist_ok=True)
         life(root, int(sys.argv[3]) if len(sys.argv) > 3 else 10_000_000)
+    elif what == "forget":
+        forget(root)
     else:
         start(root)
