@@ -24,6 +24,7 @@ import numpy as np
 
 GROWTH = 8     # a list that must grow gets room for 1/GROWTH more faces than it then holds
 MIN_ROOM = 4   # ...and at least this many
+ADD_BLOCK = 65536  # faces added at a time (as add_with_ids blocks them): add_core encodes a block's codes at once
 
 
 class ListRoom:
@@ -35,13 +36,13 @@ class ListRoom:
 
     def add(self, ivf: faiss.IndexIVF, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Add float32 `vectors` under int64 `ids` (both contiguous) to `ivf`."""
-        n = len(ids)
-        if n == 0:
-            return
-        _, assigned = ivf.quantizer.search(vectors, 1)
-        assigned = np.ascontiguousarray(assigned.ravel(), np.int64)
-        self._make_room(ivf, assigned)
-        ivf.add_core(n, faiss.swig_ptr(vectors), faiss.swig_ptr(ids), faiss.swig_ptr(assigned))
+        for start in range(0, len(ids), ADD_BLOCK):
+            block_ids = ids[start:start + ADD_BLOCK]
+            block = vectors[start:start + ADD_BLOCK]
+            _, assigned = ivf.quantizer.search(block, 1)
+            assigned = np.ascontiguousarray(assigned.ravel(), np.int64)
+            self._make_room(ivf, assigned)
+            ivf.add_core(len(block_ids), faiss.swig_ptr(block), faiss.swig_ptr(block_ids), faiss.swig_ptr(assigned))
 
     def _make_room(self, ivf: faiss.IndexIVF, assigned: np.ndarray) -> None:
         invlists = ivf.invlists

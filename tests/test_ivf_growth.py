@@ -9,6 +9,7 @@ import faiss
 import numpy as np
 import pytest
 
+from facebank.index import ivf_growth
 from facebank.index.factory import IndexFactory
 from facebank.index.resident_pages import trim_heap
 from facebank.index.vector_source import VectorSource
@@ -63,12 +64,14 @@ def test_faces_added_after_a_build_grow_its_lists_by_an_eighth_not_double():
     assert (found[:, 0] == ids[n::400]).mean() >= 0.9
 
 
+@pytest.mark.parametrize("block", [65536, 700])
 @pytest.mark.parametrize("family", ["ivf", "ivf_sq8"])
-def test_an_index_grown_with_room_holds_what_add_with_ids_would(family):
-    """Adds of every size (one face, a list's first, thousands at once) interleaved with
-    removals: list by list the same faces with the same codes as a copy of the index
-    fed through FAISS's add_with_ids and remove_ids, the same answers, the same
-    vectors through the direct map, and a snapshot of it reads back the same."""
+def test_an_index_grown_with_room_holds_what_add_with_ids_would(family, block, monkeypatch):
+    """Adds of every size (one face, a list's first, thousands at once, in one block or
+    several) interleaved with removals: list by list the same faces with the same codes
+    as a copy of the index fed through FAISS's add_with_ids and remove_ids, the same
+    answers, the same vectors through the direct map, and a snapshot of it reads back the same."""
+    monkeypatch.setattr(ivf_growth, "ADD_BLOCK", block)
     dim = 32
     x = unit_vectors(12_000, dim, seed=8)
     ids = np.arange(10, 10 + len(x), dtype=np.int64) * 3
