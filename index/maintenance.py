@@ -97,6 +97,7 @@ class Maintenance:
                 if segment is None or (cid is not None and segment.cid != cid):
                     continue
                 if self.store.segments.wants_rebuild(segment):
+                    self._snapshot_before_retrain(segment)
                     segment = self._rebuild(segment)   # the replaced index is freed with its last reference
                     rebuilt = True
                     if segment is None:
@@ -106,6 +107,14 @@ class Maintenance:
             self._trim()
             if rebuilt:
                 trim_heap()   # the replaced indexes' memory, back to the kernel (resident_pages.py)
+
+    def _snapshot_before_retrain(self, segment, stop=lambda: False) -> None:
+        """A forget dropped the snapshot and its faces trained this index: the retrain takes
+        minutes at millions of faces. A snapshot without their vectors, marked
+        retrain-pending, first: a restart meanwhile loads it (and retrains) instead of
+        rebuilding everything from the catalog."""
+        if segment.retrain_pending and segment.snapshot_seq == 0:
+            self.store.segments.snapshot(segment, self.store.uow.applying, stop)
 
     def compact(self) -> tuple[int, int]:
         """Clean every collection, then rewrite the catalog without free pages. At
@@ -152,13 +161,8 @@ class Maintenance:
                 if segment is None:
                     continue
                 if self.store.segments.wants_rebuild(segment):
-                    if segment.retrain_pending and segment.snapshot_seq == 0:
-                        # A forget dropped the snapshot and its faces trained this index: the
-                        # retrain takes minutes at millions of faces. A snapshot without their
-                        # vectors, marked retrain-pending, first: a restart meanwhile loads it
-                        # (and retrains) instead of rebuilding everything from the catalog.
-                        with self._touching():
-                            self.store.segments.snapshot(segment, self.store.uow.applying, self._stop.is_set)
+                    with self._touching():
+                        self._snapshot_before_retrain(segment, self._stop.is_set)
                     segment = self._rebuild(segment, self._touching)
                     rebuilt = True
                     if segment is None:

@@ -291,6 +291,39 @@ def test_a_restart_during_the_retrain_after_a_forget_starts_from_a_snapshot_with
         restarted.close()
 
 
+def test_a_retrain_run_at_once_also_writes_a_snapshot_without_the_identity_first(tmp_path, embedder, monkeypatch):
+    """The same window on the other path: `clean_now` (a strict forget waits on it, and a
+    compaction runs it first) retrained with no snapshot on disk, so a restart during a
+    strict forget's retrain of millions of faces rebuilt everything from the catalog."""
+    from facebank.v1 import facebank_pb2 as pb
+
+    engine = Engine(make_config(tmp_path / "data", background=False), embedder=embedder)
+    try:
+        engine.collections.create_collection(pb.CreateCollectionRequest(name="big", index=pb.IndexOptions(kind=pb.INDEX_KIND_IVF)))
+        synthetic_faces(engine, "big", 400)
+        engine.maintenance.clean_now()
+        cid = engine.store.collection("big").id
+        seg = engine.store.segments.get(cid, "enrolled")
+        with engine.store.read() as t:
+            faces = {f"synthetic-{i}": t.identity_face_ids(t.get_identity(cid, f"synthetic-{i}").iid) for i in range(400)}
+        victim = next(name for name, ids in faces.items() if np.isin(ids, seg.index.training_ids).any())
+        engine.identities.forget(pb.ForgetRequest(collection="big", identity_id=victim))   # drops the snapshot
+        assert engine.store.segments.get(cid, "enrolled").snapshot_seq == 0
+        monkeypatch.setenv("FACEBANK_DELAY_AT", "rebuild:build=4")
+        retrain = threading.Thread(target=engine.maintenance.clean_now)
+        retrain.start()
+        while not engine.store.segments.get(cid, "enrolled").snapshot_seq:
+            assert retrain.is_alive(), "the retrain ran with no snapshot on disk: a restart meanwhile rebuilds from the catalog"
+            time.sleep(0.05)
+        assert engine.store.segments.get(cid, "enrolled").retrain_pending   # written before the retrain, not after it
+        retrain.join()
+        seg = engine.store.segments.get(cid, "enrolled")
+        assert not seg.retrain_pending and not np.isin(faces[victim], seg.index.training_ids).any()
+        assert not np.isin(faces[victim], seg.index.ids()).any() and len(seg.index) == 399
+    finally:
+        engine.close()
+
+
 def test_writes_go_on_during_a_compaction_and_a_forget_meanwhile_is_compacted_again(served, monkeypatch):
     """Issue 23: compaction (minutes at 1M faces) held every write for its whole copy.
     Writes now go on and are replayed into the copy; a forget during the copy leaves
