@@ -243,3 +243,9 @@ def assert_derived_tables_match(store) -> None:
         named = sorted((c.iid, c.cluster_id) for c in (loads(ClusterRecord, v) for _, v in t._prefix("clusters", b"")) if c.iid)
         indexed = sorted((int.from_bytes(k[:8], "big"), int.from_bytes(k[8:], "big")) for k, _ in t._prefix("identity_clusters", b""))
         assert indexed == named
+
+
+def anonymous_kb() -> int:
+    """This process's anonymous resident memory (Linux: /proc/self/status RssAnon), in KB."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssAnon"))

@@ -9,6 +9,7 @@ import faiss
 import numpy as np
 import pytest
 
+from conftest import anonymous_kb
 from facebank.index import ivf_growth
 from facebank.index.factory import IndexFactory
 from facebank.index.resident_pages import trim_heap
@@ -21,11 +22,6 @@ CPU = IndexFactory("cpu")
 def unit_vectors(n: int, dim: int, seed: int) -> np.ndarray:
     x = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def _anonymous_kb() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("RssAnon"))
 
 
 def list_contents(index: faiss.IndexIVF) -> list[dict[int, bytes]]:
@@ -53,14 +49,14 @@ def test_faces_added_after_a_build_grow_its_lists_by_an_eighth_not_double():
     index = CPU.build("ivf", dim, VectorSource.of(ids[:n], x[:n]), nprobe=16)
     codes_kb = n * dim * 4 // 1024
     trim_heap()
-    before = _anonymous_kb()
+    before = anonymous_kb()
     for start in range(n, len(x), 500):  # enrollments arrive a few at a time
         index.add(ids[start:start + 500], x[start:start + 500])
     trim_heap()
-    grown = _anonymous_kb() - before
+    grown = anonymous_kb() - before
     assert grown < 0.4 * codes_kb, f"{grown} KB grown for {codes_kb // 10} KB of added codes"
     assert len(index) == len(x)
-    _, found = index.search(x[n::400], 1, )
+    _, found = index.search(x[n::400], 1)
     assert (found[:, 0] == ids[n::400]).mean() >= 0.9
 
 

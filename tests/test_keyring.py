@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import open_store
+from conftest import anonymous_kb, open_store
 from facebank.errors import DataCorruption
 
 
@@ -30,19 +30,14 @@ def test_a_remembered_key_is_not_handed_to_another_owner(keyring):
     assert keyring.open(second.slot, b"identity:2").seal(b"x", b"y") != blob
 
 
-def _anonymous_kb() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("RssAnon"))
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 def test_remembered_keys_cost_their_bytes_not_a_cipher_each(keyring):
     """An AESGCM object holds an OpenSSL context of about 2.4 KB: 20,000 remembered keys
     took 50 MB and more of anonymous memory (65,536 of them, the cache's size, 160 MB)."""
     owners = [b"identity:%d" % i for i in range(20_000)]
-    before = _anonymous_kb()
+    before = anonymous_kb()
     keys = keyring.allocate(owners)
-    grown = _anonymous_kb() - before
+    grown = anonymous_kb() - before
     assert grown < 16 * 1024, f"{grown} KB for 20,000 remembered keys"
     blob = keys[-1].seal(b"face", b"aad")
     assert keyring.open(keys[-1].slot, owners[-1]).open(blob, b"aad") == b"face"
