@@ -112,7 +112,7 @@ def _reflects(segment, face_ids: list[int], *, pending: bool) -> bool:
     applied), and whether the removal is still queued (an HNSW graph then holds them)."""
     if segment.retrain_pending:
         return True
-    if np.isin(np.asarray(face_ids, np.int64), segment.index.training_ids).any():
+    if segment.index.trained_on(face_ids):
         return True
     return pending and segment.index.family == "hnsw" and len(face_ids) > 0
 

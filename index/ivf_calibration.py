@@ -58,6 +58,25 @@ class NearestOthers:
         return out
 
 
+class Calibration:
+    """The faces a new IVF is calibrated on: `feed` them every face of the collection once
+    (as its lists are filled), then `finish` sets its nprobe (calibrate_nprobe, and for a
+    retrain replacing `like`, keep_coverage)."""
+
+    def __init__(self, query_ids: np.ndarray, queries: np.ndarray, calibrating: int) -> None:
+        self.truth = NearestOthers(query_ids, queries)
+        self.calibrating = calibrating  # the first queries calibrate; the rest compare with `like`
+
+    def feed(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        self.truth.feed(ids, vectors)
+
+    def finish(self, fresh, like, vectors_of: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], target: float) -> None:
+        relevant, queries, c = self.truth.relevant(), self.truth.queries, self.calibrating
+        fresh.default_nprobe, fresh.calibrated_recall = calibrate_nprobe(fresh, queries[:c], relevant[:c], target)
+        if like is not None:
+            fresh.default_nprobe = keep_coverage(fresh, like, queries[c:], relevant[c:], vectors_of)
+
+
 def relevant_in_sample(queries: np.ndarray, sample: np.ndarray) -> np.ndarray:
     """Rows of `sample` (which holds none of the queries) that are among a query's top-10
     there scoring at least RELEVANT_SCORE. Those kept out of k-means include every face

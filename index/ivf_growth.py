@@ -33,16 +33,27 @@ class ListRoom:
 
     def __init__(self) -> None:
         self._room: np.ndarray | None = None
+        self._expected: np.ndarray | None = None
 
-    def add(self, ivf: faiss.IndexIVF, ids: np.ndarray, vectors: np.ndarray) -> None:
-        """Add float32 `vectors` under int64 `ids` (both contiguous) to `ivf`."""
+    def add(self, ivf: faiss.IndexIVF, ids: np.ndarray, vectors: np.ndarray, lists: np.ndarray | None = None) -> None:
+        """Add float32 `vectors` under int64 `ids` (both contiguous) to `ivf`, into `lists`
+        when their lists were found already (the quantizer's nearest centroid, int64)."""
         for start in range(0, len(ids), ADD_BLOCK):
             block_ids = ids[start:start + ADD_BLOCK]
             block = vectors[start:start + ADD_BLOCK]
-            _, assigned = ivf.quantizer.search(block, 1)
+            if lists is None:
+                _, assigned = ivf.quantizer.search(block, 1)
+            else:
+                assigned = lists[start:start + ADD_BLOCK]
             assigned = np.ascontiguousarray(assigned.ravel(), np.int64)
             self._make_room(ivf, assigned)
             ivf.add_core(len(block_ids), faiss.swig_ptr(block), faiss.swig_ptr(block_ids), faiss.swig_ptr(assigned))
+
+    def expect(self, sizes: np.ndarray | None) -> None:
+        """The sizes the lists are being filled to (an index filled by adds, ivf_retrain.py): a list's
+        room never grows past its expected size, so the lists end exactly as large as a build's
+        (and by an eighth at a time past it, for faces beyond it). None: no longer expected."""
+        self._expected = None if sizes is None else np.asarray(sizes, np.int64)
 
     def _make_room(self, ivf: faiss.IndexIVF, assigned: np.ndarray) -> None:
         invlists = ivf.invlists
@@ -54,6 +65,8 @@ class ListRoom:
         short = wanted > self._room[lists]
         for list_no, size, want in zip(lists[short].tolist(), sizes[short].tolist(), wanted[short].tolist()):
             room = want + max(want // GROWTH, MIN_ROOM)
+            if self._expected is not None and want <= self._expected[list_no]:
+                room = min(room, int(self._expected[list_no]))
             _move(invlists, list_no, size, room)
             self._room[list_no] = room
 

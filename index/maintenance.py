@@ -163,7 +163,7 @@ class Maintenance:
                 if self.store.segments.wants_rebuild(segment):
                     with self._touching():
                         self._snapshot_before_retrain(segment, self._stop.is_set)
-                    segment = self._rebuild(segment, self._touching)
+                    segment = self._rebuild(segment, self._touching, self._stop.is_set)
                     rebuilt = True
                     if segment is None:
                         continue
@@ -192,17 +192,26 @@ class Maintenance:
                         raise _Stopped from None
                     raise
 
-    def _rebuild(self, segment, touching=nullcontext):
-        reason = self.store.segments.wants_rebuild(segment)
+    def _rebuild(self, segment, touching=nullcontext, stop=lambda: False):
+        segments = self.store.segments
+        reason = segments.wants_rebuild(segment)
         started = time.monotonic()
         log.info("rebuilding collection %d/%s (%s)", segment.cid, segment.name, reason)
         try:
-            fresh = self.store.segments.build_fresh(segment, reading=touching)
+            if segments.moves_in_place(segment):   # a retrain of an IVF: moved onto its new centroids, never held twice
+                if not segments.retrain_in_place(segment, reading=touching, stop=stop):
+                    if stop():
+                        raise _Stopped
+                    log.info("retrain of collection %d/%s dropped: the collection was dropped or replaced", segment.cid, segment.name)
+                    return None
+                fresh = segment
+            else:
+                fresh = segments.build_fresh(segment, reading=touching)
+                with touching():
+                    fresh = self.store.uow.swap(segment, fresh, self._changes_after)
         except SourceChanged as why:
             log.info("rebuild of collection %d/%s dropped: %s", segment.cid, segment.name, why)
             return None
-        with touching():
-            fresh = self.store.uow.swap(segment, fresh, self._changes_after)
         log.info(
             "rebuilt collection %d/%s (%s): %s index of %d vectors in %.1f s",
             segment.cid, segment.name, reason, fresh.index.kind, len(fresh.index), time.monotonic() - started,

@@ -32,8 +32,9 @@ from facebank.index.records import SEGMENTS, IndexSettings
 from facebank.index.rwlock import RWLock
 from facebank.index.snapshot import read_snapshot, stage_snapshot
 from facebank.index.factory import IndexFactory
+from facebank.index.ivf_retrain import can_move, move_onto
 from facebank.index.vector_source import VectorSource
-from facebank.index.vectors import FAISS_READERS, IVF_FAMILIES, SearchParams, VectorIndex
+from facebank.index.vectors import FAISS_READERS, IVF_FAMILIES, TARGET_RECALL, IvfIndex, SearchParams, VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +250,35 @@ class SegmentManager:
             fresh.index.release()
         raise AssertionError("unreachable")
 
+    def moves_in_place(self, segment: Segment) -> bool:
+        """A retrain that keeps an IVF's lists (see build_fresh), on this CPU: its index is moved
+        onto the new centroids list by list (ivf_retrain.py), never held twice."""
+        index = segment.index
+        return segment.retrain_pending and can_move(index) and not _resize_due(index) and \
+            self.factory.family_for(segment.settings.kind, len(index), index.family) == index.family
+
+    def retrain_in_place(self, segment: Segment, reading=nullcontext, stop: Callable[[], bool] = lambda: False) -> bool:
+        """Train new centroids for `segment`'s IVF from the catalog (as build_fresh does, forgets that
+        come meanwhile coalescing into it) and move its faces onto them while it serves.
+        False: stopped, or the segment dropped or replaced, midway (the next start retrains)."""
+        index = segment.index
+        with reading():
+            seq, source = self._read_source(segment.cid, segment.name)
+        delay_point("rebuild:build")
+        removed = self._removed_since(seq, segment.cid, segment.name)
+        for attempt in range(1, REBUILD_TRIES + 1):
+            source = source.without(removed)
+            fresh, calibration = IvfIndex.trained_empty(segment.dim, source, nprobe=segment.settings.nprobe, like=index,
+                                                        family=index.family)
+            delay_point("rebuild:trained")
+            removed = self._removed_since(seq, segment.cid, segment.name)
+            if attempt == REBUILD_TRIES or not would_retrain(fresh, removed):
+                break
+            log.info("faces forgotten during the rebuild of collection %d/%s trained it: training again without them", segment.cid,
+                     segment.name)
+        return move_onto(segment, fresh, calibration, source.vectors_of, target_recall=TARGET_RECALL, stop=stop,
+                         current=lambda: self._segments.get((segment.cid, segment.name)) is segment)
+
     def replace(self, old: Segment, fresh: Segment) -> None:
         """Swap `fresh` in for `old` (the unit of work calls this, with index writes held off)."""
         with old.lock.write():
@@ -271,6 +301,8 @@ class SegmentManager:
             return self._snapshot(segment, hold_writes, stop)
 
     def _snapshot(self, segment: Segment, hold_writes, stop: Callable[[], bool]) -> bool:
+        if getattr(segment.index, "moving", False):  # a retrain moving it (ivf_retrain.py): the snapshot before it stays
+            return False
         key = self._keys.new_key(segment.cid, segment.name)
         staged = None
         try:

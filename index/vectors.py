@@ -16,7 +16,7 @@ import faiss
 import numpy as np
 
 from facebank.index.ivf_calibration import (  # noqa: F401
-    RELEVANT_SCORE, TARGET_RECALL, NearestOthers, calibrate_nprobe, keep_coverage, relevant_in_sample,
+    RELEVANT_SCORE, TARGET_RECALL, Calibration, NearestOthers, calibrate_nprobe, keep_coverage, relevant_in_sample,
 )
 from facebank.index.ivf_fill import fill_exactly
 from facebank.index.ivf_growth import ListRoom
@@ -122,6 +122,10 @@ class VectorIndex(ABC):
         """Ids of the vectors a trained structure (IVF centroids) was learned from."""
         return np.zeros(0, np.int64)
 
+    def trained_on(self, ids) -> bool:
+        """Was a trained structure it searches with learned from any of these faces?"""
+        return bool(np.isin(as_i64(ids), self.training_ids).any())
+
     @property
     def stored_kind(self) -> str:
         """The kind its snapshot restores as."""
@@ -218,6 +222,17 @@ class IvfIndex(VectorIndex):
         Memory: the sample (64 vectors a list), one chunk and the index being built, its
         lists allocated at their final size; the calibration's exact ground truth is
         gathered from the same chunks."""
+        out, calibration = cls.trained_empty(dim, source, nprobe=nprobe, seed=seed, like=like, family=family)
+        fill_exactly(out.index, source, calibration.feed if calibration is not None else None)
+        if calibration is not None:
+            calibration.finish(out, like, source.vectors_of, target_recall)
+        return out
+
+    @classmethod
+    def trained_empty(cls, dim: int, source: VectorSource, *, nprobe: int = 0, seed: int = 0, like: "IvfIndex | None" = None,
+                      family: str = "ivf") -> "tuple[IvfIndex, Calibration | None]":
+        """Centroids learned from a sample of the source, no face in the lists yet, and (unless
+        nprobe is given) the calibration to feed every face to once they are (see train)."""
         n = len(source)
         nlist = like.nlist if like is not None else nlist_for(n)
         rng = np.random.default_rng(seed)
@@ -244,19 +259,12 @@ class IvfIndex(VectorIndex):
             # (score errors up to 0.09 measured, against 0.008 with the fixed range).
             faiss.copy_array_to_vector(np.array([-1.0, 2.0], np.float32), index.sq.trained)
         out = cls(dim, index, sample_ids, trained_n=like.trained_n if like is not None else n, nprobe=nprobe or nlist)
-        truth = None
-        if not nprobe:
-            if like is not None:  # the faces keep_coverage compares the old and new centroids on
-                cover_ids, cover = source.take(np.sort(rng.choice(n, size=min(COVERAGE_QUERIES, n), replace=False)))
-                query_ids, queries = np.concatenate([query_ids, cover_ids]), np.concatenate([queries, cover])
-            truth = NearestOthers(query_ids, queries)
-        fill_exactly(index, source, truth.feed if truth is not None else None)
-        if truth is not None:
-            relevant = truth.relevant()
-            out.default_nprobe, out.calibrated_recall = calibrate_nprobe(out, queries[:calibrating], relevant[:calibrating], target_recall)
-            if like is not None:
-                out.default_nprobe = keep_coverage(out, like, queries[calibrating:], relevant[calibrating:], source.vectors_of)
-        return out
+        if nprobe:
+            return out, None
+        if like is not None:  # the faces keep_coverage compares the old and new centroids on
+            cover_ids, cover = source.take(np.sort(rng.choice(n, size=min(COVERAGE_QUERIES, n), replace=False)))
+            query_ids, queries = np.concatenate([query_ids, cover_ids]), np.concatenate([queries, cover])
+        return out, Calibration(query_ids, queries, calibrating)
 
     @staticmethod
     def _untrained(dim: int, nlist: int, family: str, seed: int) -> faiss.IndexIVF:
@@ -271,8 +279,13 @@ class IvfIndex(VectorIndex):
         index.cp.min_points_per_centroid = 4
         return index
 
-    def add(self, ids, vectors):
-        self._room.add(self.index, as_i64(ids), as_f32(vectors))
+    def add(self, ids, vectors, lists: np.ndarray | None = None):
+        """`lists`: each face's list, when found already (ivf_retrain.py)."""
+        self._room.add(self.index, as_i64(ids), as_f32(vectors), lists)
+
+    def expect_sizes(self, sizes: np.ndarray | None) -> None:
+        """The sizes adds are filling the lists to (ivf_growth.ListRoom.expect)."""
+        self._room.expect(sizes)
 
     def remove(self, ids):
         ids = as_i64(ids)  # the hashtable direct map removes by IDSelectorArray only

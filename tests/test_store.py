@@ -367,14 +367,14 @@ def test_a_retrain_after_a_forget_keeps_the_ivf_lists_and_effort(tmp_path):
     s.create_collection("c", "m", DIM, 0.4, IndexSettings(kind="ivf"))
     identities.enroll_many(s, "c", [(f"p{i}", "", {}, [face(i)]) for i in range(1248)])
     s.maintenance.clean_now()
-    before = s.segments.get(s.collection("c").id, ENROLLED)
-    assert before.index.kind == "ivf" and before.index.nlist == nlist_for(1248) == 32 and nlist_for(1247) == 16
+    before = s.segments.get(s.collection("c").id, ENROLLED).index
+    assert before.kind == "ivf" and before.nlist == nlist_for(1248) == 32 and nlist_for(1247) == 16
     forget_identity(s, s.maintenance, "c", "p0")
     s.maintenance.clean_now()
     after = s.segments.get(s.collection("c").id, ENROLLED)
-    assert after is not before and not after.retrain_pending and len(after.index) == 1247
+    assert after.index is not before and not after.retrain_pending and len(after.index) == 1247
     assert after.index.nlist == 32 and after.index.trained_n == 1248  # the size the lists were chosen for
-    assert after.index.default_nprobe >= before.index.default_nprobe
+    assert after.index.default_nprobe >= before.default_nprobe
     assert top(s, 1) == ["p1"]
     # Grown past 4x that size, the next retrain re-sizes the lists instead of keeping them.
     identities.enroll_many(s, "c", [(f"q{i}", "", {}, [face(10_000 + i)]) for i in range(4000)])

@@ -1,0 +1,290 @@
+"""A retrain that moves an IVF index onto its new centroids list by list.
+
+A forget whose faces trained the centroids calls for new ones: the forgotten
+faces must not shape how anyone else is searched. Built beside the live index
+(SegmentManager.build_fresh), the new index held every face a second time: a
+retrain peaked at 2.08x the settled memory at 1M faces and 2.06x at 10M
+(bench/results/committed-2026-12-03-serve10m-room-cpu2). Here the new index
+starts empty beside the old one, and the old one's lists move into it one at a
+time, each list's memory freed once its faces are in the new lists: together
+the two hold every face once.
+
+While they move, `MovingIvf` is the segment's index. A face is in exactly one of
+the two (a list moves under the segment's write lock); a search asks both and
+merges, an add goes to the new one, a removal to whichever holds the face.
+
+Nothing is read back from the catalog but the training sample: the lists hold
+the vectors themselves ("ivf") or 8-bit codes over the fixed range [-1, 1],
+encoded without the list's centroid ("ivf_sq8"), so a face's code is the same
+under the new centroids, and its new list is the one nearest its stored vector.
+A first pass finds every face's new list (with the searches going on), so each
+new list grows to exactly the size it will hold (ivf_growth.ListRoom.expect).
+
+FAISS frees a list's buffer only when the list itself is destroyed, which its
+Python API allows only by shrinking the vector of lists: the lists move from the
+last one down, so every list above the one freed is empty already and is made
+again, empty. A snapshot never reads a `MovingIvf` (segments.py); a restart in
+the middle loads the snapshot written before the retrain and retrains again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Callable
+
+import faiss
+import numpy as np
+
+from facebank.index.faults import delay_point
+from facebank.index.ivf_calibration import Calibration
+from facebank.index.resident_pages import trim_heap
+from facebank.index.vectors import SearchParams, VectorIndex, IvfIndex, as_f32, as_i64, exact_top_k, merge_top_k
+
+log = logging.getLogger(__name__)
+
+FEED_CHUNK = 4096  # faces handed to the calibration's ground truth at once (8 MB of float32 at 512-d)
+TRIM_BYTES = 64 * 2**20  # codes moved between two returns of the freed lists' memory to the kernel (or 1/32 of them all)
+
+
+def can_move(index: VectorIndex) -> bool:
+    """An IVF index on this CPU whose lists FAISS keeps in memory (what a build or a snapshot makes)."""
+    return type(index) is IvfIndex and isinstance(faiss.downcast_InvertedLists(index.index.invlists), faiss.ArrayInvertedLists)
+
+
+class MovingIvf(VectorIndex):
+    """An IVF index (`old`) moving list by list into one with new centroids (`new`)."""
+
+    moving = True  # not snapshotted: its lists are being freed
+
+    def __init__(self, old: IvfIndex, new: IvfIndex) -> None:
+        super().__init__(old.dim)
+        assert new.nlist == old.nlist and new.family == old.family and len(new) == 0
+        self.old, self.new = old, new
+        self.kind = self.family = old.family
+        self.trained_n = old.trained_n
+        self.default_nprobe = new.default_nprobe = old.default_nprobe  # calibrated once every face is in
+        self.calibrated_recall = old.calibrated_recall
+        self.left = old.nlist  # old lists [left, nlist) are empty and freed
+        self._in_new = np.zeros(0, bool)  # by face id: held by `new`
+        new.index.set_direct_map_type(faiss.DirectMap.Hashtable)
+
+    # -- the index, while it moves ---------------------------------------------------
+
+    def add(self, ids, vectors):
+        ids = as_i64(ids)
+        self.new.add(ids, vectors)
+        self._mark(ids)
+
+    def remove(self, ids):
+        in_old, in_new = self._split(ids)
+        return (self.old.remove(in_old) if len(in_old) else 0) + (self.new.remove(in_new) if len(in_new) else 0)
+
+    def search(self, queries, k, params=SearchParams()):
+        params = replace(params, nprobe=params.nprobe or self.default_nprobe)
+        old_scores, old_ids = self.old.search(queries, k, params)
+        new_scores, new_ids = self.new.search(queries, k, params)
+        return merge_top_k(old_scores, old_ids, new_scores, new_ids, k)
+
+    def search_subset(self, queries, k, allowed):
+        parts = [side.search_subset(queries, k, some) for side, some in zip((self.old, self.new), self._split(allowed)) if len(some)]
+        if not parts:
+            return exact_top_k(as_f32(queries), np.zeros((0, self.dim), np.float32), np.zeros(0, np.int64), k)
+        return parts[0] if len(parts) == 1 else merge_top_k(*parts[0], *parts[1], k)
+
+    def reconstruct(self, ids):
+        in_old, in_new = self._split(ids)
+        (a, va), (b, vb) = self.old.reconstruct(in_old), self.new.reconstruct(in_new)
+        return np.concatenate([a, b]), np.concatenate([va, vb])
+
+    def ids(self) -> np.ndarray:
+        return np.concatenate([self.old.ids(), self.new.ids()])
+
+    def __len__(self) -> int:
+        return len(self.old) + len(self.new)
+
+    @property
+    def index(self) -> faiss.IndexIVF:
+        """The new centroids' index (a build that replaces this one reads its quantizer as `like`'s)."""
+        return self.new.index
+
+    @property
+    def training_ids(self) -> np.ndarray:
+        return self.new.training_ids
+
+    def trained_on(self, ids) -> bool:
+        """The old centroids still search the lists not yet moved."""
+        return self.old.trained_on(ids) or self.new.trained_on(ids)
+
+    @property
+    def nlist(self) -> int:
+        return self.new.nlist
+
+    def state(self):
+        raise RuntimeError("an IVF index being moved onto new centroids is not snapshotted")
+
+    def release(self) -> None:
+        self.old.release()
+        self.new.release()
+
+    # -- the move ------------------------------------------------------------------------
+
+    def plan(self, list_no: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids, stored vectors, new lists) of old list `list_no`'s faces; reads only."""
+        ids, vectors = self._read(list_no)
+        return ids, vectors, self._nearest(vectors)
+
+    def move(self, list_no: int, lists: np.ndarray | None) -> int:
+        """Old list `list_no` (the last one not yet moved) into the new lists (`lists`: its planned
+        ones, found again if a removal changed the list since); its memory freed. Returns its faces."""
+        assert list_no == self.left - 1, "lists move from the last one down"
+        ids, vectors = self._read(list_no)
+        if len(ids):
+            if lists is None or len(lists) != len(ids):  # removals only shrink a list: same size, same faces
+                lists = self._nearest(vectors)
+            self.new.add(ids, vectors, np.asarray(lists, np.int64))
+            self._mark(ids)
+            if self.old.remove(ids) != len(ids):
+                raise RuntimeError(f"IVF list {list_no} changed while it moved")
+        codes = faiss.downcast_InvertedLists(self.old.index.invlists).codes
+        codes.resize(list_no)        # destroys the lists from list_no up (all empty now): their buffers freed
+        codes.resize(self.old.nlist)  # ...and makes them again, empty (the outer vector keeps its room: nothing moves)
+        self.left = list_no
+        return len(ids)
+
+    def _read(self, list_no: int) -> tuple[np.ndarray, np.ndarray]:
+        invlists = self.old.index.invlists
+        n = invlists.list_size(list_no)
+        if not n:
+            return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
+        ids = faiss.rev_swig_ptr(invlists.get_ids(list_no), n).astype(np.int64)
+        codes = faiss.rev_swig_ptr(invlists.get_codes(list_no), n * invlists.code_size).reshape(n, -1).copy()
+        vectors = codes.view(np.float32) if self.family == "ivf" else self.old.index.sq.decode(codes)
+        return ids, as_f32(vectors)
+
+    def _nearest(self, vectors: np.ndarray) -> np.ndarray:
+        if not len(vectors):
+            return np.zeros(0, np.int32)
+        _, lists = self.new.index.quantizer.search(vectors, 1)
+        return lists.ravel().astype(np.int32)
+
+    def _mark(self, ids: np.ndarray) -> None:
+        top = int(ids.max()) + 1 if len(ids) else 0
+        if top > len(self._in_new):
+            grown = np.zeros(max(top, len(self._in_new) + len(self._in_new) // 4), bool)
+            grown[:len(self._in_new)] = self._in_new
+            self._in_new = grown
+        self._in_new[ids] = True
+
+    def _split(self, ids) -> tuple[np.ndarray, np.ndarray]:
+        """(those of `ids` in old, those in new)."""
+        ids = as_i64(ids)
+        known = (ids >= 0) & (ids < len(self._in_new))
+        in_new = np.zeros(len(ids), bool)
+        in_new[known] = self._in_new[ids[known]]
+        return ids[~in_new], ids[in_new]
+
+
+def move_onto(segment, new: IvfIndex, calibration: Calibration | None, vectors_of, *, target_recall: float,
+              stop: Callable[[], bool], current: Callable[[], bool]) -> bool:
+    """Make `new` (trained, empty) the index of `segment` (which serves an IvfIndex) by moving
+    the faces into it list by list; `calibration` (None when nprobe is fixed) is fed every face
+    and sets its nprobe once they are in. False: `stop()` or `not current()` (the segment was
+    dropped or replaced) left it midway, `segment` still served by a MovingIvf."""
+    old: IvfIndex = segment.index
+    with segment.lock.write():
+        moving = MovingIvf(old, new)
+        segment.index = moving
+        segment.retrain_pending = False  # set again by a forget of one of the new sample's faces
+    try:
+        return _move_all(segment, moving, calibration, vectors_of, target_recall, stop, current)
+    except BaseException:
+        segment.retrain_pending = True  # served as it is; the next rebuild builds it again from the catalog
+        raise
+
+
+def _move_all(segment, moving: MovingIvf, calibration: Calibration | None, vectors_of, target_recall: float,
+              stop: Callable[[], bool], current: Callable[[], bool]) -> bool:
+    old, new = moving.old, moving.new
+    planned: list[np.ndarray | None] = [None] * old.nlist
+    expected = np.zeros(new.nlist, np.int64)
+    feed = _Chunked(calibration.feed if calibration is not None else None)
+    for list_no in range(old.nlist):  # first pass: every face's new list, found while searches go on
+        with segment.lock.read():
+            ids, vectors, lists = moving.plan(list_no)
+        planned[list_no] = lists
+        expected += np.bincount(lists, minlength=new.nlist)
+        feed(ids, vectors)
+        if stop() or not current():
+            return False
+    feed.flush()
+    with segment.lock.write():
+        held = np.fromiter((new.index.invlists.list_size(i) for i in range(new.nlist)), np.int64, new.nlist)  # adds meanwhile
+        new.expect_sizes(expected + held)
+    code_size = old.index.invlists.code_size
+    trim_at, moved = min(TRIM_BYTES, len(old) * code_size // 32), 0
+    for list_no in reversed(range(old.nlist)):
+        with segment.lock.write():
+            moved += moving.move(list_no, planned[list_no]) * code_size
+        planned[list_no] = None
+        if moved >= trim_at:  # a freed list goes back to the allocator, which keeps it until asked
+            trim_heap()
+            moved = 0
+        if list_no == old.nlist // 2:
+            delay_point("rebuild:moving", interrupt=stop)
+        if stop() or not current():
+            return False
+    new.expect_sizes(None)
+    with segment.lock.write():
+        segment.index = new
+        segment.generation += 1
+        segment.changes_since_snapshot += 1
+        segment.snapshot_seq = 0  # the one on disk is from before the retrain (the old centroids): the next one is due now
+    if calibration is not None:  # on the new lists, searched between writes
+        searched = _ReadLocked(new, segment.lock)
+        calibration.finish(searched, old, vectors_of, target_recall)
+        new.default_nprobe, new.calibrated_recall = searched.default_nprobe, searched.calibrated_recall
+    old.release()
+    trim_heap()
+    return True
+
+
+class _Chunked:
+    """Faces handed on FEED_CHUNK at a time."""
+
+    def __init__(self, feed) -> None:
+        self.feed, self.ids, self.vectors, self.n = feed, [], [], 0
+
+    def __call__(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if self.feed is None or not len(ids):
+            return
+        self.ids.append(ids)
+        self.vectors.append(vectors)
+        self.n += len(ids)
+        if self.n >= FEED_CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.n:
+            self.feed(np.concatenate(self.ids), np.concatenate(self.vectors))
+        self.ids, self.vectors, self.n = [], [], 0
+
+
+class _ReadLocked:
+    """What calibration reads of an IVF index that serves already: each search under the
+    segment's read lock, writes going on between them (calibrate_nprobe searches for
+    minutes at 10M faces)."""
+
+    def __init__(self, ivf: IvfIndex, lock) -> None:
+        self.nlist, self.default_nprobe, self.calibrated_recall = ivf.nlist, ivf.default_nprobe, ivf.calibrated_recall
+        self.index = _LockedSearch(ivf.index, lock)
+
+
+class _LockedSearch:
+    def __init__(self, index: faiss.IndexIVF, lock) -> None:
+        self._index, self._lock = index, lock
+        self.quantizer = index.quantizer  # the centroids: never written
+
+    def search(self, *args, **kwargs):
+        with self._lock.read():
+            return self._index.search(*args, **kwargs)
