@@ -1,22 +1,27 @@
-"""A retrain that moves an IVF index onto its new centroids list by list.
+"""Rebuilding an IVF index by moving it onto its new centroids list by list.
 
-A forget whose faces trained the centroids calls for new ones: the forgotten
-faces must not shape how anyone else is searched. Built beside the live index
-(SegmentManager.build_fresh), the new index held every face a second time: a
-retrain peaked at 2.08x the settled memory at 1M faces and 2.06x at 10M
+A forget whose faces trained the centroids calls for new ones (the forgotten
+faces must not shape how anyone else is searched); a collection that grew 4x
+or shrank 8x gets new lists, and one past 2M faces 8-bit codes. Built beside
+the live index (SegmentManager.build_fresh), the new index held every face a
+second time: a retrain peaked at 2.08x the settled memory at 1M faces and 2.06x
+at 10M, the 10M load at 2.2x during its 8M resize
 (bench/results/committed-2026-12-03-serve10m-room-cpu2). Here the new index
-starts empty beside the old one, and the old one's lists move into it one at a
-time, each list's memory freed once its faces are in the new lists: together
+starts empty beside the old one, and the old one's lists move into it a few at
+a time, each list's memory freed once its faces are in the new lists: together
 the two hold every face once.
 
 While they move, `MovingIvf` is the segment's index. A face is in exactly one of
-the two (a list moves under the segment's write lock); a search asks both and
-merges, an add goes to the new one, a removal to whichever holds the face.
+the two (lists move under the segment's write lock); a search asks both, each
+at its own nprobe, and merges; an add goes to the new one, a removal to
+whichever holds the face.
 
 Nothing is read back from the catalog but the training sample: the lists hold
 the vectors themselves ("ivf") or 8-bit codes over the fixed range [-1, 1],
 encoded without the list's centroid ("ivf_sq8"), so a face's code is the same
-under the new centroids, and its new list is the one nearest its stored vector.
+under the new centroids (vectors become the codes a build would make), and its
+new list is the one nearest its stored vector. Never from 8-bit codes back to
+vectors: those come from the catalog (build_fresh).
 A first pass finds every face's new list (with the searches going on), so each
 new list grows to exactly the size it will hold (ivf_growth.ListRoom.expect).
 
@@ -24,13 +29,14 @@ FAISS frees a list's buffer only when the list itself is destroyed, which its
 Python API allows only by shrinking the vector of lists: the lists move from the
 last one down, so every list above the one freed is empty already and is made
 again, empty. A snapshot never reads a `MovingIvf` (segments.py); a restart in
-the middle loads the snapshot written before the retrain and retrains again.
+the middle loads the last snapshot (for a retrain, the one written before it)
+and rebuilds again.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+import time
 from typing import Callable
 
 import faiss
@@ -44,6 +50,7 @@ from facebank.index.vectors import SearchParams, VectorIndex, IvfIndex, as_f32, 
 log = logging.getLogger(__name__)
 
 FEED_CHUNK = 4096  # faces handed to the calibration's ground truth at once (8 MB of float32 at 512-d)
+MOVE_HOLD_S = 0.05  # lists are moved under the segment's write lock for at most about this long at a time
 TRIM_BYTES = 64 * 2**20  # codes moved between two returns of the freed lists' memory to the kernel (or 1/32 of them all)
 
 
@@ -59,11 +66,13 @@ class MovingIvf(VectorIndex):
 
     def __init__(self, old: IvfIndex, new: IvfIndex) -> None:
         super().__init__(old.dim)
-        assert new.nlist == old.nlist and new.family == old.family and len(new) == 0
+        assert len(new) == 0 and new.family in (old.family, "ivf_sq8")  # 8-bit codes never go back to float vectors
         self.old, self.new = old, new
-        self.kind = self.family = old.family
-        self.trained_n = old.trained_n
-        self.default_nprobe = new.default_nprobe = old.default_nprobe  # calibrated once every face is in
+        self.kind = self.family = new.family
+        self.trained_n = new.trained_n
+        self.default_nprobe = old.default_nprobe
+        # Until it is calibrated (once every face is in), the new side visits the same share of its lists.
+        new.default_nprobe = max(1, min(new.nlist, round(old.default_nprobe * new.nlist / old.nlist)))
         self.calibrated_recall = old.calibrated_recall
         self.left = old.nlist  # old lists [left, nlist) are empty and freed
         self._in_new = np.zeros(0, bool)  # by face id: held by `new`
@@ -81,8 +90,7 @@ class MovingIvf(VectorIndex):
         return (self.old.remove(in_old) if len(in_old) else 0) + (self.new.remove(in_new) if len(in_new) else 0)
 
     def search(self, queries, k, params=SearchParams()):
-        params = replace(params, nprobe=params.nprobe or self.default_nprobe)
-        old_scores, old_ids = self.old.search(queries, k, params)
+        old_scores, old_ids = self.old.search(queries, k, params)  # each at its own nprobe unless the collection fixes one
         new_scores, new_ids = self.new.search(queries, k, params)
         return merge_top_k(old_scores, old_ids, new_scores, new_ids, k)
 
@@ -129,19 +137,14 @@ class MovingIvf(VectorIndex):
 
     # -- the move ------------------------------------------------------------------------
 
-    def plan(self, list_no: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(ids, stored vectors, new lists) of old list `list_no`'s faces; reads only."""
-        ids, vectors = self._read(list_no)
-        return ids, vectors, self._nearest(vectors)
-
     def move(self, list_no: int, lists: np.ndarray | None) -> int:
         """Old list `list_no` (the last one not yet moved) into the new lists (`lists`: its planned
         ones, found again if a removal changed the list since); its memory freed. Returns its faces."""
         assert list_no == self.left - 1, "lists move from the last one down"
-        ids, vectors = self._read(list_no)
+        ids, vectors = self.read(list_no)
         if len(ids):
             if lists is None or len(lists) != len(ids):  # removals only shrink a list: same size, same faces
-                lists = self._nearest(vectors)
+                lists = self.nearest(vectors)
             self.new.add(ids, vectors, np.asarray(lists, np.int64))
             self._mark(ids)
             if self.old.remove(ids) != len(ids):
@@ -152,17 +155,19 @@ class MovingIvf(VectorIndex):
         self.left = list_no
         return len(ids)
 
-    def _read(self, list_no: int) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, list_no: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, stored vectors) of old list `list_no`'s faces."""
         invlists = self.old.index.invlists
         n = invlists.list_size(list_no)
         if not n:
             return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
         ids = faiss.rev_swig_ptr(invlists.get_ids(list_no), n).astype(np.int64)
         codes = faiss.rev_swig_ptr(invlists.get_codes(list_no), n * invlists.code_size).reshape(n, -1).copy()
-        vectors = codes.view(np.float32) if self.family == "ivf" else self.old.index.sq.decode(codes)
+        vectors = codes.view(np.float32) if self.old.family == "ivf" else self.old.index.sq.decode(codes)
         return ids, as_f32(vectors)
 
-    def _nearest(self, vectors: np.ndarray) -> np.ndarray:
+    def nearest(self, vectors: np.ndarray) -> np.ndarray:
+        """The new list of each vector (the new centroids never change: no lock needed)."""
         if not len(vectors):
             return np.zeros(0, np.int32)
         _, lists = self.new.index.quantizer.search(vectors, 1)
@@ -185,25 +190,27 @@ class MovingIvf(VectorIndex):
         return ids[~in_new], ids[in_new]
 
 
-def move_onto(segment, new: IvfIndex, calibration: Calibration | None, vectors_of, *, target_recall: float,
+def move_onto(segment, new: IvfIndex, calibration: Calibration | None, vectors_of, *, target_recall: float, keeps: bool,
               stop: Callable[[], bool], current: Callable[[], bool]) -> bool:
-    """Make `new` (trained, empty) the index of `segment` (which serves an IvfIndex) by moving
-    the faces into it list by list; `calibration` (None when nprobe is fixed) is fed every face
-    and sets its nprobe once they are in. False: `stop()` or `not current()` (the segment was
-    dropped or replaced) left it midway, `segment` still served by a MovingIvf."""
+    """Make `new` (trained, empty; the same kind, or 8-bit codes where it held float vectors) the
+    index of `segment` (which serves an IvfIndex) by moving the faces into it list by list;
+    `calibration` (None when nprobe is fixed) is fed every face and sets its nprobe once they
+    are in, at least the old one's if `keeps` (a retrain: IvfIndex.train's `like`).
+    False: `stop()` or `not current()` (the segment was dropped or replaced) left it midway,
+    `segment` still served by a MovingIvf."""
     old: IvfIndex = segment.index
     with segment.lock.write():
         moving = MovingIvf(old, new)
         segment.index = moving
         segment.retrain_pending = False  # set again by a forget of one of the new sample's faces
     try:
-        return _move_all(segment, moving, calibration, vectors_of, target_recall, stop, current)
+        return _move_all(segment, moving, calibration, vectors_of, target_recall, keeps, stop, current)
     except BaseException:
         segment.retrain_pending = True  # served as it is; the next rebuild builds it again from the catalog
         raise
 
 
-def _move_all(segment, moving: MovingIvf, calibration: Calibration | None, vectors_of, target_recall: float,
+def _move_all(segment, moving: MovingIvf, calibration: Calibration | None, vectors_of, target_recall: float, keeps: bool,
               stop: Callable[[], bool], current: Callable[[], bool]) -> bool:
     old, new = moving.old, moving.new
     planned: list[np.ndarray | None] = [None] * old.nlist
@@ -211,8 +218,8 @@ def _move_all(segment, moving: MovingIvf, calibration: Calibration | None, vecto
     feed = _Chunked(calibration.feed if calibration is not None else None)
     for list_no in range(old.nlist):  # first pass: every face's new list, found while searches go on
         with segment.lock.read():
-            ids, vectors, lists = moving.plan(list_no)
-        planned[list_no] = lists
+            ids, vectors = moving.read(list_no)
+        lists = planned[list_no] = moving.nearest(vectors)
         expected += np.bincount(lists, minlength=new.nlist)
         feed(ids, vectors)
         if stop() or not current():
@@ -222,15 +229,21 @@ def _move_all(segment, moving: MovingIvf, calibration: Calibration | None, vecto
         held = np.fromiter((new.index.invlists.list_size(i) for i in range(new.nlist)), np.int64, new.nlist)  # adds meanwhile
         new.expect_sizes(expected + held)
     code_size = old.index.invlists.code_size
-    trim_at, moved = min(TRIM_BYTES, len(old) * code_size // 32), 0
-    for list_no in reversed(range(old.nlist)):
-        with segment.lock.write():
-            moved += moving.move(list_no, planned[list_no]) * code_size
-        planned[list_no] = None
-        if moved >= trim_at:  # a freed list goes back to the allocator, which keeps it until asked
+    trim_at, moved = max(1, min(TRIM_BYTES, len(old) * code_size // 32)), 0
+    list_no, halfway = old.nlist - 1, old.nlist // 2
+    while list_no >= 0:
+        with segment.lock.write():  # a few lists at a time: a search waits for at most about MOVE_HOLD_S of moves
+            until = time.monotonic() + MOVE_HOLD_S
+            while True:
+                moved += moving.move(list_no, planned[list_no]) * code_size
+                planned[list_no] = None
+                list_no -= 1
+                if list_no < 0 or list_no + 1 == halfway or moved >= trim_at or time.monotonic() >= until:
+                    break
+        if moved >= trim_at:  # freed lists go back to the allocator, which keeps them until asked
             trim_heap()
             moved = 0
-        if list_no == old.nlist // 2:
+        if list_no + 1 == halfway:
             delay_point("rebuild:moving", interrupt=stop)
         if stop() or not current():
             return False
@@ -242,7 +255,7 @@ def _move_all(segment, moving: MovingIvf, calibration: Calibration | None, vecto
         segment.snapshot_seq = 0  # the one on disk is from before the retrain (the old centroids): the next one is due now
     if calibration is not None:  # on the new lists, searched between writes
         searched = _ReadLocked(new, segment.lock)
-        calibration.finish(searched, old, vectors_of, target_recall)
+        calibration.finish(searched, old if keeps else None, vectors_of, target_recall)
         new.default_nprobe, new.calibrated_recall = searched.default_nprobe, searched.calibrated_recall
     old.release()
     trim_heap()

@@ -198,11 +198,11 @@ class Maintenance:
         started = time.monotonic()
         log.info("rebuilding collection %d/%s (%s)", segment.cid, segment.name, reason)
         try:
-            if segments.moves_in_place(segment):   # a retrain of an IVF: moved onto its new centroids, never held twice
-                if not segments.retrain_in_place(segment, reading=touching, stop=stop):
+            if segments.moves_in_place(segment):   # an IVF into an IVF: moved onto its new centroids, never held twice
+                if not segments.rebuild_in_place(segment, reading=touching, stop=stop):
                     if stop():
                         raise _Stopped
-                    log.info("retrain of collection %d/%s dropped: the collection was dropped or replaced", segment.cid, segment.name)
+                    log.info("rebuild of collection %d/%s dropped: the collection was dropped or replaced", segment.cid, segment.name)
                     return None
                 fresh = segment
             else:

@@ -251,32 +251,39 @@ class SegmentManager:
         raise AssertionError("unreachable")
 
     def moves_in_place(self, segment: Segment) -> bool:
-        """A retrain that keeps an IVF's lists (see build_fresh), on this CPU: its index is moved
-        onto the new centroids list by list (ivf_retrain.py), never held twice."""
+        """A rebuild of an IVF on this CPU into an IVF (a retrain, new lists for a collection that
+        grew or shrank, float vectors to 8-bit codes): its index is moved onto the new centroids
+        list by list (ivf_retrain.py), never held twice. Not back from 8-bit codes to vectors:
+        those come from the catalog."""
         index = segment.index
-        return segment.retrain_pending and can_move(index) and not _resize_due(index) and \
-            self.factory.family_for(segment.settings.kind, len(index), index.family) == index.family
+        if not can_move(index):
+            return False
+        wanted = self.factory.family_for(segment.settings.kind, len(index), index.family)
+        return wanted == index.family or (index.family, wanted) == ("ivf", "ivf_sq8")
 
-    def retrain_in_place(self, segment: Segment, reading=nullcontext, stop: Callable[[], bool] = lambda: False) -> bool:
-        """Train new centroids for `segment`'s IVF from the catalog (as build_fresh does, forgets that
-        come meanwhile coalescing into it) and move its faces onto them while it serves.
-        False: stopped, or the segment dropped or replaced, midway (the next start retrains)."""
+    def rebuild_in_place(self, segment: Segment, reading=nullcontext, stop: Callable[[], bool] = lambda: False) -> bool:
+        """Train new centroids for `segment`'s IVF from the catalog (forgets that come meanwhile
+        coalescing into it, as in build_fresh, whose rules for the lists and nprobe it keeps) and
+        move its faces onto them while it serves. False: stopped, or the segment dropped or
+        replaced, midway (the next start does it again)."""
         index = segment.index
+        family = self.factory.family_for(segment.settings.kind, len(index), index.family)
+        keep = family == index.family and not _resize_due(index)
         with reading():
             seq, source = self._read_source(segment.cid, segment.name)
         delay_point("rebuild:build")
         removed = self._removed_since(seq, segment.cid, segment.name)
         for attempt in range(1, REBUILD_TRIES + 1):
             source = source.without(removed)
-            fresh, calibration = IvfIndex.trained_empty(segment.dim, source, nprobe=segment.settings.nprobe, like=index,
-                                                        family=index.family)
+            fresh, calibration = IvfIndex.trained_empty(segment.dim, source, nprobe=segment.settings.nprobe,
+                                                        like=index if keep else None, family=family)
             delay_point("rebuild:trained")
             removed = self._removed_since(seq, segment.cid, segment.name)
             if attempt == REBUILD_TRIES or not would_retrain(fresh, removed):
                 break
             log.info("faces forgotten during the rebuild of collection %d/%s trained it: training again without them", segment.cid,
                      segment.name)
-        return move_onto(segment, fresh, calibration, source.vectors_of, target_recall=TARGET_RECALL, stop=stop,
+        return move_onto(segment, fresh, calibration, source.vectors_of, target_recall=TARGET_RECALL, keeps=keep, stop=stop,
                          current=lambda: self._segments.get((segment.cid, segment.name)) is segment)
 
     def replace(self, old: Segment, fresh: Segment) -> None:

@@ -39,15 +39,27 @@ def stored(index: IvfIndex, x: np.ndarray) -> np.ndarray:
     return x if index.family == "ivf" else index.index.sq.decode(index.index.sq.compute_codes(x))
 
 
-@pytest.mark.parametrize("family", ["ivf", "ivf_sq8"])
-def test_a_retrain_moved_list_by_list_holds_what_adding_every_face_to_the_new_centroids_holds(family):
+@pytest.mark.parametrize("family, into, nlist", [("ivf", "ivf", 0), ("ivf_sq8", "ivf_sq8", 0), ("ivf", "ivf", 64), ("ivf_sq8", "ivf_sq8", 16),
+                                                 ("ivf", "ivf_sq8", 0), ("ivf", "ivf_sq8", 128)])
+def test_an_ivf_moved_list_by_list_holds_what_adding_every_face_to_the_new_centroids_holds(family, into, nlist, monkeypatch):
+    """A retrain (the same lists), a resize (other lists) and vectors becoming 8-bit codes:
+    list by list the same faces with the same codes as the new centroids given every
+    stored vector through FAISS's add_with_ids, the same answers and vectors, each list
+    exactly its size, and (calibrated) at least the old nprobe where the lists are kept."""
+    from facebank.index import vectors
+
     old, ids, x, source = built(family, 6000)
-    fresh, calibration = IvfIndex.trained_empty(old.dim, source, like=old, family=family, seed=5)
+    if nlist:
+        monkeypatch.setattr(vectors, "nlist_for", lambda n: nlist)
+    keeps = not nlist and into == family
+    fresh, calibration = IvfIndex.trained_empty(old.dim, source, like=old if keeps else None, family=into, seed=5)
+    assert fresh.nlist == (nlist or old.nlist) and fresh.family == into
     reference = faiss.deserialize_index(faiss.serialize_index(fresh.index))
     reference.set_direct_map_type(faiss.DirectMap.Hashtable)
     reference.add_with_ids(stored(old, x), ids)
     segment = Segment(1, "enrolled", old.dim, IndexSettings(kind="ivf"), old, retrain_pending=True)
-    assert move_onto(segment, fresh, calibration, source.vectors_of, target_recall=0.95, stop=lambda: False, current=lambda: True)
+    assert move_onto(segment, fresh, calibration, source.vectors_of, target_recall=0.95, keeps=keeps, stop=lambda: False,
+                     current=lambda: True)
     assert segment.index is fresh and not segment.retrain_pending and len(fresh) == len(ids)
     assert list_contents(fresh.index) == list_contents(reference)  # the same codes (the 8-bit ones too), list by list
     assert [fresh.index.invlists.list_size(i) for i in range(fresh.nlist)] == [reference.invlists.list_size(i) for i in range(fresh.nlist)]
@@ -56,7 +68,7 @@ def test_a_retrain_moved_list_by_list_holds_what_adding_every_face_to_the_new_ce
     got_scores, got = fresh.index.search(x[::50], 10, params=params)
     assert np.array_equal(got, want) and np.allclose(got_scores, want_scores)
     assert np.array_equal(fresh.index.reconstruct_batch(ids[::7]), reference.reconstruct_batch(ids[::7]))
-    assert fresh.default_nprobe >= old.default_nprobe and fresh.calibrated_recall >= 0.9
+    assert fresh.calibrated_recall >= 0.9 and (fresh.default_nprobe >= old.default_nprobe or not keeps)
     assert len(old) == 0 and all(old.index.invlists.list_size(i) == 0 for i in range(old.nlist))
 
 
@@ -72,7 +84,7 @@ def test_while_the_lists_move_every_face_is_searched_once_with_adds_and_removals
     extra_ids = np.arange(20_000, 22_000, dtype=np.int64)
     live = {int(i): v for i, v in zip(ids, stored(old, x))}
     rng = np.random.default_rng(3)
-    planned = [moving.plan(i)[2] for i in range(old.nlist)]
+    planned = [moving.nearest(moving.read(i)[1]) for i in range(old.nlist)]
     at = 0
     for list_no in reversed(range(old.nlist)):
         moving.move(list_no, planned[list_no])
@@ -124,7 +136,7 @@ def test_searches_running_while_the_lists_move_find_every_face():
     searcher = threading.Thread(target=search_on)
     searcher.start()
     try:
-        assert move_onto(segment, fresh, None, source.vectors_of, target_recall=0.95, stop=lambda: False, current=lambda: True)
+        assert move_onto(segment, fresh, None, source.vectors_of, target_recall=0.95, keeps=True, stop=lambda: False, current=lambda: True)
     finally:
         done.set()
         searcher.join()
@@ -134,12 +146,13 @@ def test_searches_running_while_the_lists_move_find_every_face():
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 def test_a_retrain_after_a_forget_never_holds_the_index_twice(tmp_path, embedder, monkeypatch):
     """Issue 23: the retrain a forget calls for built a second index beside the live one:
-    2.08x the settled memory at 1M faces, 2.06x at 10M. Through the upkeep now, 40,000
-    faces (80 MB of vectors in 32 lists) retrain with the anonymous memory at most a
-    quarter of the vectors' size above where it began: the training sample (2,048 faces)
-    or a list in flight. (nprobe is fixed here: a calibration adds FAISS's 16 MB of exact
-    search scratch and a chunk of faces, whatever the collection's size; the snapshot
-    written after it seals 1 MB chunks here, not 16.)"""
+    2.08x the settled memory at 1M faces, 2.06x at 10M, and here 250 MB above the start for
+    80 MB of vectors (40,000 faces in 32 lists). Through the upkeep now, the anonymous memory
+    stays less than half the vectors' size above where it began: the training sample (2,048
+    faces, read and copied by k-means), a few lists in flight, the snapshot written after it,
+    and what FAISS and the allocator keep whatever the collection's size (13-16 MB measured
+    here, 23 MB once on CI's machine). (nprobe is fixed here: a calibration adds FAISS's 16 MB
+    of exact-search scratch and a chunk of faces; the snapshot seals 1 MB chunks here, not 16.)"""
     from facebank.index import snapshot, vectors
     from facebank.server.engine import Engine
     from facebank.v1 import facebank_pb2 as pb
@@ -174,7 +187,7 @@ def test_a_retrain_after_a_forget_never_holds_the_index_twice(tmp_path, embedder
         segment = engine.store.segments.get(segment.cid, "enrolled")
         assert not segment.retrain_pending and len(segment.index) == 40_000 and type(segment.index) is IvfIndex
         grown = peak[0] - before
-        assert grown < 0.25 * codes_kb, f"the retrain took {grown} KB above the {codes_kb} KB of vectors it holds"
+        assert grown < 0.5 * codes_kb, f"the retrain took {grown} KB above the {codes_kb} KB of vectors it holds"
     finally:
         engine.close()
 

@@ -107,13 +107,12 @@ def retrain(run: Path, mode: str) -> None:
     else:
         fresh, calibration = IvfIndex.trained_empty(DIM, source, like=old, family="ivf_sq8", seed=1)
         del old
-        assert move_onto(segment, fresh, calibration, source.vectors_of, target_recall=TARGET_RECALL, stop=lambda: False,
+        assert move_onto(segment, fresh, calibration, source.vectors_of, target_recall=TARGET_RECALL, keeps=True, stop=lambda: False,
                          current=lambda: True)
     took = time.perf_counter() - t
     done.set()
     for thread in threads:
         thread.join()
-    del segment
     trim_heap()
     after = anon_kb()
     queries = np.ascontiguousarray(x[7::N // 500][:500])
