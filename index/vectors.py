@@ -20,6 +20,7 @@ from facebank.index.ivf_calibration import (  # noqa: F401
 )
 from facebank.index.ivf_fill import fill_exactly
 from facebank.index.ivf_growth import ListRoom
+from facebank.index.ivf_training import Sq8Codec, decoded_blocks, drop_rows, sample_rows, take_sample, train_lists
 from facebank.index.vector_source import VectorSource
 
 CALIBRATION_QUERIES = 256  # faces of the collection that calibrate a new IVF's nprobe
@@ -240,24 +241,18 @@ class IvfIndex(VectorIndex):
         # Calibrate on people k-means does not see (ivf_calibration.calibrate_nprobe): the queries,
         # and the faces that matter to them, are kept out of the sample while enough others remain.
         hold_out = len(picks) > 0 and n - len(picks) >= 8 * nlist
-        pool = np.setdiff1d(np.arange(n), picks) if hold_out else np.arange(n)
-        sample_ids, sample = source.take(np.sort(rng.choice(pool, size=min(len(pool), 64 * nlist), replace=False)))
+        held = picks if hold_out else np.zeros(0, np.int64)
+        codec = Sq8Codec(dim) if family == "ivf_sq8" else None  # the sample kept as the lists' 8-bit codes (ivf_training.py)
+        sample_ids, sample = take_sample(source, sample_rows(rng, n, held, min(n - len(held), 64 * nlist)), codec)
         query_ids, queries = source.take(picks)
         calibrating = len(query_ids)  # those still present
         if hold_out:
-            near = relevant_in_sample(queries, sample)
+            near = relevant_in_sample(queries, decoded_blocks(sample, codec))
             if len(sample) - len(near) >= 8 * nlist:  # k-means keeps enough points per list (at least 4 are allowed below)
-                keep = np.ones(len(sample), bool)
-                keep[near] = False
-                sample_ids, sample = sample_ids[keep], sample[keep]
+                sample_ids, sample = drop_rows(sample_ids, sample, near)
         index = cls._untrained(dim, nlist, family, seed)
-        index.train(as_f32(sample))
+        train_lists(index, sample, codec)
         del sample
-        if family == "ivf_sq8":
-            # Every value of a unit vector lies in [-1, 1]: codes over that fixed range never
-            # clip. A range learned from the sample clipped people enrolled after training
-            # (score errors up to 0.09 measured, against 0.008 with the fixed range).
-            faiss.copy_array_to_vector(np.array([-1.0, 2.0], np.float32), index.sq.trained)
         out = cls(dim, index, sample_ids, trained_n=like.trained_n if like is not None else n, nprobe=nprobe or nlist)
         if nprobe:
             return out, None
