@@ -4,11 +4,13 @@ checks."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,3 +251,28 @@ def anonymous_kb() -> int:
     """This process's anonymous resident memory (Linux: /proc/self/status RssAnon), in KB."""
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("RssAnon"))
+
+
+@contextlib.contextmanager
+def anonymous_peak():
+    """Samples anonymous_kb every 2 ms while the block runs (the heap trimmed before it);
+    the dict it yields holds, after the block, "grown": the peak above where it began (KB)."""
+    from facebank.index.resident_pages import trim_heap
+
+    trim_heap()
+    out = {"before": anonymous_kb(), "grown": 0}
+    peak, done = [out["before"]], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], anonymous_kb())
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        yield out
+    finally:
+        done.set()
+        sampler.join()
+        out["grown"] = peak[0] - out["before"]

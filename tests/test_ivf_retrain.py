@@ -12,11 +12,10 @@ import faiss
 import numpy as np
 import pytest
 
-from conftest import anonymous_kb, make_config, synthetic_faces
+from conftest import anonymous_peak, make_config, synthetic_faces
 from facebank.index.factory import IndexFactory
 from facebank.index.ivf_retrain import MovingIvf, move_onto
 from facebank.index.records import IndexSettings
-from facebank.index.resident_pages import trim_heap
 from facebank.index.segments import Segment
 from facebank.index.vector_source import VectorSource
 from facebank.index.vectors import IvfIndex, SearchParams, exact_top_k
@@ -167,26 +166,12 @@ def test_a_retrain_after_a_forget_never_holds_the_index_twice(tmp_path, embedder
         segment = engine.store.segments.get(engine.store.collection("big").id, "enrolled")
         assert segment.index.kind == "ivf" and segment.index.nlist == 32 and len(segment.index) == 40_000
         codes_kb = 40_000 * 512 * 4 // 1024
-        trim_heap()
-        before = anonymous_kb()
-        peak, done = [before], threading.Event()
-
-        def sample() -> None:
-            while not done.is_set():
-                peak[0] = max(peak[0], anonymous_kb())
-                time.sleep(0.002)
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
-        try:
+        with anonymous_peak() as memory:
             segment.retrain_pending = True
             engine.maintenance.clean_now()
-        finally:
-            done.set()
-            sampler.join()
         segment = engine.store.segments.get(segment.cid, "enrolled")
         assert not segment.retrain_pending and len(segment.index) == 40_000 and type(segment.index) is IvfIndex
-        grown = peak[0] - before
+        grown = memory["grown"]
         assert grown < 0.5 * codes_kb, f"the retrain took {grown} KB above the {codes_kb} KB of vectors it holds"
     finally:
         engine.close()

@@ -5,18 +5,15 @@ k-means run on them decoded block by block, each against the plain computation."
 from __future__ import annotations
 
 import sys
-import threading
-import time
 
 import faiss
 import numpy as np
 import pytest
 
-from conftest import anonymous_kb
+from conftest import anonymous_peak
 from facebank.index import ivf_training
 from facebank.index.ivf_calibration import RELEVANT_SCORE, relevant_in_sample
 from facebank.index.ivf_training import Sq8Codec, decoded_blocks, drop_rows, sample_rows, take_sample, train_lists
-from facebank.index.resident_pages import trim_heap
 from facebank.index.vector_source import VectorSource
 from facebank.index.vectors import IvfIndex
 from test_ivf_growth import unit_vectors
@@ -132,22 +129,8 @@ def test_an_8_bit_index_trains_holding_less_than_its_float_sample_once(tmp_path,
         x[start:start + 4096] = unit_vectors(min(4096, n - start), dim, start)
     source = VectorSource(np.arange(n, dtype=np.int64), dim, lambda wanted: (wanted, np.ascontiguousarray(x[wanted])), chunk=4096)
     sample_kb = 64 * 512 * dim * 4 // 1024
-    trim_heap()
-    before = anonymous_kb()
-    peak, done = [before], threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], anonymous_kb())
-            time.sleep(0.002)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
+    with anonymous_peak() as memory:
         index, calibration = IvfIndex.trained_empty(dim, source, family="ivf_sq8", seed=3)
-    finally:
-        done.set()
-        sampler.join()
     assert index.nlist == 512 and index.index.is_trained and calibration is not None
-    grown = peak[0] - before
+    grown = memory["grown"]
     assert grown < sample_kb, f"training took {grown} KB for a float32 sample of {sample_kb} KB"
