@@ -453,13 +453,14 @@ def test_lists_filled_in_place_match_add_with_ids(family, gone):
     import faiss
 
     from facebank.index.ivf_fill import fill_exactly
+    from facebank.index.ivf_training import fix_sq8_range
 
     x, _ = identity_data(400, 10, seed=12)
     ids = np.arange(len(x), dtype=np.int64) * 5 + 3
     trained = IvfIndex._untrained(DIM, 32, family, 0)
     trained.train(x)
     if family == "ivf_sq8":
-        faiss.copy_array_to_vector(np.array([-1.0, 2.0], np.float32), trained.sq.trained)
+        fix_sq8_range(trained.sq)
     blob = faiss.serialize_index(trained)
     reference, filled = faiss.deserialize_index(blob), faiss.deserialize_index(blob)
     left_out = np.random.default_rng(1).choice(ids, gone, replace=False)
