@@ -155,9 +155,12 @@ class OwnerLoader:
             log.exception("loading the face owner map stopped; unknown faces are read from the catalog")
 
 
-def catalog_readers(read, damage) -> tuple[ReadOwners, ReadFacesOf, ReadBatch]:
+def catalog_readers(read, damage, release=lambda: 0) -> tuple[ReadOwners, ReadFacesOf, ReadBatch]:
     """The map's three reads of the catalog (`read`: FaceStore.read); damaged rows are left out
-    and reported to `damage`."""
+    and reported to `damage`. `release` (Catalog.release_pages) after each batch of the load:
+    the owner rows lie among every other table's pages in a catalog that was never compacted,
+    and the kernel maps the cached pages around each one read (fault-around), so the load
+    left most of a freshly written 1M-face catalog resident (1 GB) after a start."""
 
     def owners(face_ids: np.ndarray) -> np.ndarray:
         with read(tolerant=True) as t:
@@ -175,6 +178,7 @@ def catalog_readers(read, damage) -> tuple[ReadOwners, ReadFacesOf, ReadBatch]:
         with read(tolerant=True) as t:
             face_ids, iids = t.face_owners_after(after, limit)
             damage.add(t.damaged)
+        release()
         return np.asarray(face_ids, np.int64), np.asarray(iids, np.int64)
 
     return owners, faces_of, batch

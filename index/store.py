@@ -88,7 +88,8 @@ class FaceStore:
         with self.read(tolerant=True) as t:
             self.metadata.load(t.iter_metadata_index())
             self.damage.add(t.damaged)
-        read_owners, read_faces_of, read_batch = catalog_readers(self.read, self.damage)
+        self.catalog.release_pages()   # read once (see catalog_readers)
+        read_owners, read_faces_of, read_batch = catalog_readers(self.read, self.damage, self.catalog.release_pages)
         self.owners.begin_loading(read_owners, read_faces_of)   # filled after the start (face_owners.py)
         self._owner_loader = OwnerLoader(self.owners, read_batch)
 
