@@ -113,7 +113,8 @@ class Maintenance:
                 if segment.changes_since_snapshot:
                     self.store.segments.snapshot(segment, self.store.uow.applying)
             self._trim()
-            self.return_free_heap(now=rebuilt)   # a replaced index's memory, back to the kernel at once
+            if rebuilt:   # a replaced index's memory, back to the kernel at once (the worker trims after writes)
+                self.return_free_heap(now=True)
 
     def return_free_heap(self, now: bool = False) -> bool:
         """Hand the heap's free pages back to the kernel (resident_pages.trim_heap) if anything

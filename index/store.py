@@ -276,6 +276,7 @@ class FaceStore:
         with self.read(tolerant=True) as t:
             coll = t.get_collection_by_id(cid)
             seq, ids = t.last_seq(), np.asarray(t.segment_face_ids(cid, segment), np.int64)
+        self.catalog.release_pages()   # the segment's rows lie among the embeddings' pages (see catalog_readers)
         model, dim = (coll.model_id, coll.dim) if coll else ("", 0)
 
         def fetch(wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
