@@ -124,9 +124,14 @@ class Catalog:
             for listener in self.listeners:
                 listener(view)
 
-    def release_pages(self) -> int:
+    def release_pages(self, *, in_txn: bool = False) -> int:
         """Give back the catalog pages this process has read (they stay in the page cache):
-        a rebuild calls this after each chunk it reads. Returns the bytes of mapping advised."""
+        a rebuild calls this after each chunk it reads. Returns the bytes of mapping advised.
+        `in_txn`: called inside one of this catalog's transactions, which already keeps the
+        map from being closed or replaced (taking the lock again could wait on a swap that
+        waits on that transaction)."""
+        if in_txn:
+            return release_mapped(self.path / DATA_FILE)
         with self._swap.read():   # the map cannot be closed or replaced meanwhile
             return release_mapped(self.path / DATA_FILE)
 

@@ -181,13 +181,16 @@ class CatalogTxn(TableTxn):
         return out
 
     def segment_face_ids(self, cid: int, segment: str, limit: int = 0) -> list[int]:
-        prefix = u32(cid) + _SEGMENT_CODE[segment]
         out = []
-        for key, _ in self._prefix("segment_faces", prefix):
-            out.append(read_u64(key, 5))
+        for face_id in self.iter_segment_face_ids(cid, segment):
+            out.append(face_id)
             if len(out) == limit:
                 break
         return out
+
+    def iter_segment_face_ids(self, cid: int, segment: str) -> Iterator[int]:
+        for key, _ in self._prefix("segment_faces", u32(cid) + _SEGMENT_CODE[segment]):
+            yield read_u64(key, 5)
 
     def count_segment(self, cid: int, segment: str) -> int:
         return self.counted("segment_faces", u32(cid) + _SEGMENT_CODE[segment])

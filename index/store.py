@@ -40,7 +40,7 @@ from facebank.index.sealed_faces import now_ms, open_vectors
 from facebank.index.segments import Segment, SegmentManager
 from facebank.index.snapshot_keys import SnapshotKeys
 from facebank.index.unit_of_work import UnitOfWork
-from facebank.index.vector_source import SourceChanged, VectorSource
+from facebank.index.vector_source import SourceChanged, VectorSource, listed_ids
 from facebank.index.face_owners import FaceOwners, OwnerLoader, catalog_readers
 from facebank.index.views import IdentityCache, MetadataView, listen
 
@@ -275,8 +275,7 @@ class FaceStore:
         """The segment's faces at one read of the catalog; their vectors read by id, a chunk at a time."""
         with self.read(tolerant=True) as t:
             coll = t.get_collection_by_id(cid)
-            seq, ids = t.last_seq(), np.asarray(t.segment_face_ids(cid, segment), np.int64)
-        self.catalog.release_pages()   # the segment's rows lie among the embeddings' pages (see catalog_readers)
+            seq, ids = t.last_seq(), listed_ids(t.iter_segment_face_ids(cid, segment), lambda: self.catalog.release_pages(in_txn=True))
         model, dim = (coll.model_id, coll.dim) if coll else ("", 0)
 
         def fetch(wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
