@@ -115,7 +115,7 @@ def test_a_server_that_enrolled_its_faces_hands_back_the_heap_its_writes_freed(t
     its snapshot, the 10M load 3.6 GB above. The upkeep worker now trims the heap after
     writes (at most every HEAP_TRIM_S while they come, and once after the last): 50,000
     faces enrolled in bulk writes of 2,500 with the worker running as in `facebank serve`,
-    a few seconds later a trim finds under 16 MB to return (85,436 KB before; 0-4 KB
+    once the worker has passed after the last write (a few seconds), a trim finds under 16 MB to return (85,436 KB before; 0-4 KB
     after), and an idle server does not trim again."""
     import time
 
@@ -142,7 +142,11 @@ def test_a_server_that_enrolled_its_faces_hands_back_the_heap_its_writes_freed(t
             identities.enroll_many(engine.store, "big", entries)
             if chunk == 0:
                 engine.maintenance.clean_now()   # the IVF trained on the first 2,500; the rest are added to it
-        time.sleep(4.0)   # the worker's passes after the last write
+        deadline = time.monotonic() + 30   # the worker's passes after the last write (a few seconds when idle)
+        while getattr(engine.maintenance, "_commits_trimmed", -1) != getattr(engine.maintenance, "_commits", 0) \
+                and time.monotonic() < deadline:
+            time.sleep(0.25)
+        time.sleep(0.5)
         segment = engine.store.segments.get(engine.store.collection("big").id, "enrolled")
         assert segment.index.kind == "ivf" and len(segment.index) == 50_000
         before = anonymous_kb()
