@@ -242,6 +242,7 @@ def load_people(engine, n_ids: int, upkeep: bool = False):
             engine.maintenance.clean_now()
         else:
             engine.maintenance.return_free_heap()
+    engine.maintenance.return_free_heap(now=True)   # the worker's pass after the last write (within 3 s in a server)
     return g
 
 

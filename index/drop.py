@@ -80,6 +80,7 @@ def finish_drop(store: FaceStore, cid: int) -> tuple[dict, int]:
                     w.delete_slot_owner(slot)
                 for seg in SEGMENTS:
                     w.delete_meta(f"snapshot:{cid}:{seg}")
+                    w.delete_meta(f"index_family:{cid}:{seg}")
                 w.delete_meta(f"dropping:{cid}")
                 remaining = sum(w.counted(table, u32(cid)) for table in ("identities", "clusters")) + \
                     sum(w.count_segment(cid, seg) for seg in SEGMENTS)

@@ -158,7 +158,7 @@ class SegmentManager:
         for name in SEGMENTS:
             segment = self._load_snapshot(cid, name, dim, settings)
             if segment is None:
-                segment = self._build(cid, name, dim, settings)
+                segment = self._build(cid, name, dim, settings, current=self._keys.family(cid, name))
             else:
                 self.replay(segment, [c for c in changes if c[0] > segment.applied_seq and c[1]["c"] == cid and c[1]["s"] == name])
                 segment.index.after_replay()
@@ -191,14 +191,16 @@ class SegmentManager:
             segment.apply(seq, ids, vectors, np.asarray(change["remove"], np.int64))
 
     def _build(self, cid: int, name: str, dim: int, settings: IndexSettings, generation: int = 0,
-               like: VectorIndex | None = None) -> Segment:
+               like: VectorIndex | None = None, current: str | None = None) -> Segment:
         seq, source = self._read_source(cid, name)
-        return self.build_from(cid, name, dim, settings, source, seq, generation, like)
+        return self.build_from(cid, name, dim, settings, source, seq, generation, like, current)
 
     def build_from(self, cid: int, name: str, dim: int, settings: IndexSettings, source: VectorSource, seq: int,
-                   generation: int = 0, like: VectorIndex | None = None) -> Segment:
-        """A segment over the source's faces, searched by no one until it replaces a live one."""
-        family = self.factory.family_for(settings.kind, len(source))
+                   generation: int = 0, like: VectorIndex | None = None, current: str | None = None) -> Segment:
+        """A segment over the source's faces, searched by no one until it replaces a live one.
+        `current`: the family the segment had (its snapshot's, when a start has none to read),
+        so that a collection near a size line keeps its kind (family_for's hysteresis)."""
+        family = self.factory.family_for(settings.kind, len(source), current)
         index = self.factory.build(family, dim, source, nprobe=settings.nprobe, ef_search=settings.ef_search, like=like,
                                    place=(cid, name))
         return Segment(cid, name, dim, settings, index, applied_seq=seq, generation=generation + 1, changes_since_snapshot=1)
@@ -332,7 +334,7 @@ class SegmentManager:
                 staged.discard()
             self._keys.discard(key)
             raise
-        if not self._keys.commit(segment.cid, segment.name, key, seq):
+        if not self._keys.commit(segment.cid, segment.name, key, seq, segment.index.family):
             # A forget (or a drop) came after `seq`: this file may hold what it removed.
             self.snapshot_path(segment.cid, segment.name).unlink(missing_ok=True)
             return False

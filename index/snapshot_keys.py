@@ -30,15 +30,24 @@ class SnapshotKeys:
     def discard(self, key: DataKey) -> None:
         self.keyring.shred([key.slot])
 
-    def commit(self, cid: int, segment: str, key: DataKey, seq: int) -> bool:
-        """Record the new snapshot and shred the previous key. Refused (and the new
-        key shredded) if a forget committed after `seq`: that snapshot may hold it."""
+    def family(self, cid: int, segment: str) -> str | None:
+        """The family of the index last snapshotted for this segment, kept when a forget
+        drops the snapshot: a start without a snapshot builds that family again where the
+        size rules allow either (IndexFactory.family_for's hysteresis)."""
+        with self._read() as t:
+            return t.get_meta(f"index_family:{cid}:{segment}")
+
+    def commit(self, cid: int, segment: str, key: DataKey, seq: int, family: str = "") -> bool:
+        """Record the new snapshot (and its index's family) and shred the previous key. Refused
+        (and the new key shredded) if a forget committed after `seq`: that snapshot may hold it."""
         with self._write() as w:
             if w.get_collection_by_id(cid) is None or seq < w.get_meta(f"forget_at:{cid}:{segment}", 0):
                 w.shred_after_commit.append(key.slot)
                 return False
             previous = w.get_meta(f"snapshot:{cid}:{segment}")
             w.put_meta(f"snapshot:{cid}:{segment}", {"slot": key.slot, "seq": seq})
+            if family:
+                w.put_meta(f"index_family:{cid}:{segment}", family)
             w.put_slot_owner(key.slot, snapshot_owner(cid, segment))
             if previous:
                 w.delete_slot_owner(previous["slot"])

@@ -137,3 +137,44 @@ def test_closing_during_a_long_snapshot_leaves_it_and_keeps_the_last_one(tmp_pat
         assert seg.snapshot_seq == seq and len(seg.index) == 41  # the snapshot, and the change since replayed
     finally:
         restarted.close()
+
+
+def test_a_start_without_a_snapshot_keeps_the_kind_a_collection_near_a_size_line_had(tmp_path, embedder, monkeypatch):
+    """Stop 35, 2M life: 8-bit codes from COMPRESS_MIN faces, kept down to half of it (the
+    factory's hysteresis); after 20 forgets at 2M a start without a snapshot rebuilt float
+    IVF, 4x the bytes a face (settled at 2.93x the memory of a start from the snapshot),
+    because the hysteresis needs the kind the segment had and such a start has no index.
+    The kind of the last snapshot is kept in the catalog, also after a forget drops the
+    snapshot. Here the lines are moved down (exact below 500 faces, 8-bit codes from 2,000)."""
+    from conftest import make_config, synthetic_faces
+
+    from facebank.index import factory
+    from facebank.server.engine import Engine
+    from facebank.v1 import facebank_pb2 as pb
+
+    monkeypatch.setattr(factory, "FLAT_MAX", 500)
+    monkeypatch.setattr(factory, "COMPRESS_MIN", 2_000)
+
+    def kind(engine) -> str:
+        return engine.store.segments.get(engine.store.collection("default").id, "enrolled").index.family
+
+    engine = Engine(make_config(tmp_path / "data", background=False), embedder=embedder)
+    try:
+        synthetic_faces(engine, "default", 2_000)
+        engine.maintenance.clean_now()
+        assert kind(engine) == "ivf_sq8"
+        for i in range(20):
+            engine.identities.forget(pb.ForgetRequest(collection="default", identity_id=f"synthetic-{i}"))
+        engine.maintenance.clean_now()   # the retrain the forgets call for: 1,980 faces stay 8-bit
+        assert kind(engine) == "ivf_sq8"
+        engine.identities.forget(pb.ForgetRequest(collection="default", identity_id="synthetic-20"))  # drops the snapshot
+    finally:
+        engine.close()
+    for snap in (tmp_path / "data" / "indexes").glob("*.snap"):
+        snap.unlink()
+    engine = Engine(make_config(tmp_path / "data", background=False), embedder=embedder)
+    try:
+        assert kind(engine) == "ivf_sq8", "started without a snapshot, a 1,979-face collection of 8-bit codes came back as another kind"
+        assert len(engine.store.segments.get(engine.store.collection("default").id, "enrolled").index) == 1_979
+    finally:
+        engine.close()
