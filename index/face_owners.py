@@ -155,7 +155,7 @@ class OwnerLoader:
             log.exception("loading the face owner map stopped; unknown faces are read from the catalog")
 
 
-def catalog_readers(read, damage, release=lambda: 0) -> tuple[ReadOwners, ReadFacesOf, ReadBatch]:
+def catalog_readers(read, damage, release) -> tuple[ReadOwners, ReadFacesOf, ReadBatch]:
     """The map's three reads of the catalog (`read`: FaceStore.read); damaged rows are left out
     and reported to `damage`. `release` (Catalog.release_pages) after each batch of the load:
     the owner rows lie among every other table's pages in a catalog that was never compacted,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from facebank.index.vector_source import VectorSource
+from facebank.index.vector_source import FETCH_SPREAD, VectorSource
 
 DECODE_BLOCK = 32_768  # 8-bit sample rows decoded at once (64 MB of float32 at 512-d)
 SQ8_RANGE = np.array([-1.0, 2.0], np.float32)  # (min, width): every value of a unit vector lies in [-1, 1]
@@ -58,14 +58,14 @@ def sample_rows(rng: np.random.Generator, n: int, held_out: np.ndarray, size: in
 
 def take_sample(source: VectorSource, rows: np.ndarray, codec: Sq8Codec | None) -> tuple[np.ndarray, np.ndarray]:
     """(ids, vectors) of the faces at `rows` still present: float32, or with `codec` its
-    codes. Read a chunk at a time, so that the float32 sample is never held whole beside
-    its codes, and the catalog pages a fetch reads are handed back after each chunk
+    codes. Read FETCH_SPREAD faces at a time, so that the float32 sample is never held whole
+    beside its codes, and the catalog pages a fetch reads are handed back after each one
     (store._segment_source): read at once, a 1M-face catalog's 262,144-face sample
     left 2.3 GB of them resident until it ended."""
     out = np.empty((len(rows), source.dim), np.uint8 if codec is not None else np.float32)
-    ids, at = [], 0
-    for start in range(0, len(rows), source.chunk):
-        found, vectors = source.take(rows[start:start + source.chunk])
+    ids, at, step = [], 0, min(source.chunk, FETCH_SPREAD)   # one fetch each: no chunk-sized array between
+    for start in range(0, len(rows), step):
+        found, vectors = source.take(rows[start:start + step])
         out[at:at + len(found)] = codec.encode(vectors) if codec is not None else vectors
         ids.append(found)
         at += len(found)

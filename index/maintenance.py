@@ -48,15 +48,10 @@ class Maintenance:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._trimmed = 0
-        self._commits = 0            # counted by every commit (a lost count under a race only delays a trim)
-        self._commits_trimmed = 0    # ...as they stood at the last heap trim
+        self._commits_trimmed = 0    # the catalog's commit count at the last heap trim
         self._heap_trimmed_at = 0.0
         self.last_error: str = ""
-        store.uow.after_commit.append(self._committed)
-
-    def _committed(self) -> None:
-        self._commits += 1
-        self._wake.set()
+        store.uow.after_commit.append(self._wake.set)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="facebank-maintenance", daemon=True)
@@ -125,7 +120,7 @@ class Maintenance:
         pass (woken by every commit, else once a TICK_S), so the last writes' are handed back
         within a few seconds of them; an idle server does not trim again. A few ms at a
         gigabyte of heap. True when it trimmed."""
-        seen = self._commits
+        seen = self.store.catalog.commits
         if not now and (seen == self._commits_trimmed or time.monotonic() - self._heap_trimmed_at < HEAP_TRIM_S):
             return False
         self._commits_trimmed, self._heap_trimmed_at = seen, time.monotonic()
