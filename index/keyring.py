@@ -40,6 +40,8 @@ from facebank.index.durable import fsync_dir, private_dir, write_private_file
 SLOT_SIZE = 64
 _IN_USE = 1
 _NONCE = 12
+_TAG = 16
+SEAL_OVERHEAD = _NONCE + _TAG  # what a sealed blob adds to its plaintext
 MASTER_KEY_ENV = "FACEBANK_MASTER_KEY"
 MASTER_KEY_FILE = "master.key"
 SLOTS_FILE = "keyslots.bin"
@@ -100,6 +102,26 @@ class DataKey:
             return AESGCM(self._key).decrypt(blob[:_NONCE], blob[_NONCE:], aad)
         except InvalidTag:
             raise DataCorruption("stored data failed its authentication check (wrong key or tampered)") from None
+
+    def seal_into(self, plaintext, aad: bytes, out: bytearray) -> memoryview:
+        """seal(), written into the start of `out` (at least len(plaintext) + SEAL_OVERHEAD
+        bytes) and returned as a view of it: a snapshot seals its 16 MB chunks through one
+        buffer, where a new object for each chunk fragments a heap that searches share."""
+        sealed = memoryview(out)[: _NONCE + len(plaintext) + _TAG]
+        nonce = os.urandom(_NONCE)
+        sealed[:_NONCE] = nonce
+        AESGCM(self._key).encrypt_into(nonce, plaintext, aad, sealed[_NONCE:])
+        return sealed
+
+    def open_into(self, blob, aad: bytes, out: bytearray) -> memoryview:
+        """open(), written into the start of `out` and returned as a view of it."""
+        blob = memoryview(blob)
+        plain = memoryview(out)[: len(blob) - SEAL_OVERHEAD]
+        try:
+            AESGCM(self._key).decrypt_into(blob[:_NONCE], blob[_NONCE:], aad, plain)
+        except InvalidTag:
+            raise DataCorruption("stored data failed its authentication check (wrong key or tampered)") from None
+        return plain
 
 
 def load_master_key(keys_dir: Path) -> bytes | None:
