@@ -127,6 +127,27 @@ def test_a_snapshot_is_sealed_through_two_chunk_buffers_whatever_its_size(tmp_pa
     assert entries["faiss"].nbytes == 3 * chunk and bytes(entries["faiss"][-256:]) == bytes(range(256))
 
 
+@pytest.mark.parametrize("streamed", [0, 1, 4095, 4096, 4097, 3 * 4096])
+def test_entries_of_any_size_read_back_as_written_across_chunk_edges(tmp_path, small_chunks, streamed):
+    rng = np.random.default_rng(streamed)
+    array = rng.standard_normal((3, 5)).astype(np.float32)
+    payload = rng.integers(0, 256, streamed, dtype=np.uint8).tobytes()
+
+    class Odd:  # fed in pieces that straddle the chunks' edges
+        nbytes = len(payload)
+
+        def write_to(self, sink):
+            for at in range(0, len(payload), 1000):
+                sink(payload[at : at + 1000])
+
+    key, path = DataKey(os.urandom(32), 1), tmp_path / "s.snap"
+    stage_snapshot(path, key, {"kind": "t"}, {"head": array, "faiss": Odd(), "tail": array[::-1]}).commit()
+    header, entries = read_snapshot(path, key, {"faiss": lambda read: b"".join(iter(lambda: read(777), b""))})
+    assert header["payload"] == 2 * array.nbytes + len(payload)
+    assert entries["faiss"] == payload
+    assert np.array_equal(entries["head"], array) and np.array_equal(entries["tail"], array[::-1])
+
+
 def test_a_failed_write_leaves_no_file(tmp_path, ivf):
     index, _ = ivf
 
