@@ -43,7 +43,7 @@ def search_device(preference: str) -> str:
 class TorchExactIndex(VectorIndex):
     """Exact inner-product search with torch (fp16 on CUDA; any dtype on the CPU for tests)."""
 
-    kind = "gpu-exact"
+    kind, family = "gpu-exact", "flat"   # its kind says where it runs; its family, what it does (exact)
 
     def __init__(self, dim: int, *, device: str = "cuda", dtype: str = "float16", query_block: int = 1024) -> None:
         import torch

@@ -37,7 +37,7 @@ class SnapshotKeys:
         with self._read() as t:
             return t.get_meta(f"index_family:{cid}:{segment}")
 
-    def commit(self, cid: int, segment: str, key: DataKey, seq: int, family: str = "") -> bool:
+    def commit(self, cid: int, segment: str, key: DataKey, seq: int, family: str) -> bool:
         """Record the new snapshot (and its index's family) and shred the previous key. Refused
         (and the new key shredded) if a forget committed after `seq`: that snapshot may hold it."""
         with self._write() as w:
@@ -46,8 +46,7 @@ class SnapshotKeys:
                 return False
             previous = w.get_meta(f"snapshot:{cid}:{segment}")
             w.put_meta(f"snapshot:{cid}:{segment}", {"slot": key.slot, "seq": seq})
-            if family:
-                w.put_meta(f"index_family:{cid}:{segment}", family)
+            w.put_meta(f"index_family:{cid}:{segment}", family)
             w.put_slot_owner(key.slot, snapshot_owner(cid, segment))
             if previous:
                 w.delete_slot_owner(previous["slot"])

@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import FACES, single_person_photos
+from conftest import FACES, open_store, single_person_photos
 from facebank.embedder import OnnxFaceEmbedder, decode_image, default_model_spec
 from facebank.embedder.batching import BatchingModel
 from facebank.embedder.runtime import InferenceModel, OnnxRuntimeModel, load_model, resolve_device
@@ -17,6 +17,8 @@ from facebank.embedder.torch_onnx import TorchOnnxModel
 from facebank.errors import FailedPrecondition, ResourceExhausted, Unavailable
 from facebank.index.factory import IndexFactory, add_all
 from facebank.index.gpu import TorchExactIndex
+from facebank.index.records import IndexSettings
+from facebank.index.segments import Segment
 from facebank.index.vector_source import VectorSource
 from facebank.index.vectors import FlatIndex, exact_top_k
 
@@ -149,6 +151,21 @@ def test_a_gpu_exact_build_allocates_its_vectors_once_at_their_final_size():
     assert np.array_equal(built.search(q, 10)[1], flat.search(q, 10)[1])
     built.add(ids[:3] + 1, x[:3])   # and it still grows for enrollments after the build
     assert len(built) == 100_003
+
+
+def test_a_gpu_exact_segment_is_of_the_exact_family_so_the_upkeep_leaves_it(tmp_path):
+    """The torch exact index (what a CUDA machine without faiss-gpu builds for an exact
+    segment) named no family: the upkeep found it due a rebuild into 'flat' at every pass
+    and built another that named none either."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((300, 16)).astype(np.float32)
+    index = add_all(TorchExactIndex(16, device="cpu", dtype="float32"), VectorSource.of(np.arange(300, dtype=np.int64), x))
+    assert index.family == FlatIndex(16).family
+    store = open_store(tmp_path / "data")
+    try:
+        assert store.segments.wants_rebuild(Segment(1, "enrolled", 16, IndexSettings(), index)) is None
+    finally:
+        store.close()
 
 
 class SlowModel(InferenceModel):
