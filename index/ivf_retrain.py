@@ -11,10 +11,10 @@ starts empty beside the old one, and the old one's lists move into it a few at
 a time, each list's memory freed once its faces are in the new lists: together
 the two hold every face once.
 
-While they move, `MovingIvf` is the segment's index. A face is in exactly one of
-the two (lists move under the segment's write lock); a search asks both, each
-at its own nprobe, and merges; an add goes to the new one, a removal to
-whichever holds the face.
+While they move, `MovingIvf` is the segment's index (moving_index.py: a face is
+in exactly one of the two, a search asks both, each at its own nprobe). An exact
+index becomes an IVF the same way, from its tail (flat_move.py); `move_onto`
+runs either move.
 
 Nothing is read back from the catalog but the training sample: the lists hold
 the vectors themselves ("ivf") or 8-bit codes over the fixed range [-1, 1],
@@ -28,7 +28,7 @@ new list grows to exactly the size it will hold (ivf_growth.ListRoom.expect).
 FAISS frees a list's buffer only when the list itself is destroyed, which its
 Python API allows only by shrinking the vector of lists: the lists move from the
 last one down, so every list above the one freed is empty already and is made
-again, empty. A snapshot never reads a `MovingIvf` (segments.py); a restart in
+again, empty. A snapshot never reads a moving index (segments.py); a restart in
 the middle loads the last snapshot (for a retrain, the one written before it)
 and rebuilds again.
 """
@@ -45,102 +45,56 @@ import numpy as np
 from facebank.index.faults import delay_point
 from facebank.index.ivf_calibration import Calibration
 from facebank.index.resident_pages import trim_heap
-from facebank.index.vectors import SearchParams, VectorIndex, IvfIndex, as_f32, as_i64, exact_top_k, merge_top_k
+from facebank.index.flat_move import MovingFlat, can_move_flat
+from facebank.index.moving_index import MovingIndex
+from facebank.index.vectors import VectorIndex, IvfIndex
 
 log = logging.getLogger(__name__)
 
 FEED_CHUNK = 4096  # faces handed to the calibration's ground truth at once (8 MB of float32 at 512-d)
 MOVE_HOLD_S = 0.05  # lists are moved under the segment's write lock for at most about this long at a time
-TRIM_BYTES = 64 * 2**20  # codes moved between two returns of the freed lists' memory to the kernel (or 1/32 of them all)
 
 
-def can_move(index: VectorIndex) -> bool:
-    """An IVF index on this CPU whose lists FAISS keeps in memory (what a build or a snapshot makes)."""
-    return type(index) is IvfIndex and isinstance(faiss.downcast_InvertedLists(index.index.invlists), faiss.ArrayInvertedLists)
-
-
-class MovingIvf(VectorIndex):
+class MovingIvf(MovingIndex):
     """An IVF index (`old`) moving list by list into one with new centroids (`new`)."""
 
-    moving = True  # not snapshotted: its lists are being freed
-
     def __init__(self, old: IvfIndex, new: IvfIndex) -> None:
-        super().__init__(old.dim)
-        assert len(new) == 0 and new.family in (old.family, "ivf_sq8")  # 8-bit codes never go back to float vectors
-        self.old, self.new = old, new
-        self.kind = self.family = new.family
-        self.trained_n = new.trained_n
-        self.default_nprobe = old.default_nprobe
+        assert new.family in (old.family, "ivf_sq8")  # 8-bit codes never go back to float vectors
+        super().__init__(old, new)
         # Until it is calibrated (once every face is in), the new side visits the same share of its lists.
         new.default_nprobe = max(1, min(new.nlist, round(old.default_nprobe * new.nlist / old.nlist)))
-        self.calibrated_recall = old.calibrated_recall
-        self.left = old.nlist  # old lists [left, nlist) are empty and freed
-        self._in_new = np.zeros(0, bool)  # by face id: held by `new`
-        new.index.set_direct_map_type(faiss.DirectMap.Hashtable)
-
-    # -- the index, while it moves ---------------------------------------------------
-
-    def add(self, ids, vectors):
-        ids = as_i64(ids)
-        self.new.add(ids, vectors)
-        self._mark(ids)
-
-    def remove(self, ids):
-        in_old, in_new = self._split(ids)
-        return (self.old.remove(in_old) if len(in_old) else 0) + (self.new.remove(in_new) if len(in_new) else 0)
-
-    def search(self, queries, k, params=SearchParams()):
-        old_scores, old_ids = self.old.search(queries, k, params)  # each at its own nprobe unless the collection fixes one
-        new_scores, new_ids = self.new.search(queries, k, params)
-        return merge_top_k(old_scores, old_ids, new_scores, new_ids, k)
-
-    def search_subset(self, queries, k, allowed):
-        parts = [side.search_subset(queries, k, some) for side, some in zip((self.old, self.new), self._split(allowed)) if len(some)]
-        if not parts:
-            return exact_top_k(as_f32(queries), np.zeros((0, self.dim), np.float32), np.zeros(0, np.int64), k)
-        return parts[0] if len(parts) == 1 else merge_top_k(*parts[0], *parts[1], k)
-
-    def reconstruct(self, ids):
-        in_old, in_new = self._split(ids)
-        (a, va), (b, vb) = self.old.reconstruct(in_old), self.new.reconstruct(in_new)
-        return np.concatenate([a, b]), np.concatenate([va, vb])
-
-    def ids(self) -> np.ndarray:
-        return np.concatenate([self.old.ids(), self.new.ids()])
-
-    def __len__(self) -> int:
-        return len(self.old) + len(self.new)
-
-    @property
-    def index(self) -> faiss.IndexIVF:
-        """The new centroids' index (a build that replaces this one reads its quantizer as `like`'s)."""
-        return self.new.index
-
-    @property
-    def training_ids(self) -> np.ndarray:
-        return self.new.training_ids
-
-    def trained_on(self, ids) -> bool:
-        """The old centroids still search the lists not yet moved."""
-        return self.old.trained_on(ids) or self.new.trained_on(ids)
-
-    @property
-    def nlist(self) -> int:
-        return self.new.nlist
-
-    def state(self):
-        raise RuntimeError("an IVF index being moved onto new centroids is not snapshotted")
-
-    def release(self) -> None:
-        self.old.release()
-        self.new.release()
+        self._left = old.nlist  # old lists [left, nlist) are empty and freed
+        self._planned: list[np.ndarray | None] = [None] * old.nlist
 
     # -- the move ------------------------------------------------------------------------
+
+    @property
+    def pieces(self) -> int:
+        return self.old.nlist
+
+    @property
+    def left(self) -> int:
+        return self._left
+
+    @property
+    def code_size(self) -> int:
+        return self.old.index.invlists.code_size
+
+    def read_piece(self, piece: int, copy: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        return self.read(piece, copy)
+
+    def plan(self, piece: int, ids: np.ndarray, lists: np.ndarray) -> None:
+        self._planned[piece] = lists
+
+    def move_next(self) -> int:
+        list_no = self._left - 1
+        lists, self._planned[list_no] = self._planned[list_no], None
+        return self.move(list_no, lists)
 
     def move(self, list_no: int, lists: np.ndarray | None) -> int:
         """Old list `list_no` (the last one not yet moved) into the new lists (`lists`: its planned
         ones, found again if a removal changed the list since); its memory freed. Returns its faces."""
-        assert list_no == self.left - 1, "lists move from the last one down"
+        assert list_no == self._left - 1, "lists move from the last one down"
         ids, vectors = self.read(list_no, copy=False)  # under the write lock: the list is read in place
         if len(ids):
             if lists is None or len(lists) != len(ids):  # removals only shrink a list: same size, same faces
@@ -152,7 +106,7 @@ class MovingIvf(VectorIndex):
         codes = faiss.downcast_InvertedLists(self.old.index.invlists).codes
         codes.resize(list_no)        # destroys the lists from list_no up (all empty now): their buffers freed
         codes.resize(self.old.nlist)  # ...and makes them again, empty (the outer vector keeps its room: nothing moves)
-        self.left = list_no
+        self._left = list_no
         return len(ids)
 
     def read(self, list_no: int, copy: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -171,41 +125,27 @@ class MovingIvf(VectorIndex):
         vectors = codes.view(np.float32)
         return ids, vectors.copy() if copy else vectors
 
-    def nearest(self, vectors: np.ndarray) -> np.ndarray:
-        """The new list of each vector (the new centroids never change: no lock needed)."""
-        if not len(vectors):
-            return np.zeros(0, np.int32)
-        _, lists = self.new.index.quantizer.search(vectors, 1)
-        return lists.ravel().astype(np.int32)
 
-    def _mark(self, ids: np.ndarray) -> None:
-        top = int(ids.max()) + 1 if len(ids) else 0
-        if top > len(self._in_new):
-            grown = np.zeros(max(top, len(self._in_new) + len(self._in_new) // 4), bool)
-            grown[:len(self._in_new)] = self._in_new
-            self._in_new = grown
-        self._in_new[ids] = True
-
-    def _split(self, ids) -> tuple[np.ndarray, np.ndarray]:
-        """(those of `ids` in old, those in new)."""
-        ids = as_i64(ids)
-        known = (ids >= 0) & (ids < len(self._in_new))
-        in_new = np.zeros(len(ids), bool)
-        in_new[known] = self._in_new[ids[known]]
-        return ids[~in_new], ids[in_new]
+def can_move(index: VectorIndex) -> bool:
+    """An index of this CPU that can move into an IVF piece by piece: an IVF whose lists FAISS
+    keeps in memory (what a build or a snapshot makes), or an exact index (flat_move.py)."""
+    if type(index) is IvfIndex:
+        return isinstance(faiss.downcast_InvertedLists(index.index.invlists), faiss.ArrayInvertedLists)
+    return can_move_flat(index)
 
 
 def move_onto(segment, new: IvfIndex, calibration: Calibration | None, vectors_of, *, target_recall: float, keeps: bool,
               stop: Callable[[], bool], current: Callable[[], bool]) -> bool:
     """Make `new` (trained, empty; the same kind, or 8-bit codes where it held float vectors) the
-    index of `segment` (which serves an IvfIndex) by moving the faces into it list by list;
+    index of `segment` (which serves an IvfIndex, or a FlatIndex) by moving the faces into it a
+    list (or, from an exact index, a piece of its tail) at a time;
     `calibration` (None when nprobe is fixed) is fed every face and sets its nprobe once they
     are in, at least the old one's if `keeps` (a retrain: IvfIndex.train's `like`).
     False: `stop()` or `not current()` (the segment was dropped or replaced) left it midway,
-    `segment` still served by a MovingIvf."""
-    old: IvfIndex = segment.index
+    `segment` still served by a MovingIndex."""
+    old = segment.index
     with segment.lock.write():
-        moving = MovingIvf(old, new)
+        moving = MovingIvf(old, new) if type(old) is IvfIndex else MovingFlat(old, new)
         segment.index = moving
         segment.retrain_pending = False  # set again by a forget of one of the new sample's faces
     try:
@@ -215,16 +155,16 @@ def move_onto(segment, new: IvfIndex, calibration: Calibration | None, vectors_o
         raise
 
 
-def _move_all(segment, moving: MovingIvf, calibration: Calibration | None, vectors_of, target_recall: float, keeps: bool,
+def _move_all(segment, moving: MovingIndex, calibration: Calibration | None, vectors_of, target_recall: float, keeps: bool,
               stop: Callable[[], bool], current: Callable[[], bool]) -> bool:
     old, new = moving.old, moving.new
-    planned: list[np.ndarray | None] = [None] * old.nlist
     expected = np.zeros(new.nlist, np.int64)
     feed = _Chunked(calibration.feed if calibration is not None else None)
-    for list_no in range(old.nlist):  # first pass: every face's new list, found while searches go on
+    for piece in range(moving.pieces):  # first pass: every face's new list, found while searches go on
         with segment.lock.read():  # read in place unless the calibration keeps the vectors
-            ids, vectors = moving.read(list_no, copy=calibration is not None)
-            lists = planned[list_no] = moving.nearest(vectors)
+            ids, vectors = moving.read_piece(piece, copy=calibration is not None)
+            lists = moving.nearest(vectors)
+            moving.plan(piece, ids, lists)
         expected += np.bincount(lists, minlength=new.nlist)
         feed(ids, vectors)
         if stop() or not current():
@@ -233,22 +173,20 @@ def _move_all(segment, moving: MovingIvf, calibration: Calibration | None, vecto
     with segment.lock.write():
         held = np.fromiter((new.index.invlists.list_size(i) for i in range(new.nlist)), np.int64, new.nlist)  # adds meanwhile
         new.expect_sizes(expected + held)
-    code_size = old.index.invlists.code_size
-    trim_at, moved = max(1, min(TRIM_BYTES, len(old) * code_size // 32)), 0
-    list_no, halfway = old.nlist - 1, old.nlist // 2
-    while list_no >= 0:
-        with segment.lock.write():  # a few lists at a time: a search waits for at most about MOVE_HOLD_S of moves
+    code_size, trim_at, moved = moving.code_size, moving.trim_bytes, 0
+    halfway, paused = moving.left // 2, False
+    while moving.left:
+        with segment.lock.write():  # a few pieces at a time: a search waits for at most about MOVE_HOLD_S of moves
             until = time.monotonic() + MOVE_HOLD_S
-            while True:
-                moved += moving.move(list_no, planned[list_no]) * code_size
-                planned[list_no] = None
-                list_no -= 1
-                if list_no < 0 or list_no + 1 == halfway or moved >= trim_at or time.monotonic() >= until:
+            while moving.left:
+                moved += moving.move_next() * code_size
+                if (moving.left <= halfway and not paused) or moved >= trim_at or time.monotonic() >= until:
                     break
         if moved >= trim_at:  # freed lists go back to the allocator, which keeps them until asked
             trim_heap()
             moved = 0
-        if list_no + 1 == halfway:
+        if moving.left <= halfway and not paused:
+            paused = True
             delay_point("rebuild:moving", interrupt=stop)
         if stop() or not current():
             return False
@@ -257,7 +195,7 @@ def _move_all(segment, moving: MovingIvf, calibration: Calibration | None, vecto
         segment.index = new
         segment.generation += 1
         segment.changes_since_snapshot += 1
-        segment.snapshot_seq = 0  # the one on disk is from before the retrain (the old centroids): the next one is due now
+        segment.snapshot_seq = 0  # the one on disk is from before the rebuild: the next one is due now
     if calibration is not None:  # on the new lists, searched between writes
         searched = _ReadLocked(new, segment.lock)
         calibration.finish(searched, old if keeps else None, vectors_of, target_recall)

@@ -76,3 +76,16 @@ def _libc() -> ctypes.CDLL:
 
 
 _LIBC: ctypes.CDLL | None = None
+
+
+def release_unused(address: int, length: int) -> int:
+    """Hand back to the kernel the whole pages of [address, address + length): memory of this
+    process's own (a buffer's room past its size) that nothing reads again before writing it;
+    a page touched there again comes back zeroed. Returns the bytes advised."""
+    if _ADVICE is None or not sys.platform.startswith("linux") or length <= 0:
+        return 0
+    page = mmap.PAGESIZE
+    low, high = -(-address // page) * page, (address + length) // page * page
+    if high <= low or _libc().madvise(ctypes.c_void_p(low), ctypes.c_size_t(high - low), _ADVICE) != 0:
+        return 0
+    return high - low

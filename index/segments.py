@@ -253,14 +253,17 @@ class SegmentManager:
         raise AssertionError("unreachable")
 
     def moves_in_place(self, segment: Segment) -> bool:
-        """A rebuild of an IVF on this CPU into an IVF (a retrain, new lists for a collection that
-        grew or shrank, float vectors to 8-bit codes): its index is moved onto the new centroids
-        list by list (ivf_retrain.py), never held twice. Not back from 8-bit codes to vectors:
-        those come from the catalog."""
+        """A rebuild on this CPU into an IVF, of an IVF (a retrain, new lists for a collection that
+        grew or shrank, float vectors to 8-bit codes) or of an exact index (a collection past
+        exact search's size): its faces move into the new index a piece at a time (ivf_retrain.py,
+        flat_move.py), never held twice. Not back from 8-bit codes to vectors: those come from
+        the catalog."""
         index = segment.index
         if not can_move(index):
             return False
         wanted = self.factory.family_for(segment.settings.kind, len(index), index.family)
+        if index.family == "flat":
+            return wanted in IVF_FAMILIES
         return wanted == index.family or (index.family, wanted) == ("ivf", "ivf_sq8")
 
     def rebuild_in_place(self, segment: Segment, reading=nullcontext, stop: Callable[[], bool] = lambda: False) -> bool:
