@@ -30,9 +30,12 @@ PIECE = 256  # faces a move hands back at once (512 KB of float32 at 512-d)
 
 
 def can_move_flat(index: VectorIndex) -> bool:
-    """An exact index of this CPU (FAISS's flat vectors behind an id map, as FlatIndex makes and a snapshot restores)."""
-    return type(index) is FlatIndex and isinstance(index.index, faiss.IndexIDMap2) \
-        and isinstance(faiss.downcast_index(index.index.index), faiss.IndexFlat)
+    """An exact index of this CPU (FAISS's flat vectors behind an id map, as FlatIndex makes and a snapshot
+    restores) whose vectors FAISS owns (not a view of memory someone else holds: its pages are handed back)."""
+    if type(index) is not FlatIndex or not isinstance(index.index, faiss.IndexIDMap2):
+        return False
+    flat = faiss.downcast_index(index.index.index)
+    return isinstance(flat, faiss.IndexFlat) and bool(flat.codes.is_owned)
 
 
 class MovingFlat(MovingIndex):

@@ -5,6 +5,7 @@ searched exactly once while it moves, and the faces are never held twice."""
 from __future__ import annotations
 
 import sys
+import threading
 import time
 
 import faiss
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import anonymous_peak, make_config, synthetic_faces
-from facebank.index import flat_move
+from facebank.index import flat_move, vectors
 from facebank.index.flat_move import MovingFlat
 from facebank.index.ivf_retrain import move_onto
 from facebank.index.records import IndexSettings
@@ -114,6 +115,35 @@ def test_while_an_exact_index_moves_every_face_is_searched_once_with_adds_and_re
     assert steps >= 9 and len(old) == 0 and len(fresh) == len(live)
 
 
+def test_searches_running_while_an_exact_index_moves_find_every_face(monkeypatch):
+    """A piece moves under the segment's write lock: a search never sees a face in neither
+    side (missed) nor in both (returned twice)."""
+    monkeypatch.setattr(flat_move, "PIECE", 200)
+    old, ids, x, source = exact(20_000, seed=4)
+    monkeypatch.setattr(vectors, "nlist_for", lambda n: 64)
+    fresh, calibration = IvfIndex.trained_empty(old.dim, source, nprobe=64, family="ivf", seed=7)
+    assert calibration is None and fresh.nlist == 64  # every list searched: the new side answers exactly
+    segment = Segment(1, "enrolled", old.dim, IndexSettings(kind="ivf", nprobe=64), old)
+    probes = np.arange(0, len(ids), 97)
+    failures, searched, done = [], [0], threading.Event()
+
+    def search_on() -> None:
+        while not done.is_set():
+            _, found = segment.search(x[probes], 2)
+            if not (np.array_equal(found[:, 0], ids[probes]) and (found[:, 1] != found[:, 0]).all()):
+                failures.append(found)
+            searched[0] += 1
+
+    searcher = threading.Thread(target=search_on)
+    searcher.start()
+    try:
+        assert move_onto(segment, fresh, None, source.vectors_of, target_recall=0.95, keeps=False, stop=lambda: False, current=lambda: True)
+    finally:
+        done.set()
+        searcher.join()
+    assert segment.index is fresh and not failures and searched[0] >= 3
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 def test_an_exact_collection_made_ivf_never_holds_its_faces_twice(tmp_path, embedder, monkeypatch):
     """Issue 23: an exact index became an IVF built beside it, every face held twice (1.94-1.97x
@@ -124,7 +154,7 @@ def test_an_exact_collection_made_ivf_never_holds_its_faces_twice(tmp_path, embe
     and its copy as it grows, the training sample (2,048 faces), the id map of the new lists,
     the snapshot after (sealed 1 MB at a time here). Failed before: 449,888 KB above the
     start (the IVF built beside the exact index)."""
-    from facebank.index import snapshot, vectors
+    from facebank.index import snapshot
     from facebank.server.engine import Engine
     from facebank.v1 import facebank_pb2 as pb
 
