@@ -206,6 +206,14 @@ def run_cli(*args: str, server: str | None = None, check: bool = True, env: dict
     return result
 
 
+def synthetic_vectors(n, seed=0):
+    """The vectors synthetic_faces(..., n, seed=seed) enrolls, drawn again (one row a face)."""
+    import numpy as np
+
+    people = np.random.default_rng(seed).standard_normal((n, 512)).astype(np.float32)
+    return people / np.linalg.norm(people, axis=1, keepdims=True)
+
+
 def synthetic_faces(engine, collection, n, identity="", seed=0):
     """n identities of one face each, or (`identity`) one identity of n faces."""
     import numpy as np

@@ -5,14 +5,13 @@ searched exactly once while it moves, and the faces are never held twice."""
 from __future__ import annotations
 
 import sys
-import threading
 import time
 
 import faiss
 import numpy as np
 import pytest
 
-from conftest import anonymous_peak, make_config, synthetic_faces
+from conftest import anonymous_peak, make_config, synthetic_faces, synthetic_vectors
 from facebank.index import flat_move, vectors
 from facebank.index.flat_move import MovingFlat
 from facebank.index.ivf_retrain import move_onto
@@ -21,6 +20,7 @@ from facebank.index.segments import Segment
 from facebank.index.vector_source import VectorSource
 from facebank.index.vectors import FlatIndex, IvfIndex, SearchParams, exact_top_k
 from test_ivf_growth import list_contents, unit_vectors
+from test_ivf_retrain import searched_while
 
 
 def exact(n: int, dim: int = 32, seed: int = 1) -> tuple[FlatIndex, np.ndarray, np.ndarray, VectorSource]:
@@ -124,24 +124,9 @@ def test_searches_running_while_an_exact_index_moves_find_every_face(monkeypatch
     fresh, calibration = IvfIndex.trained_empty(old.dim, source, nprobe=64, family="ivf", seed=7)
     assert calibration is None and fresh.nlist == 64  # every list searched: the new side answers exactly
     segment = Segment(1, "enrolled", old.dim, IndexSettings(kind="ivf", nprobe=64), old)
-    probes = np.arange(0, len(ids), 97)
-    failures, searched, done = [], [0], threading.Event()
-
-    def search_on() -> None:
-        while not done.is_set():
-            _, found = segment.search(x[probes], 2)
-            if not (np.array_equal(found[:, 0], ids[probes]) and (found[:, 1] != found[:, 0]).all()):
-                failures.append(found)
-            searched[0] += 1
-
-    searcher = threading.Thread(target=search_on)
-    searcher.start()
-    try:
-        assert move_onto(segment, fresh, None, source.vectors_of, target_recall=0.95, keeps=False, stop=lambda: False, current=lambda: True)
-    finally:
-        done.set()
-        searcher.join()
-    assert segment.index is fresh and not failures and searched[0] >= 3
+    failures, searched = searched_while(segment, x, ids, lambda: move_onto(segment, fresh, None, source.vectors_of, target_recall=0.95,
+                                                                       keeps=False, stop=lambda: False, current=lambda: True))
+    assert segment.index is fresh and not failures and searched >= 3
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
@@ -181,12 +166,6 @@ def test_an_exact_collection_made_ivf_never_holds_its_faces_twice(tmp_path, embe
         engine.close()
 
 
-def _people(n: int) -> np.ndarray:
-    rng = np.random.default_rng(0)  # synthetic_faces' vectors, drawn again
-    people = rng.standard_normal((n, 512)).astype(np.float32)
-    return people / np.linalg.norm(people, axis=1, keepdims=True)
-
-
 def test_a_server_stopped_while_an_exact_index_moves_restarts_from_its_snapshot_and_moves_it_again(tmp_path, embedder, monkeypatch):
     """Half the pieces moved when the server stops: it stops at once (the move is left, never
     snapshotted), the next start loads the exact index's snapshot with what was enrolled
@@ -200,7 +179,7 @@ def test_a_server_stopped_while_an_exact_index_moves_restarts_from_its_snapshot_
     synthetic_faces(engine, "big", 400)
     engine.maintenance.clean_now()
     cid = engine.store.collection("big").id
-    people, probes = _people(400), list(range(0, 400, 40))
+    people, probes = synthetic_vectors(400), list(range(0, 400, 40))
     monkeypatch.setenv("FACEBANK_DELAY_AT", "rebuild:moving=60")
     engine.collections.update_collection(pb.UpdateCollectionRequest(name="big", index=pb.IndexOptions(kind=pb.INDEX_KIND_IVF)))
     deadline = time.monotonic() + 30
@@ -256,7 +235,7 @@ def test_a_move_of_an_exact_index_that_fails_midway_keeps_serving_and_the_next_r
         segment = engine.store.segments.get(cid, "enrolled")
         assert isinstance(segment.index, MovingFlat) and segment.retrain_pending and len(segment.index.new) == 100
         assert np.array_equal(np.sort(segment.index.ids()), every)
-        people, probes = _people(400), list(range(0, 400, 50))
+        people, probes = synthetic_vectors(400), list(range(0, 400, 50))
         found = engine.store.search("big", people[probes], 1)
         assert [hits[0].identity.external_id for hits in found] == [f"synthetic-{i}" for i in probes]
         monkeypatch.setattr(MovingFlat, "move_next", real_move)

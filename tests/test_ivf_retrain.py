@@ -12,7 +12,7 @@ import faiss
 import numpy as np
 import pytest
 
-from conftest import anonymous_peak, make_config, synthetic_faces
+from conftest import anonymous_peak, make_config, synthetic_faces, synthetic_vectors
 from facebank.index.factory import IndexFactory
 from facebank.index.ivf_retrain import MovingIvf, move_onto
 from facebank.index.records import IndexSettings
@@ -36,6 +36,29 @@ def built(family: str, n: int, dim: int = 32, seed: int = 1) -> tuple[IvfIndex, 
 def stored(index: IvfIndex, x: np.ndarray) -> np.ndarray:
     """The vectors as the index holds them: themselves, or decoded from their 8-bit codes."""
     return x if index.family == "ivf" else index.index.sq.decode(index.index.sq.compute_codes(x))
+
+
+def searched_while(segment: Segment, x: np.ndarray, ids: np.ndarray, move) -> tuple[list, int]:
+    """Every 97th face searched for, over and over, while `move()` runs (it must return True):
+    (the answers that missed the face or returned it twice, the searches made)."""
+    probes = np.arange(0, len(ids), 97)
+    failures, searched, done = [], [0], threading.Event()
+
+    def search_on() -> None:
+        while not done.is_set():
+            _, found = segment.search(x[probes], 2)
+            if not (np.array_equal(found[:, 0], ids[probes]) and (found[:, 1] != found[:, 0]).all()):
+                failures.append(found)
+            searched[0] += 1
+
+    searcher = threading.Thread(target=search_on)
+    searcher.start()
+    try:
+        assert move()
+    finally:
+        done.set()
+        searcher.join()
+    return failures, searched[0]
 
 
 @pytest.mark.parametrize("family, into, nlist", [("ivf", "ivf", 0), ("ivf_sq8", "ivf_sq8", 0), ("ivf", "ivf", 64), ("ivf_sq8", "ivf_sq8", 16),
@@ -122,24 +145,9 @@ def test_searches_running_while_the_lists_move_find_every_face():
     segment = Segment(1, "enrolled", old.dim, IndexSettings(kind="ivf", nprobe=old.nlist), old, retrain_pending=True)
     fresh, calibration = IvfIndex.trained_empty(old.dim, source, nprobe=old.nlist, like=old, family="ivf", seed=7)
     assert calibration is None  # nprobe fixed by the collection's settings
-    probes = np.arange(0, len(ids), 97)
-    failures, searched, done = [], [0], threading.Event()
-
-    def search_on() -> None:
-        while not done.is_set():
-            _, found = segment.search(x[probes], 2)
-            if not (np.array_equal(found[:, 0], ids[probes]) and (found[:, 1] != found[:, 0]).all()):
-                failures.append(found)
-            searched[0] += 1
-
-    searcher = threading.Thread(target=search_on)
-    searcher.start()
-    try:
-        assert move_onto(segment, fresh, None, source.vectors_of, target_recall=0.95, keeps=True, stop=lambda: False, current=lambda: True)
-    finally:
-        done.set()
-        searcher.join()
-    assert segment.index is fresh and not failures and searched[0] >= 3
+    failures, searched = searched_while(segment, x, ids, lambda: move_onto(segment, fresh, None, source.vectors_of, target_recall=0.95,
+                                                                       keeps=True, stop=lambda: False, current=lambda: True))
+    assert segment.index is fresh and not failures and searched >= 3
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
@@ -194,9 +202,7 @@ def test_a_server_stopped_while_the_lists_move_restarts_from_the_snapshot_before
     engine.maintenance.clean_now()
     cid = engine.store.collection("big").id
     segment = engine.store.segments.get(cid, "enrolled")
-    rng = np.random.default_rng(0)  # synthetic_faces' vectors, drawn again
-    people = rng.standard_normal((400, 512)).astype(np.float32)
-    people /= np.linalg.norm(people, axis=1, keepdims=True)
+    people = synthetic_vectors(400)
     with engine.store.read() as t:
         faces = {i: t.identity_face_ids(t.get_identity(cid, f"synthetic-{i}").iid) for i in range(400)}
     victim = next(i for i, ids in faces.items() if np.isin(ids, segment.index.training_ids).any())
@@ -256,9 +262,7 @@ def test_a_move_that_fails_midway_keeps_serving_and_the_next_rebuild_replaces_it
             engine.maintenance.clean_now()
         assert isinstance(segment.index, MovingIvf) and segment.retrain_pending
         assert np.array_equal(np.sort(segment.index.ids()), every)
-        rng = np.random.default_rng(0)  # synthetic_faces' vectors, drawn again
-        people = rng.standard_normal((400, 512)).astype(np.float32)
-        people /= np.linalg.norm(people, axis=1, keepdims=True)
+        people = synthetic_vectors(400)
         found = engine.store.search("big", people[::50], 1)
         assert [hits[0].identity.external_id for hits in found] == [f"synthetic-{i}" for i in range(0, 400, 50)]
         engine.maintenance.clean_now()
