@@ -18,7 +18,7 @@ from facebank.index.ivf_retrain import move_onto
 from facebank.index.records import IndexSettings
 from facebank.index.segments import Segment
 from facebank.index.vector_source import VectorSource
-from facebank.index.vectors import FlatIndex, IvfIndex, SearchParams, exact_top_k
+from facebank.index.vectors import FlatIndex, IvfIndex
 from test_ivf_growth import list_contents, unit_vectors
 from test_ivf_retrain import searched_while
 
@@ -29,10 +29,6 @@ def exact(n: int, dim: int = 32, seed: int = 1) -> tuple[FlatIndex, np.ndarray, 
     index = FlatIndex(dim)
     index.add(ids, x)
     return index, ids, x, VectorSource.of(ids, x)
-
-
-def stored(family: str, index: IvfIndex, x: np.ndarray) -> np.ndarray:
-    return x if family == "ivf" else index.index.sq.decode(index.index.sq.compute_codes(x))
 
 
 @pytest.mark.parametrize("family", ["ivf", "ivf_sq8"])
@@ -58,61 +54,6 @@ def test_an_exact_index_moved_from_its_tail_holds_what_adding_every_face_to_the_
     assert np.array_equal(got, want) and np.allclose(got_scores, want_scores)
     assert np.array_equal(fresh.index.reconstruct_batch(ids[::7]), reference.reconstruct_batch(ids[::7]))
     assert fresh.calibrated_recall >= 0.9 and 1 <= fresh.default_nprobe <= fresh.nlist
-
-
-@pytest.mark.parametrize("family", ["ivf", "ivf_sq8"])
-def test_while_an_exact_index_moves_every_face_is_searched_once_with_adds_and_removals_between(family, monkeypatch):
-    """Removals while the plan is read (they shift the exact index's positions) and, between
-    two pieces' moves, enrollments (into the new lists) and forgets (from either side): every
-    live face is in exactly one side, and ids, exact search, exact search of a subset and
-    reconstruction answer as a brute force over the live faces."""
-    monkeypatch.setattr(flat_move, "PIECE", 300)
-    old, ids, x, source = exact(3000, seed=2)
-    fresh, _ = IvfIndex.trained_empty(old.dim, source, nprobe=4, family=family, seed=6)
-    moving = MovingFlat(old, fresh)
-    live = {int(i): v for i, v in zip(ids, x)}
-    rng = np.random.default_rng(3)
-    extra = unit_vectors(2000, old.dim, seed=9)
-    extra_ids = np.arange(100_000, 102_000, dtype=np.int64)
-
-    def forget_some(count: int) -> None:
-        gone = rng.choice(sorted(live), size=count, replace=False).astype(np.int64)
-        assert moving.remove(np.concatenate([gone, [10**9]])) == len(gone)
-        for face in gone.tolist():
-            del live[face]
-
-    for piece in range(moving.pieces):
-        read_ids, vectors = moving.read_piece(piece)
-        assert all(np.array_equal(v, live[i]) for i, v in zip(read_ids.tolist(), vectors))
-        moving.plan(piece, read_ids, moving.nearest(vectors))
-        forget_some(11)   # positions after them shift; the next piece is read by id
-    steps, at = 0, 0
-    while moving.left:
-        moving.move_next()
-        steps += 1
-        if steps % 2 == 0:
-            new_ids, new_x = extra_ids[at:at + 40], extra[at:at + 40]
-            at += 40
-            moving.add(new_ids, new_x)
-            live.update({int(i): v for i, v in zip(new_ids, new_x)})
-            forget_some(7)
-        present = np.array(sorted(live), np.int64)
-        in_new = np.isin(present, fresh.ids())
-        vectors = np.array([live[i] for i in present.tolist()], np.float32)
-        vectors[in_new] = stored(family, fresh, vectors[in_new])   # as each side holds them: brute force over those
-        back_ids, back = moving.reconstruct(present)
-        assert np.array_equal(back_ids[np.argsort(back_ids)], present) and np.allclose(back[np.argsort(back_ids)], vectors, atol=1e-6)
-        assert sorted(moving.ids().tolist()) == present.tolist() and len(moving) == len(present)
-        queries = unit_vectors(6, old.dim, seed=steps)
-        want_scores, want = exact_top_k(queries, vectors, present, 5)
-        got_scores, got = moving.search(queries, 5, SearchParams(nprobe=fresh.nlist))
-        assert np.array_equal(got[:, 0], want[:, 0]) and np.allclose(got_scores, want_scores, atol=1e-4)
-        subset = np.concatenate([rng.choice(present, size=60, replace=False), [10**9]])
-        keep = np.isin(present, subset)
-        want_scores, want = exact_top_k(queries, vectors[keep], present[keep], 5)
-        got_scores, got = moving.search_subset(queries, 5, subset)
-        assert np.array_equal(got[:, 0], want[:, 0]) and np.allclose(got_scores, want_scores, atol=1e-4)
-    assert steps >= 9 and len(old) == 0 and len(fresh) == len(live)
 
 
 def test_searches_running_while_an_exact_index_moves_find_every_face(monkeypatch):

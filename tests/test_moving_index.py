@@ -104,6 +104,11 @@ class MovingMachine(RuleBasedStateMachine):
         want_scores, want = exact_top_k(queries, vectors, present, 3)
         got_scores, got = self.moving.search(queries, 3, SearchParams(nprobe=self.moving.nlist))
         assert np.allclose(got_scores, want_scores, atol=1e-4)
+        subset = np.concatenate([present[::5], [self.next_id + 100]])   # a filter, and a face that is nowhere
+        keep = np.isin(present, subset)
+        want_scores, want = exact_top_k(queries, vectors[keep], present[keep], 3)
+        got_scores, got = self.moving.search_subset(queries, 3, subset)
+        assert np.allclose(got_scores, want_scores, atol=1e-4)
         back_ids, back = self.moving.reconstruct(present[::7])
         order = np.argsort(back_ids)
         assert np.array_equal(back_ids[order], present[::7]) and np.allclose(back[order], vectors[::7], atol=1e-5)
