@@ -101,7 +101,7 @@ class MovingIvf(MovingIndex):
                 lists = self.nearest(vectors)
             self.new.add(ids, vectors, np.asarray(lists, np.int64))
             self._mark(ids)
-            if self.old.remove(ids) != len(ids):
+            if self.old.remove(ids, scrub=False) != len(ids):  # the list's buffer is freed below
                 raise RuntimeError(f"IVF list {list_no} changed while it moved")
         codes = faiss.downcast_InvertedLists(self.old.index.invlists).codes
         codes.resize(list_no)        # destroys the lists from list_no up (all empty now): their buffers freed

@@ -89,3 +89,15 @@ def release_unused(address: int, length: int) -> int:
     if high <= low or _libc().madvise(ctypes.c_void_p(low), ctypes.c_size_t(high - low), _ADVICE) != 0:
         return 0
     return high - low
+
+
+def zero_past_size(data, size: int, room: int) -> None:
+    """Zero bytes [size, room) of the FAISS buffer at `data` (a SWIG pointer), which held `room`
+    bytes before a removal shrank it to `size`. FAISS moves the faces after a removed one down
+    (exact) or the last face of a list into its place (IVF) and shrinks the std::vector, which
+    keeps its allocation and what it held: a removed face that was last stayed there, in the
+    live process, until that room was written again. (HNSW zeroes a removed vector in place.)"""
+    if room > size and data is not None:
+        import faiss
+
+        faiss.rev_swig_ptr(data, room)[size:] = 0

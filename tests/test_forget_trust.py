@@ -78,6 +78,48 @@ def test_forget_erases_the_photo_records_of_its_faces(tmp_path, embedder):
     fb.close()
 
 
+@pytest.mark.parametrize("kind", [pb.INDEX_KIND_FLAT, pb.INDEX_KIND_IVF])
+def test_a_forgotten_face_is_nowhere_in_the_index_memory(tmp_path, embedder, kind):
+    """After a strict forget, the live index's buffers, up to the room they had, hold none of
+    the identity's vectors: FAISS's removal shrinks a buffer but keeps its room and what was
+    there, a removed face's bytes with it when it was the last one (exact: the last enrolled;
+    IVF: the last of its list). Failed before: the forgotten vector's bytes were found."""
+    import faiss
+
+    from conftest import synthetic_faces
+
+    engine = Engine(make_config(tmp_path / "data", background=False), embedder=embedder)
+    try:
+        engine.collections.create_collection(pb.CreateCollectionRequest(name="c", index=pb.IndexOptions(kind=kind)))
+        synthetic_faces(engine, "c", 400)
+        engine.maintenance.clean_now()
+        cid = engine.store.collection("c").id
+        index = engine.store.segments.get(cid, "enrolled").index
+        with engine.store.read() as t:
+            face_of = {i: t.identity_face_ids(t.get_identity(cid, f"synthetic-{i}").iid)[0] for i in range(400)}
+        if kind == pb.INDEX_KIND_FLAT:
+            flat = faiss.downcast_index(index.index.index)
+            rooms = [(lambda: flat.codes.data(), len(index) * flat.code_size)]
+            victim = 399   # enrolled last: the end of the exact index
+        else:
+            invlists = index.index.invlists
+            rooms = [(lambda i=i: invlists.get_codes(i), invlists.list_size(i) * invlists.code_size) for i in range(index.nlist)]
+            ends = {int(faiss.rev_swig_ptr(invlists.get_ids(i), n)[-1]) for i in range(index.nlist) if (n := invlists.list_size(i))}
+            victim = next(i for i in range(400) if face_of[i] in ends)   # the last face of its list
+        stored = {i: index.reconstruct(np.array([face_of[i]]))[1][0].tobytes() for i in (victim, (victim + 1) % 400)}
+
+        def held() -> list[bytes]:
+            return [faiss.rev_swig_ptr(data(), room).tobytes() for data, room in rooms if room]
+
+        assert any(stored[victim] in run for run in held())
+        receipt = engine.identities.forget(pb.ForgetRequest(collection="c", identity_id=f"synthetic-{victim}", strict=True))
+        assert not receipt.index_removal_pending and dict(receipt.removed).get("faces") == 1, receipt
+        assert not any(stored[victim] in run for run in held()), "the forgotten face's vector is still in the index's memory"
+        assert any(stored[(victim + 1) % 400] in run for run in held())   # the others are
+    finally:
+        engine.close()
+
+
 def test_an_interrupted_cluster_run_leaves_nobody_behind(tmp_path):
     server = ServerProcess(tmp_path / "data").start()
     try:
