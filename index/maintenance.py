@@ -119,11 +119,17 @@ class Maintenance:
         at 1.4x the memory of one started from its snapshot. The worker calls this after each
         pass (woken by every commit, else once a TICK_S), so the last writes' are handed back
         within a few seconds of them; an idle server does not trim again. A few ms at a
-        gigabyte of heap. True when it trimmed."""
+        gigabyte of heap. True when it trimmed.
+
+        The catalog pages the writes read (each table's B-tree down to where its rows go) are
+        handed back with it (Catalog.release_pages; they stay in the page cache): they stayed
+        mapped in the process that wrote them, 0.61 GB at 5M faces loaded against a start's
+        0.13 GB."""
         seen = self.store.catalog.commits
         if not now and (seen == self._commits_trimmed or time.monotonic() - self._heap_trimmed_at < HEAP_TRIM_S):
             return False
         self._commits_trimmed, self._heap_trimmed_at = seen, time.monotonic()
+        self.store.catalog.release_pages()
         return trim_heap()
 
     def _snapshot_before_retrain(self, segment, stop=lambda: False) -> None:
