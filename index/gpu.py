@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from facebank.index.vectors import SearchParams, VectorIndex, exact_top_k
+from facebank.index.top_k import exact_top_k
+from facebank.index.vectors import SearchParams, VectorIndex
 
 
 def torch_cuda_available() -> bool:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from facebank.index.vectors import FaissBlob, FlatIndex, SearchParams, VectorIndex, as_f32, as_i64, exact_top_k, merge_top_k, selector_for
+from facebank.index.top_k import as_f32, as_i64, exact_top_k, merge_top_k, selector_for
+from facebank.index.vectors import FaissBlob, FlatIndex, SearchParams, VectorIndex
 
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 200

@@ -29,7 +29,8 @@ from typing import Callable
 import numpy as np
 
 from facebank.errors import FailedPrecondition, InvalidArgument, Reason, Unavailable
-from facebank.index.vectors import SearchParams, VectorIndex, exact_top_k
+from facebank.index.top_k import exact_top_k
+from facebank.index.vectors import SearchParams, VectorIndex
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,8 @@ from abc import abstractmethod
 import faiss
 import numpy as np
 
-from facebank.index.vectors import SearchParams, VectorIndex, IvfIndex, as_i64, exact_top_k, merge_top_k
+from facebank.index.top_k import as_i64, exact_top_k, merge_top_k
+from facebank.index.vectors import SearchParams, VectorIndex, IvfIndex
 
 TRIM_BYTES = 64 * 2**20  # an IVF's codes moved between two returns of its freed lists' memory to the kernel (or 1/32 of them all)
 

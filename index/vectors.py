@@ -22,6 +22,7 @@ from facebank.index.ivf_fill import fill_exactly
 from facebank.index.ivf_growth import ListRoom
 from facebank.index.ivf_training import Sq8Codec, decoded_blocks, drop_rows, sample_rows, take_sample, train_lists
 from facebank.index.resident_pages import zero_past_size
+from facebank.index.top_k import as_f32, as_i64, exact_top_k, selector_for
 from facebank.index.vector_source import VectorSource
 
 CALIBRATION_QUERIES = 256  # faces of the collection that calibrate a new IVF's nprobe
@@ -354,31 +355,6 @@ def _list_sizes(invlists, nlist: int) -> np.ndarray:
     return np.fromiter(map(invlists.list_size, range(nlist)), np.int64, nlist)
 
 
-def merge_top_k(s1, l1, s2, l2, k):
-    scores = np.concatenate([s1, s2], axis=1)
-    labels = np.concatenate([l1, l2], axis=1)
-    scores = np.where(labels < 0, -np.inf, scores)
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(scores, order, axis=1).astype(np.float32), np.take_along_axis(labels, order, axis=1)
-
-
-def exact_top_k(queries: np.ndarray, vectors: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Brute-force top-k by inner product; pads with id -1 when fewer than k."""
-    nq = len(queries)
-    scores = np.full((nq, k), -np.inf, np.float32)
-    labels = np.full((nq, k), -1, np.int64)
-    if len(ids) == 0 or k == 0:
-        return scores, labels
-    sims = queries @ vectors.T
-    take = min(k, len(ids))
-    part = np.argpartition(-sims, take - 1, axis=1)[:, :take]
-    order = np.take_along_axis(sims, part, axis=1).argsort(axis=1)[:, ::-1]
-    best = np.take_along_axis(part, order, axis=1)
-    scores[:, :take] = np.take_along_axis(sims, best, axis=1)
-    labels[:, :take] = ids[best]
-    return scores, labels
-
-
 def nlist_for(n: int) -> int:
     """IVF lists for n vectors: about 4 sqrt(n), a power of two, 16..65536, and
     at most n / 39 so that k-means has the points per centroid FAISS asks for."""
@@ -391,27 +367,3 @@ def nlist_for(n: int) -> int:
 
 def default_nprobe(nlist: int) -> int:
     return int(max(8, nlist // 32))
-
-
-def selector_for(allowed: np.ndarray | None):
-    """A FAISS selector for these ids: a hash set while few, else a bitmap over the id
-    range (built in one numpy pass; a set of 100k ids costs more than the search)."""
-    if allowed is None:
-        return None
-    ids = as_i64(allowed)
-    if len(ids) <= 4096:
-        return faiss.IDSelectorBatch(ids)
-    bits = np.zeros(int(ids.max()) + 1, bool)
-    bits[ids] = True
-    packed = np.packbits(bits, bitorder="little")
-    sel = faiss.IDSelectorBitmap(len(packed), faiss.swig_ptr(packed))
-    sel.referenced = packed  # the selector reads this memory: keep it alive with it
-    return sel
-
-
-def as_f32(x) -> np.ndarray:
-    return np.ascontiguousarray(x, dtype=np.float32)
-
-
-def as_i64(x) -> np.ndarray:
-    return np.ascontiguousarray(x, dtype=np.int64)

@@ -20,7 +20,8 @@ from facebank.index.gpu import TorchExactIndex
 from facebank.index.records import IndexSettings
 from facebank.index.segments import Segment
 from facebank.index.vector_source import VectorSource
-from facebank.index.vectors import FlatIndex, exact_top_k
+from facebank.index.top_k import exact_top_k
+from facebank.index.vectors import FlatIndex
 
 SPEC = default_model_spec()
 

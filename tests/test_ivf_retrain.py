@@ -18,7 +18,8 @@ from facebank.index.ivf_retrain import MovingIvf, move_onto
 from facebank.index.records import IndexSettings
 from facebank.index.segments import Segment
 from facebank.index.vector_source import VectorSource
-from facebank.index.vectors import IvfIndex, SearchParams, exact_top_k
+from facebank.index.top_k import exact_top_k
+from facebank.index.vectors import IvfIndex, SearchParams
 from test_ivf_growth import list_contents, unit_vectors
 
 CPU = IndexFactory("cpu")

@@ -16,7 +16,8 @@ from facebank.index.factory import IndexFactory
 from facebank.index.flat_move import MovingFlat
 from facebank.index.ivf_retrain import MovingIvf
 from facebank.index.vector_source import VectorSource
-from facebank.index.vectors import FlatIndex, IvfIndex, SearchParams, exact_top_k
+from facebank.index.top_k import exact_top_k
+from facebank.index.vectors import FlatIndex, IvfIndex, SearchParams
 from test_ivf_growth import unit_vectors
 
 DIM = 16

@@ -8,7 +8,8 @@ import pytest
 from facebank.index.factory import GpuMirror, IndexFactory
 from facebank.index.hnsw_index import HnswIndex
 from facebank.index.vector_source import VectorSource
-from facebank.index.vectors import FlatIndex, IvfIndex, SearchParams, exact_top_k, nlist_for
+from facebank.index.top_k import exact_top_k
+from facebank.index.vectors import FlatIndex, IvfIndex, SearchParams, nlist_for
 
 CPU = IndexFactory("cpu")
 
