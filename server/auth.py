@@ -110,15 +110,19 @@ class ApiKeys:
             raise PermissionDenied(f"API key {rec.key_id!r} may not use collection {collection or 'default'!r}")
 
 
-def check_secret(secret: str | None, lookup) -> ApiKeyRecord:
+NOT_VALID = "the API key is not valid (revoked or mistyped); ask an admin for a new one"
+
+
+def check_secret(secret: str | None, lookup, not_valid: str = NOT_VALID) -> ApiKeyRecord:
     """The key record a secret (`fbk_<key id>_<random>`) belongs to, found by `lookup(key id)`
-    (the catalog's, or on a search node the published one), checked against its SHA-256."""
+    (the catalog's, or on a search node the published one), checked against its SHA-256.
+    `not_valid`: the refusal's message (a search node's says a new key may not have reached it)."""
     if not secret:
         raise Unauthenticated("this server requires an API key: set FACEBANK_API_KEY (or send 'authorization: Bearer <key>')")
     parts = secret.split("_")
     rec = lookup(parts[1]) if len(parts) >= 3 and parts[0] == "fbk" else None
     if rec is None or not hmac.compare_digest(rec.secret_sha256, _digest(secret)):
-        raise Unauthenticated("the API key is not valid (revoked or mistyped); ask an admin for a new one")
+        raise Unauthenticated(not_valid)
     return rec
 
 

@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 SERVED = {("Search", "SearchByImage"), ("Search", "SearchByEmbedding"), ("Search", "Verify"), ("Search", "DetectFaces")}
 
 
+# A node cannot tell a revoked key from one the primary has not published yet (neither is in the registry).
+NODE_NOT_VALID = ("the API key is not valid on this search node: revoked, mistyped, or so new that the primary has not "
+                  "published it yet (keys reach search nodes within seconds); retry shortly, or ask an admin for a new one")
+
+
 class RegistryKeys:
     """The primary's API keys as the registry publishes them (same checks as ApiKeys)."""
 
@@ -44,7 +49,7 @@ class RegistryKeys:
         return self.view.any_key()
 
     def authenticate(self, secret: str | None) -> ApiKeyRecord:
-        return check_secret(secret, self._record)
+        return check_secret(secret, self._record, NODE_NOT_VALID)
 
     def _record(self, key_id: str) -> ApiKeyRecord | None:
         entry = self.view.key(key_id)
