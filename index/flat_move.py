@@ -66,7 +66,7 @@ class MovingFlat(MovingIndex):
     @property
     def trim_bytes(self) -> int:
         """Every piece: the faces' pages go back to the kernel as they move, but the new lists grow
-        by an eighth at a time, and a list's old buffer, freed, stays in the allocator's arenas
+        by a sixteenth at a time, and a list's old buffer, freed, stays in the allocator's arenas
         until the heap is trimmed (an IVF's own freed lists are reused for the new ones; the exact
         buffer's pages cannot be). Moving 120,000 faces (240 MB): 57 MB above the start trimmed
         every 8 MB moved, 31-36 MB trimmed every piece of 256-1024 faces (bench-free probe)."""

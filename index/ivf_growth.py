@@ -1,4 +1,4 @@
-"""Room for faces added to a built IVF index: a list that must grow gets an eighth more.
+"""Room for faces added to a built IVF index: a list that must grow gets a sixteenth more.
 
 A build sizes each inverted list exactly (ivf_fill.py), and a snapshot reads back
 the same. FAISS's `add_with_ids` then appends to a list as a std::vector grows:
@@ -8,8 +8,16 @@ enrollment a list gives every list room for as many faces again. Measured on a
 483-599 MiB more anonymous memory through add_with_ids, 349 MiB this way, for
 244 MiB of codes. Here the faces' lists are found first (the coarse quantizer, as
 add_with_ids does), each list without room for them is moved into a buffer of its
-new size plus an eighth, and the faces are added into that room (`add_core` with
+new size plus a sixteenth, and the faces are added into that room (`add_core` with
 the lists found).
+
+A sixteenth, not an eighth (stop 38): the room is memory a start from the snapshot
+does not hold (lists read back at their size). 600,000 faces loaded as the scale
+bench loads them left 76 MB of room with an eighth, 43 MB with a sixteenth, the
+process 1.12x -> 1.10x the anonymous memory of a start from its snapshot, at 5,905
+and 5,752 faces/s (`committed-2026-12-07-load-anon-600k-cpu2`); the price is about
+twice the copies of a list as it grows (each list copied about 17 times its final
+size in all, not 9: memcpy, seconds in a load of millions).
 
 The move goes through FAISS's own list API: the list is copied out, emptied,
 resized to the room wanted and back to its size, and written back. An emptied
@@ -22,7 +30,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-GROWTH = 8     # a list that must grow gets room for 1/GROWTH more faces than it then holds
+GROWTH = 16    # a list that must grow gets room for 1/GROWTH more faces than it then holds
 MIN_ROOM = 4   # ...and at least this many
 ADD_BLOCK = 65536  # faces added at a time (as add_with_ids blocks them): add_core encodes a block's codes at once
 
@@ -52,7 +60,7 @@ class ListRoom:
     def expect(self, sizes: np.ndarray | None) -> None:
         """The sizes the lists are being filled to (an index filled by adds, ivf_retrain.py): a list's
         room never grows past its expected size, so the lists end exactly as large as a build's
-        (and by an eighth at a time past it, for faces beyond it). None: no longer expected."""
+        (and by a sixteenth at a time past it, for faces beyond it). None: no longer expected."""
         self._expected = None if sizes is None else np.asarray(sizes, np.int64)
 
     def _make_room(self, ivf: faiss.IndexIVF, assigned: np.ndarray) -> None:

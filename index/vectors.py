@@ -218,7 +218,7 @@ class IvfIndex(VectorIndex):
         self.trained_n = trained_n  # vectors in the collection when trained: nlist was sized for it
         self.default_nprobe = nprobe or default_nprobe(self.index.nlist)
         self.calibrated_recall = calibrated_recall
-        self._room = ListRoom()  # adds grow a list by an eighth (ivf_growth.py)
+        self._room = ListRoom()  # adds grow a list by a sixteenth (ivf_growth.py)
 
     @classmethod
     def train(cls, dim: int, source: VectorSource, *, nprobe: int = 0, seed: int = 0,

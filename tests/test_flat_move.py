@@ -76,7 +76,7 @@ def test_an_exact_collection_made_ivf_never_holds_its_faces_twice(tmp_path, embe
     the steady memory building the IVF of the scale bench's 1M-face exact index). 120,000 faces
     (240 MB of vectors) of an exact collection made IVF through the upkeep now take at most
     three tenths of the vectors' size above where they began (51-61 MB over eight runs here): the
-    new lists' room to grow (an eighth of what they hold, ivf_growth.py), a list's old buffer
+    new lists' room to grow (a sixteenth of what they hold, ivf_growth.py), a list's old buffer
     and its copy as it grows, the training sample (2,048 faces), the id map of the new lists,
     the snapshot after (sealed 1 MB at a time here). Failed before: 449,888 KB above the
     start (the IVF built beside the exact index)."""

@@ -1,4 +1,4 @@
-"""Faces added to a built IVF index: every list grows by an eighth, not to double,
+"""Faces added to a built IVF index: every list grows by a sixteenth, not to double,
 and the index answers exactly as FAISS's own `add_with_ids` would have built it."""
 
 from __future__ import annotations
@@ -36,13 +36,13 @@ def list_contents(index: faiss.IndexIVF) -> list[dict[int, bytes]]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
-def test_faces_added_after_a_build_grow_its_lists_by_an_eighth_not_double():
+def test_faces_added_after_a_build_grow_their_lists_by_a_sixteenth_not_double():
     """A build sizes every list exactly (ivf_fill); FAISS's add_with_ids then grows a list
     as a std::vector grows, to twice its size at the first face it gains. After a rebuild
     at 8M faces, one enrollment a list (8,192 of them) would double the lists' memory
     (the 10M load's process settled at 11.4 GB against 5.97 GB for the same index read
     from its snapshot). Here 10% more faces may cost at most 40% more of the codes'
-    memory (10% added, an eighth of room, allocator slack)."""
+    memory (10% added, a sixteenth of room, allocator slack)."""
     dim, n = 256, 40_000
     x = unit_vectors(n + n // 10, dim, seed=5)
     ids = np.arange(1, len(x) + 1, dtype=np.int64)
