@@ -67,7 +67,10 @@ def _write(ivf, invlists, ids: np.ndarray, vectors: np.ndarray, lists: np.ndarra
     """Codes of a chunk's faces written at their places."""
     n = len(ids)
     codes = np.empty((n, code_size), np.uint8)
-    ivf.encode_vectors(n, faiss.swig_ptr(vectors), faiss.swig_ptr(lists.astype(np.int64)), faiss.swig_ptr(codes), False)
+    # Held in a name while FAISS reads it: a temporary passed through swig_ptr is freed as soon as
+    # swig_ptr returns, and FAISS then read list numbers from freed memory (a face left with a zero code).
+    list_nos = np.ascontiguousarray(lists, np.int64)
+    ivf.encode_vectors(n, faiss.swig_ptr(vectors), faiss.swig_ptr(list_nos), faiss.swig_ptr(codes), False)
     ids = np.ascontiguousarray(ids, np.int64)
     by_list = np.argsort(lists, kind="stable")  # a list's faces of this chunk, by ascending id...
     sorted_lists, sorted_offsets = lists[by_list], offsets[by_list]
